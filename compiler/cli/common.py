@@ -1,0 +1,70 @@
+"""Flags and loading shared by the commands that take a model and a target."""
+
+from __future__ import annotations
+
+import argparse
+
+from chipletc.ir.dtypes import parse_dtype
+from chipletc.ir.errors import UsageError
+from chipletc.ir.graph import Graph
+
+__all__ = ["add_model_args", "add_storage_args", "load_graph", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
+        "Hugging Face checkpoint directory",
+    )
+
+
+def add_storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-dtype", metavar="D", help="store weights as D: fp32, bf16, fp16, fp8, int8, int4")
+    parser.add_argument("--kv-dtype", metavar="D", help="store the KV cache as D (default bf16)")
+    parser.add_argument(
+        "--weight-sparsity",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="fraction of zero weights, stored compressed (values + a 1-bit mask per "
+        "weight) and loaded dense: changes SRAM fit and memory time, not FLOPs",
+    )
+
+
+def load_graph(args: argparse.Namespace) -> Graph:
+    """The model MODEL names, with the storage flags applied."""
+    from chipletc.compiler.frontends import load_model
+
+    graph = load_model(args.model)
+    weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
+    kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
+    if weights is not None or kv is not None:
+        graph = graph.with_dtypes(weights=weights, kv=kv)
+    sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
+    if sparsity:
+        if not 0.0 <= sparsity < 1.0:
+            raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
+        graph = graph.with_sparsity(sparsity)
+    return graph

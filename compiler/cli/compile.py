@@ -1,0 +1,129 @@
+"""`chipletc compile`: solve the mapping of a model onto a target, write the plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from chipletc.compiler.compile import CompileResult, compile_model
+from chipletc.compiler.partition import SOLVERS, Objective, SearchOptions
+
+from .common import add_model_args, add_storage_args, load_graph, positive_float, positive_int
+from .output import write_outputs
+
+HELP = "find the best tp/pp/batch mapping of MODEL onto a target and write its plan"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from chipletc.backends.targets import DEFAULT_TARGET
+
+    p = sub.add_parser("compile", help=HELP, description=HELP + ".")
+    add_model_args(p)
+    p.add_argument("--target", "-t", default=DEFAULT_TARGET, metavar="T",
+                   help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})")
+    p.add_argument("--objective", choices=[o.value for o in Objective], default="tco",
+                   help="tco: min $ per 1K generated tokens; latency: min decode time per "
+                   "token; throughput: max generated tokens/s (default tco)")
+    p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P", help="prompt tokens (default 1024)")
+    p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G", help="generated tokens (default 1024)")
+    p.add_argument("--max-latency-ms", type=positive_float, metavar="MS", help="bound on decode time per token")
+    p.add_argument("--min-throughput", type=positive_float, metavar="TOK_S",
+                   help="bound on generated tokens/s of one replica")
+    p.add_argument("--max-chiplets", type=positive_int, metavar="N")
+    p.add_argument("--max-servers", type=positive_int, metavar="N")
+    p.add_argument("--max-batch", type=positive_int, default=1024, metavar="B",
+                   help="largest batch tried; batches are powers of two (default 1024)")
+    for pin in ("tp", "pp", "batch", "micro-batch"):
+        p.add_argument(f"--{pin}", type=positive_int, metavar="N", help=f"pin {pin}")
+    p.add_argument("--pad-heads", action="store_true",
+                   help="allow tp that does not divide the heads, padding them (as PaLM pads 48 to 64)")
+    add_storage_args(p)
+    p.add_argument("--solver", choices=sorted(SOLVERS), default="cpsat",
+                   help="cpsat (default) or exhaustive, the plain-Python reference")
+    p.add_argument("--time-limit", type=positive_float, default=20.0, metavar="S",
+                   help="solver limit in CP-SAT deterministic seconds (default 20)")
+    p.add_argument("-o", "--out", metavar="DIR", help="write DIR/plan.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> SearchOptions:
+    return SearchOptions(
+        objective=Objective(args.objective),
+        prompt_len=args.prompt_len,
+        gen_len=args.gen_len,
+        max_batch=args.max_batch,
+        max_latency_s=None if args.max_latency_ms is None else args.max_latency_ms / 1e3,
+        min_tokens_per_s=args.min_throughput,
+        max_chiplets=args.max_chiplets,
+        max_servers=args.max_servers,
+        tp=args.tp,
+        pp=args.pp,
+        batch=args.batch,
+        micro_batch=args.micro_batch,
+        pad_heads=args.pad_heads,
+        time_limit_s=args.time_limit,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.targets import load_target
+
+    graph = load_graph(args)
+    target = load_target(args.target)
+    result = compile_model(graph, target, options_from(args), args.solver)
+    if args.out:
+        write_outputs(args.out, {"plan.json": result.plan.to_json()})
+    if args.json:
+        print(json.dumps(result.summary(), indent=1))
+    else:
+        print(format_summary(result, args.out))
+    return 0
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def format_summary(r: CompileResult, out: str | None) -> str:
+    s = r.summary()
+    m, sy, pf, c, so = s["mapping"], s["system"], s["performance"], s["cost"], s["solver"]
+    stages = m["stages"]
+    sizes = sorted({b - a + 1 for a, b in stages})
+    lines = [
+        f"{s['model']} on {s['target']}  (objective {s['objective']}, prompt {r.options.prompt_len}, "
+        f"generate {r.options.gen_len})",
+        "",
+        "mapping",
+        f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}"
+        f"{'   heads padded' if m['pad_heads'] else ''}",
+        f"  stages: {len(stages)} with {'/'.join(map(str, sizes))} blocks"
+        f" (first {stages[0][1] - stages[0][0] + 1}, last {stages[-1][1] - stages[-1][0] + 1})",
+        f"  {sy['num_chiplets']} chiplets on {sy['num_servers']} server(s) of {sy['chips_per_server']}",
+        f"  {sy['memory'].upper()} use: max {sy['memory_utilization_max']:.1%}, "
+        f"mean {sy['memory_utilization_mean']:.1%} of {_bytes(r.target.memory_capacity_bytes)} per chiplet",
+        "performance (analytical)",
+        f"  prefill (batch)      {_seconds(pf['prefill_s'])}",
+        f"  decode per token     {_seconds(pf['decode_s_per_token'])}",
+        f"  throughput           {pf['tokens_per_s']:,.0f} tokens/s   (bottleneck: {pf['bottleneck']})",
+        "cost",
+        f"  $ per 1K tokens      ${c['tco_per_1k_tokens_usd']:.6f}",
+        f"  energy per 1K tokens {c['energy_per_1k_tokens_J']:,.0f} J",
+    ]
+    for k, v in c["breakdown_per_1k_tokens_usd"].items():
+        lines.append(f"    {k:<22} ${v:.6f}")
+    gap = "n/a" if so["gap"] is None else f"{so['gap']:.2%}"
+    lines += [
+        "solver",
+        f"  {so['name']} {so['status']}, gap {gap}, {so['wall_s']:.2f} s",
+    ]
+    if out:
+        lines.append(f"wrote {out}/plan.json")
+    return "\n".join(lines)

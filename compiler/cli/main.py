@@ -1,0 +1,47 @@
+"""The ``chipletc`` command: a thin layer that parses flags and calls the library.
+
+Each sub-command lives in its own module of this package with two functions:
+``register(subparsers)`` adds its parser and ``run(args) -> int`` does the work.
+Errors a user can cause (``ChipletcError``) print as one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from chipletc import __version__
+from chipletc.ir.errors import ChipletcError
+
+# Sub-command modules, in the order `chipletc --help` lists them.
+COMMANDS = ("models", "inspect", "compile", "targets", "cost")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chipletc",
+        description="Map transformers onto SRAM-only chiplet systems and cost them per token.",
+    )
+    parser.add_argument("--version", action="version", version=f"chipletc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"chipletc.compiler.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ChipletcError as err:
+        print(f"chipletc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("chipletc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The main job: a model and a target in, a solved mapping, its plan and its cost out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chipletc.backends.cost import (
+    cost_rate_usd_per_s,
+    life_seconds,
+    server_cost,
+    server_energy_J_per_s,
+    tco_breakdown,
+)
+from chipletc.backends.perf import PerfEstimate, estimate
+from chipletc.ir.graph import Graph
+from chipletc.ir.plan import Plan
+from chipletc.ir.target import Target
+
+from .partition import Partition, SearchOptions, partition
+from .place import build_plan
+
+__all__ = ["CompileResult", "compile_model", "cost_per_1k_tokens"]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    graph: Graph
+    target: Target
+    options: SearchOptions
+    partition: Partition
+    perf: PerfEstimate
+    cost: dict[str, Any]
+    plan: Plan
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary `chipletc compile --json` prints (also stored in plan.json)."""
+        return _summary(self.graph, self.target, self.options, self.partition, self.perf, self.cost, self.plan)
+
+
+def cost_per_1k_tokens(target: Target, num_servers: int, tokens_per_s: float) -> dict[str, Any]:
+    """Dollars and joules per 1K generated tokens, with the dollars broken down.
+
+    The only place a token's cost is computed: servers x dollars per server-second,
+    divided by generated tokens per second (throughput already counts the batch).
+    """
+    rate = cost_rate_usd_per_s(target)
+    seconds_per_1k = 1000.0 / tokens_per_s
+    econ = target.economics
+    out: dict[str, Any] = {
+        "tco_per_1k_tokens_usd": num_servers * rate * seconds_per_1k,
+        "usd_per_server_hour": rate * 3600,
+        "num_servers": num_servers,
+        "energy_per_1k_tokens_J": num_servers * server_energy_J_per_s(target) * seconds_per_1k,
+    }
+    if econ.rent_usd_per_hour is not None:
+        out["breakdown_per_1k_tokens_usd"] = {"rent_usd": out["tco_per_1k_tokens_usd"]}
+        return out
+    sc = server_cost(target)
+    life = life_seconds(econ)
+    items = tco_breakdown(sc.cost_usd, sc.power_w, econ)
+    out["server_cost_usd"] = sc.cost_usd
+    out["server_power_w"] = sc.power_w
+    out["breakdown_per_1k_tokens_usd"] = {
+        k: num_servers * v / life * seconds_per_1k for k, v in items.items()
+    }
+    return out
+
+
+def compile_model(
+    graph: Graph, target: Target, options: SearchOptions, solver: str = "cpsat"
+) -> CompileResult:
+    part = partition(graph, target, options, solver)
+    perf = estimate(graph, target, part.mapping, options.prompt_len, options.gen_len)
+    cost = cost_per_1k_tokens(target, part.num_servers, perf.tokens_per_s)
+    plan = build_plan(graph, target, part.mapping, options.prompt_len, options.gen_len)
+    plan.validate()
+    summary = _summary(graph, target, options, part, perf, cost, plan)
+    # plan.json must repeat byte for byte: everything but the solver's wall time.
+    solver_facts = {k: v for k, v in summary["solver"].items() if k != "wall_s"}
+    extra = {k: summary[k] for k in ("system", "performance", "cost")}
+    plan = Plan(
+        plan.model, plan.target, plan.workload, plan.mapping, plan.tensors, plan.chiplets,
+        extra={**plan.extra, **extra, "solver": solver_facts},
+    )
+    return CompileResult(graph, target, options, part, perf, cost, plan)
+
+
+def _summary(
+    graph: Graph,
+    target: Target,
+    options: SearchOptions,
+    part: Partition,
+    perf: PerfEstimate,
+    cost: dict[str, Any],
+    plan: Plan,
+) -> dict[str, Any]:
+    m = part.mapping
+    r = part.result
+    used = [c.used_bytes / c.capacity_bytes for c in plan.chiplets]
+    return {
+        "model": graph.info.name,
+        "target": target.name,
+        "objective": options.objective.value,
+        "workload": {"prompt_len": options.prompt_len, "gen_len": options.gen_len},
+        "mapping": {
+            "tp": m.tp,
+            "pp": m.pp,
+            "batch": m.batch,
+            "micro_batch": m.micro_batch,
+            "stages": [list(s) for s in m.stages],
+            "pad_heads": m.pad_heads,
+        },
+        "system": {
+            "num_chiplets": m.num_chiplets,
+            "num_servers": part.num_servers,
+            "chips_per_server": target.chips_per_server,
+            "memory": target.weights_in,
+            "memory_utilization_max": max(used),
+            "memory_utilization_mean": sum(used) / len(used),
+        },
+        "performance": {
+            "prefill_s": perf.prefill_s,
+            "decode_s_per_token": perf.decode_s_per_token,
+            "end_to_end_s": perf.end_to_end_s,
+            "tokens_per_s": perf.tokens_per_s,
+            "bottleneck": perf.bottleneck,
+        },
+        "cost": cost,
+        "solver": {
+            "name": r.solver,
+            "status": r.status,
+            "objective": r.objective,
+            "bound": r.bound,
+            "gap": r.gap,
+            "wall_s": r.wall_s,
+        },
+        "chiplets": [
+            {
+                "id": c.id,
+                "stage": c.stage,
+                "tp_rank": c.tp_rank,
+                "sram_capacity_bytes": c.capacity_bytes,
+                "weight_bytes": c.weight_bytes,
+                "kv_bytes": c.kv_bytes,
+                "activation_bytes": c.activation_bytes,
+            }
+            for c in plan.chiplets
+        ],
+    }

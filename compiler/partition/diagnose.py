@@ -1,0 +1,72 @@
+"""Say why nothing fits, and by how much, in one line."""
+
+from __future__ import annotations
+
+from chipletc.ir.graph import Graph
+from chipletc.ir.target import Target
+
+from .problem import PartitionProblem
+
+__all__ = ["explain_infeasible"]
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.3g} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.3g} MB"
+
+
+def _fullest_stage_bytes(p: PartitionProblem, ti: int, pp: int) -> int:
+    """Bytes on the fullest chiplet at the smallest batch, micro-batch 1, even stages."""
+    base, extra = divmod(p.num_layers, pp)
+    worst, first = 0, 0
+    for s in range(pp):
+        n = base + (1 if s < extra else 0)
+        kc = p.kind_counts(first, first + n)
+        first += n
+        b = p.workspace[0] + sum(
+            c * (p.block_weight[ti][k] + p.block_kv[ti][0][k]) for k, c in enumerate(kc)
+        )
+        b += (p.pre_weight[ti] if s == 0 else 0) + (p.post_weight[ti] if s == pp - 1 else 0)
+        worst = max(worst, b)
+    return worst
+
+
+def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str:
+    o = p.options
+    name = f"{graph.info.name} on {target.name}"
+    cap = p.capacity_bytes
+    allowed = min(p.max_servers * p.chips_per_server, o.max_chiplets or 10**12)
+    # 1. Does the model fit at all, with as many stages as there are layers?
+    ti = len(p.tps) - 1
+    pp_all = p.num_layers if o.pp is None else o.pp
+    need = _fullest_stage_bytes(p, ti, pp_all)
+    if need > cap:
+        return (
+            f"{name}: does not fit: at tp={p.tps[ti]}, pp={pp_all}, batch {p.batches[0]} the "
+            f"fullest chiplet needs {_gb(need)} of {target.weights_in.upper()} but has "
+            f"{_gb(cap)} (short by {_gb(need - cap)}); use a larger target, smaller "
+            "--weights-dtype/--kv-dtype or shorter --prompt-len/--gen-len"
+        )
+    # 2. It fits with enough chiplets: how many does it need against how many are allowed?
+    fewest = None
+    for i, tp in enumerate(p.tps):
+        for pp in range(1, p.num_layers + 1):
+            if _fullest_stage_bytes(p, i, pp) <= cap:
+                if fewest is None or tp * pp < fewest[0]:
+                    fewest = (tp * pp, tp, pp)
+                break
+    if fewest is not None and fewest[0] > allowed:
+        chips, tp, pp = fewest
+        return (
+            f"{name}: needs at least {chips} chiplets (tp={tp}, pp={pp}) but {allowed} are "
+            f"allowed ({p.max_servers} servers x {p.chips_per_server}"
+            f"{'' if o.max_chiplets is None else f', --max-chiplets {o.max_chiplets}'}); "
+            f"short by {chips - allowed}"
+        )
+    bounds = []
+    if o.max_latency_s is not None:
+        bounds.append(f"--max-latency-ms {o.max_latency_s * 1e3:g}")
+    if o.min_tokens_per_s is not None:
+        bounds.append(f"--min-throughput {o.min_tokens_per_s:g}")
+    pins = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k in ("tp", "pp", "batch", "micro_batch") if getattr(o, k) is not None]
+    what = " and ".join(bounds + pins) or "the constraints"
+    return f"{name}: no mapping meets {what}; relax them (compile without them shows the best reachable)"

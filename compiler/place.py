@@ -1,0 +1,195 @@
+"""Turn a mapping into a placement plan: which chiplet holds which weight shard.
+
+Chiplets are numbered stage-major (stage s, rank r -> id s * tp + r) and laid out in
+that order over chips, packages, lanes and servers, so a tp group sits on neighbouring
+chips and consecutive stages on neighbouring groups.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from chipletc import __version__
+from chipletc.ir.graph import Graph
+from chipletc.ir.mapping import ModelMapping
+from chipletc.ir.op import Op, Role, Shard, Weight
+from chipletc.ir.plan import ChipletPlacement, Plan, TensorInfo, WeightShard
+from chipletc.ir.sharding import head_factor, rank_cost
+from chipletc.ir.target import Target
+from chipletc.ir.workload import Workload
+
+__all__ = ["build_plan", "workspace_bytes"]
+
+_HEAD_ROLES = frozenset({Role.Q, Role.K, Role.V, Role.QKV, Role.KV, Role.PROJ})
+
+
+def workspace_bytes(graph: Graph, micro_batch: int, prompt_len: int) -> int:
+    """Two copies of one micro-batch's prefill residual stream (see partition/problem)."""
+    return math.ceil(2 * micro_batch * prompt_len * graph.info.d_model * graph.act_dtype.bits / 8)
+
+
+def _split(n: int, parts: int, i: int) -> tuple[int, int]:
+    """The i-th of ``parts`` near-equal contiguous ranges of ``range(n)``."""
+    return (n * i // parts, n * (i + 1) // parts)
+
+
+def _full(w: Weight) -> tuple[tuple[int, int], ...]:
+    return tuple((0, n) for n in w.shape)
+
+
+def _bytes(w: Weight, slc: tuple[tuple[int, int], ...]) -> int:
+    frac = math.prod(b - a for a, b in slc) / max(w.numel, 1)
+    return math.ceil(w.nbytes * frac)
+
+
+def _shard_dim(op: Op, w: Weight) -> int | None:
+    """The dimension tensor parallelism cuts for ``w``, or None when replicated."""
+    if len(w.shape) == 1:
+        # a bias follows its matmul's output features: split for column, whole for row
+        return 0 if op.shard in (Shard.COLUMN, Shard.VOCAB) else None
+    if op.shard is Shard.EXPERT:
+        return 0 if len(w.shape) == 3 else None  # stacked (E, out, in); else whole experts
+    out_features = op.dims.get("out_features")
+    out_dim = 0 if (out_features is None or w.shape[0] == out_features) else 1
+    if op.shard in (Shard.COLUMN, Shard.VOCAB):
+        return out_dim
+    if op.shard is Shard.ROW:
+        return 1 - out_dim
+    return None
+
+
+def _op_shards(op: Op, rank: int, tp: int, kv_heads: int) -> list[tuple[Weight, tuple, int]]:
+    """(weight, slice, copies) for what rank ``rank`` holds of ``op``'s weights."""
+    out = []
+    expert_weights = [w for w in op.weights if len(w.shape) >= 2]
+    for w in op.weights:
+        full = _full(w)
+        if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
+            out.append((w, full, tp))
+            continue
+        if op.shard is Shard.EXPERT and len(w.shape) == 2:
+            idx = expert_weights.index(w)
+            lo, hi = _split(len(expert_weights), tp, rank)
+            if lo <= idx < hi:
+                out.append((w, full, 1))
+            continue
+        if op.shard is Shard.ROW and len(w.shape) == 1:
+            if rank == 0:
+                out.append((w, full, 1))  # the bias is added once, after the all-reduce
+            continue
+        dim = _shard_dim(op, w)
+        if dim is None:
+            out.append((w, full, tp))
+            continue
+        if op.role in (Role.K, Role.V, Role.KV) and kv_heads < tp:
+            group = tp // kv_heads  # ranks sharing one KV head
+            lo, hi = _split(w.shape[dim], kv_heads, rank // group)
+            copies = group
+        else:
+            lo, hi = _split(w.shape[dim], tp, rank)
+            copies = 1
+        slc = tuple((lo, hi) if d == dim else (0, n) for d, n in enumerate(w.shape))
+        if hi > lo:
+            out.append((w, slc, copies))
+    return out
+
+
+def build_plan(
+    graph: Graph,
+    target: Target,
+    mapping: ModelMapping,
+    prompt_len: int,
+    gen_len: int,
+    extra: dict[str, Any] | None = None,
+) -> Plan:
+    info = graph.info
+    tp, pp = mapping.tp, mapping.pp
+    groups = graph.groups()
+    ctx = prompt_len + gen_len
+    kv_wl = Workload.decode(1, 1)
+    cpp = target.chips_per_package
+    per_lane = target.server.packages_per_lane * cpp
+    cps = target.chips_per_server
+    act = workspace_bytes(graph, mapping.micro_batch, prompt_len)
+    copies: dict[str, int] = {}
+    chiplets = []
+    for s, (first, last) in enumerate(mapping.stages):
+        ops: list[Op] = [op for b in range(first, last + 1) for op in groups[b]]
+        if s == 0:
+            ops = groups["pre"] + ops
+        if s == pp - 1:
+            ops = ops + groups["post"]
+        for r in range(tp):
+            cid = s * tp + r
+            shards, weight_b, kv_b = [], 0, 0.0
+            for op in ops:
+                pad = head_factor(info.num_heads, tp, mapping.pad_heads) if op.role in _HEAD_ROLES else 1.0
+                for w, slc, n_copies in _op_shards(op, r, tp, info.num_kv_heads):
+                    nbytes = _bytes(w, slc)
+                    shards.append(WeightShard(w.name, slc, nbytes))
+                    copies[w.name] = n_copies
+                    weight_b += math.ceil(nbytes * pad)
+                if op.tied is not None and pp > 1 and s == pp - 1:
+                    w = op.tied
+                    lo, hi = _split(w.shape[0], tp, r) if op.shard is Shard.VOCAB else (0, w.shape[0])
+                    slc = ((lo, hi), *((0, n) for n in w.shape[1:]))
+                    nbytes = _bytes(w, slc)
+                    shards.append(WeightShard(w.name, slc, nbytes, tied=True))
+                    weight_b += nbytes
+                whole = op.cost(kv_wl, graph.kv_dtype, graph.act_dtype)
+                mine = rank_cost(op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+                kv_b += mine.kv_write_bytes * mapping.batch * ctx
+            j = cid % cps
+            chiplets.append(
+                ChipletPlacement(
+                    id=cid,
+                    server=cid // cps,
+                    lane=j // per_lane,
+                    package=(j % per_lane) // cpp,
+                    chip=j % cpp,
+                    stage=s,
+                    tp_rank=r,
+                    layers=(first, last),
+                    holds_pre=s == 0,
+                    holds_post=s == pp - 1,
+                    shards=tuple(shards),
+                    weight_bytes=weight_b,
+                    kv_bytes=math.ceil(kv_b),
+                    activation_bytes=act,
+                    capacity_bytes=target.memory_capacity_bytes,
+                )
+            )
+    tensors = tuple(
+        TensorInfo(w.name, tuple(w.shape), w.dtype.value, w.nbytes, copies.get(w.name, 1))
+        for _, w in graph.weights()
+    )
+    return Plan(
+        model={
+            "name": info.name,
+            "frontend": info.frontend,
+            "params": graph.params,
+            "weight_bytes": graph.weight_bytes,
+            "weights_dtype": ",".join(graph.weight_bytes_by_dtype()),
+            "kv_dtype": graph.kv_dtype.value,
+            "num_layers": graph.num_blocks,
+        },
+        target={
+            "name": target.name,
+            "memory": target.weights_in,
+            "chips_per_server": cps,
+            "capacity_bytes": target.memory_capacity_bytes,
+        },
+        workload={"prompt_len": prompt_len, "gen_len": gen_len},
+        mapping={
+            "tp": tp,
+            "pp": pp,
+            "batch": mapping.batch,
+            "micro_batch": mapping.micro_batch,
+            "stages": [list(st) for st in mapping.stages],
+            "pad_heads": mapping.pad_heads,
+        },
+        tensors=tensors,
+        chiplets=tuple(chiplets),
+        extra={"chipletc_version": __version__, **(extra or {})},
+    )

@@ -1,0 +1,216 @@
+"""The placement plan: where every weight shard and KV-cache slice of a replica lives.
+
+A versioned JSON document. Each chiplet lists its coordinates (server, lane, package,
+chip), its pipeline stage and tensor-parallel rank, the blocks it runs, the weight
+shards it holds (tensor name and a [start, stop) range per dimension) and its bytes of
+weights, KV cache and activation workspace against its capacity.
+
+``validate()`` checks, from the document alone:
+
+1. every tensor of the model's table is covered: along each dimension the shards of
+   a tensor tile it without gaps, and each element is held exactly ``copies`` times
+   (1 for a sharded tensor, tp for a replicated one, tp / kv_heads for replicated KV
+   heads); tied copies (an LM head reading the embedding on another stage) are extra;
+2. no shard lies outside its tensor;
+3. no chiplet holds more bytes than its capacity;
+4. the chiplets form the tp x pp grid of the mapping, every stage's blocks once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from math import prod
+from typing import Any
+
+from .errors import PlanError
+
+__all__ = ["PLAN_VERSION", "ChipletPlacement", "Plan", "TensorInfo", "WeightShard"]
+
+PLAN_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    copies: int = 1  # how many times each element is held across one tp group
+
+
+@dataclass(frozen=True)
+class WeightShard:
+    tensor: str
+    slice: tuple[tuple[int, int], ...]  # [start, stop) per dimension
+    bytes: int
+    tied: bool = False  # a copy read by a tied LM head, not the owning placement
+
+    @property
+    def numel(self) -> int:
+        return prod(b - a for a, b in self.slice)
+
+
+@dataclass(frozen=True)
+class ChipletPlacement:
+    id: int
+    server: int
+    lane: int
+    package: int
+    chip: int
+    stage: int
+    tp_rank: int
+    layers: tuple[int, int]  # first and last block, inclusive
+    holds_pre: bool
+    holds_post: bool
+    shards: tuple[WeightShard, ...]
+    weight_bytes: int  # shards plus padded heads
+    kv_bytes: int
+    activation_bytes: int
+    capacity_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return self.weight_bytes + self.kv_bytes + self.activation_bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: dict[str, Any]
+    target: dict[str, Any]
+    workload: dict[str, Any]
+    mapping: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    chiplets: tuple[ChipletPlacement, ...]
+    version: str = PLAN_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # performance, cost, solver
+
+    # -- serialisation ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "model": self.model,
+            "target": self.target,
+            "workload": self.workload,
+            "mapping": self.mapping,
+            **self.extra,
+            "tensors": [
+                {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.bytes, "copies": t.copies}
+                for t in self.tensors
+            ],
+            "chiplets": [_chiplet_dict(c) for c in self.chiplets],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Plan:
+        try:
+            version = doc["version"]
+            if str(version).split(".")[0] != PLAN_VERSION.split(".")[0]:
+                raise PlanError(f"plan: version {version} is not readable (this chipletc reads {PLAN_VERSION})")
+            tensors = tuple(
+                TensorInfo(t["name"], tuple(t["shape"]), t["dtype"], int(t["bytes"]), int(t["copies"]))
+                for t in doc["tensors"]
+            )
+            chiplets = tuple(_chiplet_from(c) for c in doc["chiplets"])
+            known = {"version", "model", "target", "workload", "mapping", "tensors", "chiplets"}
+            extra = {k: v for k, v in doc.items() if k not in known}
+            return cls(doc["model"], doc["target"], doc["workload"], doc["mapping"], tensors, chiplets, version, extra)
+        except (KeyError, TypeError, ValueError) as err:
+            raise PlanError(f"plan: malformed document ({type(err).__name__}: {err})") from None
+
+    # -- invariants -------------------------------------------------------------------
+
+    def validate(self) -> Plan:
+        """Check the invariants in the module docstring; return self or raise PlanError."""
+        tp, pp = int(self.mapping["tp"]), int(self.mapping["pp"])
+        stages = [tuple(s) for s in self.mapping["stages"]]
+        grid = {(c.stage, c.tp_rank) for c in self.chiplets}
+        if len(self.chiplets) != tp * pp or grid != {(s, r) for s in range(pp) for r in range(tp)}:
+            raise PlanError(f"plan: chiplets do not form the {tp} x {pp} grid of the mapping")
+        for c in self.chiplets:
+            if tuple(c.layers) != stages[c.stage]:
+                raise PlanError(f"chiplet {c.id}: layers {c.layers} differ from stage {c.stage} {stages[c.stage]}")
+            if c.used_bytes > c.capacity_bytes:
+                raise PlanError(
+                    f"chiplet {c.id}: holds {c.used_bytes} bytes, over its capacity "
+                    f"{c.capacity_bytes} by {c.used_bytes - c.capacity_bytes}"
+                )
+        table = {t.name: t for t in self.tensors}
+        held: dict[str, list[WeightShard]] = defaultdict(list)
+        for c in self.chiplets:
+            for s in c.shards:
+                if s.tensor not in table:
+                    raise PlanError(f"chiplet {c.id}: shard of unknown tensor {s.tensor!r}")
+                if not s.tied:
+                    held[s.tensor].append(s)
+        for t in self.tensors:
+            _check_cover(t, held.get(t.name, []))
+        return self
+
+
+def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
+    """Each element of ``t`` is held exactly ``t.copies`` times by ``shards``."""
+    if not shards:
+        raise PlanError(f"tensor {t.name}: placed nowhere")
+    for s in shards:
+        if len(s.slice) != len(t.shape) or any(
+            not 0 <= a < b <= n for (a, b), n in zip(s.slice, t.shape, strict=True)
+        ):
+            raise PlanError(f"tensor {t.name} {list(t.shape)}: shard {list(s.slice)} lies outside it")
+    total = sum(s.numel for s in shards)
+    if total != t.copies * prod(t.shape):
+        raise PlanError(
+            f"tensor {t.name}: shards hold {total} elements, expected {t.copies} x {prod(t.shape)}"
+        )
+    # Equal totals could still hide an overlap balanced by a gap: count coverage on the
+    # grid of shard boundaries (shards are boxes, so this is exact).
+    cuts = [sorted({0, n} | {a for s in shards for a in (s.slice[d])}) for d, n in enumerate(t.shape)]
+    cells: dict[tuple[int, ...], int] = defaultdict(int)
+    for s in shards:
+        ranges = [
+            [i for i in range(len(cuts[d]) - 1) if s.slice[d][0] <= cuts[d][i] < s.slice[d][1]]
+            for d in range(len(t.shape))
+        ]
+        for cell in _product(ranges):
+            cells[cell] += 1
+    n_cells = prod(len(c) - 1 for c in cuts)
+    if len(cells) != n_cells or any(v != t.copies for v in cells.values()):
+        raise PlanError(f"tensor {t.name}: shards overlap or leave a gap")
+
+
+def _product(ranges: list[list[int]]) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = [()]
+    for r in ranges:
+        out = [o + (i,) for o in out for i in r]
+    return out
+
+
+def _chiplet_dict(c: ChipletPlacement) -> dict[str, Any]:
+    d = asdict(c)
+    d["layers"] = list(c.layers)
+    d["shards"] = [
+        {"tensor": s.tensor, "slice": [list(r) for r in s.slice], "bytes": s.bytes, **({"tied": True} if s.tied else {})}
+        for s in c.shards
+    ]
+    d["sram_capacity_bytes"] = d.pop("capacity_bytes")
+    return d
+
+
+def _chiplet_from(d: dict[str, Any]) -> ChipletPlacement:
+    shards = tuple(
+        WeightShard(s["tensor"], tuple(tuple(r) for r in s["slice"]), int(s["bytes"]), bool(s.get("tied", False)))
+        for s in d["shards"]
+    )
+    return ChipletPlacement(
+        id=int(d["id"]), server=int(d["server"]), lane=int(d["lane"]), package=int(d["package"]),
+        chip=int(d["chip"]), stage=int(d["stage"]), tp_rank=int(d["tp_rank"]),
+        layers=(int(d["layers"][0]), int(d["layers"][1])), holds_pre=bool(d["holds_pre"]),
+        holds_post=bool(d["holds_post"]), shards=shards, weight_bytes=int(d["weight_bytes"]),
+        kv_bytes=int(d["kv_bytes"]), activation_bytes=int(d["activation_bytes"]),
+        capacity_bytes=int(d["sram_capacity_bytes"]),
+    )

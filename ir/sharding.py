@@ -1,0 +1,132 @@
+"""What one tensor-parallel rank holds and does for an op.
+
+Sharding follows the ``Shard`` the sharding pass set from the model's structure. With
+``pad_heads`` a head count that tp does not divide is padded up to the next multiple
+(PaLM serving pads 48 heads to 64): the padded heads cost compute and storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .op import Op, OpCost, OpKind, Role, Shard
+
+__all__ = [
+    "Collective",
+    "check_tp",
+    "collectives_after",
+    "head_factor",
+    "rank_cost",
+    "rank_weight_fraction",
+]
+
+# Roles whose weights are laid out by heads: padding heads pads these too.
+_HEAD_ROLES = frozenset({Role.Q, Role.K, Role.V, Role.QKV, Role.KV, Role.PROJ})
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def check_tp(heads: int, kv_heads: int, tp: int, pad_heads: bool) -> None:
+    """Raise ``UsageError`` unless tp can split the attention heads."""
+    if tp < 1:
+        raise UsageError(f"tp: must be at least 1 ({tp})")
+    if heads % tp and not pad_heads:
+        raise UsageError(
+            f"tp: {tp} does not divide the {heads} attention heads; "
+            f"choose a divisor of {heads} or allow --pad-heads"
+        )
+    if not pad_heads and kv_heads % tp and tp % kv_heads:
+        raise UsageError(f"tp: {tp} and the {kv_heads} KV heads do not divide one another")
+
+
+def head_factor(heads: int, tp: int, pad_heads: bool) -> float:
+    """Work per rank relative to an even 1/tp split: >1 when heads are padded."""
+    if not pad_heads or heads % tp == 0:
+        return 1.0
+    return _ceil_div(heads, tp) * tp / heads
+
+
+def _kv_fraction(op: Op, tp: int) -> float:
+    """Fraction of the op's KV cache one rank keeps.
+
+    Per-head caches split by KV heads and are replicated once tp exceeds them; a cache
+    that is not per head (MLA's latent) is replicated on every rank.
+    """
+    d = op.dims
+    per_head = d["kv_elems"] == d["kv_heads"] * d["head_dim"]
+    if not per_head:
+        return 1.0
+    return _ceil_div(d["kv_heads"], tp) / d["kv_heads"]
+
+
+def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> float:
+    """Fraction of the op's stored weight bytes one rank holds."""
+    if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
+        return 1.0 if op.shard is Shard.REPLICATED or tp == 1 else 1.0 / tp
+    if op.shard is Shard.EXPERT:
+        experts = op.dims["num_experts"]
+        return _ceil_div(experts, tp) / experts
+    if op.role in (Role.K, Role.V, Role.KV) and kv_heads < tp:
+        return 1.0 / kv_heads  # each rank keeps a whole KV head: they are replicated
+    factor = head_factor(heads, tp, pad_heads) if op.role in _HEAD_ROLES else 1.0
+    return factor / tp
+
+
+def rank_cost(
+    op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_heads: int
+) -> OpCost:
+    """One rank's share of an op's cost (``cost`` is the whole op's at the workload)."""
+    if tp == 1 or op.shard is Shard.REPLICATED:
+        return cost
+    if op.kind in (OpKind.ATTN_SCORE, OpKind.ATTN_CONTEXT):
+        f = head_factor(op.dims["heads"], tp, pad_heads) / tp
+        kv = _kv_fraction(op, tp)
+        return OpCost(
+            flops=cost.flops * f,
+            kv_read_bytes=cost.kv_read_bytes * kv,
+            kv_write_bytes=cost.kv_write_bytes * kv,
+            act_in_bytes=cost.act_in_bytes * f,
+            act_out_bytes=cost.act_out_bytes * f,
+        )
+    w = rank_weight_fraction(op, tp, pad_heads, heads, kv_heads)
+    factor = head_factor(heads, tp, pad_heads) if op.role in _HEAD_ROLES else 1.0
+    f = factor / tp
+    return OpCost(
+        flops=cost.flops * f,
+        weight_bytes=cost.weight_bytes * w,
+        kv_read_bytes=cost.kv_read_bytes * f,
+        kv_write_bytes=cost.kv_write_bytes * f,
+        act_in_bytes=cost.act_in_bytes * (1.0 if op.shard is Shard.COLUMN else f),
+        act_out_bytes=cost.act_out_bytes * (1.0 if op.shard is Shard.ROW else f),
+    )
+
+
+@dataclass(frozen=True)
+class Collective:
+    """A collective a tensor-parallel group runs after an op; bytes per rank's buffer."""
+
+    kind: str  # "all_reduce" | "all_gather" | "all_to_all"
+    bytes: float
+
+
+def collectives_after(op: Op, cost: OpCost, tp: int) -> tuple[Collective, ...]:
+    """Collectives the sharding implies after ``op``; ``cost`` is the whole op's.
+
+    Row-parallel matmuls all-reduce their partial outputs; a vocabulary-parallel head
+    all-gathers the logits; expert-parallel matmuls exchange their tokens all-to-all
+    (counted on the up/gate side in and on the down side out).
+    """
+    if tp == 1:
+        return ()
+    if op.shard is Shard.ROW:
+        return (Collective("all_reduce", cost.act_out_bytes),)
+    if op.shard is Shard.VOCAB and op.kind is OpKind.LM_HEAD:
+        return (Collective("all_gather", cost.act_out_bytes),)
+    if op.shard is Shard.EXPERT and op.role in (Role.DOWN, Role.FC2):
+        return (Collective("all_to_all", cost.act_out_bytes),)
+    if op.shard is Shard.EXPERT and op.role in (Role.UP, Role.FC1, Role.EXPERT):
+        return (Collective("all_to_all", cost.act_in_bytes),)
+    return ()
