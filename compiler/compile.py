@@ -35,7 +35,9 @@ class CompileResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary `chipletc compile --json` prints (also stored in plan.json)."""
-        return _summary(self.graph, self.target, self.options, self.partition, self.perf, self.cost, self.plan)
+        return _summary(
+            self.graph, self.target, self.options, self.partition, self.perf, self.cost, self.plan
+        )
 
 
 def cost_per_1k_tokens(target: Target, num_servers: int, tokens_per_s: float) -> dict[str, Any]:
@@ -80,7 +82,12 @@ def compile_model(
     solver_facts = {k: v for k, v in summary["solver"].items() if k != "wall_s"}
     extra = {k: summary[k] for k in ("system", "performance", "cost")}
     plan = Plan(
-        plan.model, plan.target, plan.workload, plan.mapping, plan.tensors, plan.chiplets,
+        plan.model,
+        plan.target,
+        plan.workload,
+        plan.mapping,
+        plan.tensors,
+        plan.chiplets,
         extra={**plan.extra, **extra, "solver": solver_facts},
     )
     return CompileResult(graph, target, options, part, perf, cost, plan)

@@ -124,7 +124,11 @@ def build_plan(
             cid = s * tp + r
             shards, weight_b, kv_b = [], 0, 0.0
             for op in ops:
-                pad = head_factor(info.num_heads, tp, mapping.pad_heads) if op.role in _HEAD_ROLES else 1.0
+                pad = (
+                    head_factor(info.num_heads, tp, mapping.pad_heads)
+                    if op.role in _HEAD_ROLES
+                    else 1.0
+                )
                 for w, slc, n_copies in _op_shards(op, r, tp, info.num_kv_heads):
                     nbytes = _bytes(w, slc)
                     shards.append(WeightShard(w.name, slc, nbytes))
@@ -132,13 +136,17 @@ def build_plan(
                     weight_b += math.ceil(nbytes * pad)
                 if op.tied is not None and pp > 1 and s == pp - 1:
                     w = op.tied
-                    lo, hi = _split(w.shape[0], tp, r) if op.shard is Shard.VOCAB else (0, w.shape[0])
+                    lo, hi = (
+                        _split(w.shape[0], tp, r) if op.shard is Shard.VOCAB else (0, w.shape[0])
+                    )
                     slc = ((lo, hi), *((0, n) for n in w.shape[1:]))
                     nbytes = _bytes(w, slc)
                     shards.append(WeightShard(w.name, slc, nbytes, tied=True))
                     weight_b += nbytes
                 whole = op.cost(kv_wl, graph.kv_dtype, graph.act_dtype)
-                mine = rank_cost(op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+                mine = rank_cost(
+                    op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads
+                )
                 kv_b += mine.kv_write_bytes * mapping.batch * ctx
             j = cid % cps
             chiplets.append(

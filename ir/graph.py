@@ -7,11 +7,10 @@ and ``verify()``, which lists and checks the invariants every pass may rely on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
-
-import math
 
 import networkx as nx
 
@@ -249,7 +248,9 @@ class Graph:
         for op in self.ops:
             if op.kind in _SPARSE_KINDS and op.weights:
                 packed = tuple(
-                    replace(w, stored_bytes=math.ceil(w.numel * ((1 - sparsity) * w.dtype.bits + 1) / 8))
+                    replace(
+                        w, stored_bytes=math.ceil(w.numel * ((1 - sparsity) * w.dtype.bits + 1) / 8)
+                    )
                     if len(w.shape) >= 2
                     else w
                     for w in op.weights
@@ -302,7 +303,9 @@ class Graph:
             n_in, n_out = d["in_features"], d["out_features"]
             for w in op.weights:
                 if w.shape not in ((n_out, n_in), (n_in, n_out), (n_out,)):
-                    raise IRError(f"{where}: weight {w.name} {w.shape} does not fit {n_in}->{n_out}")
+                    raise IRError(
+                        f"{where}: weight {w.name} {w.shape} does not fit {n_in}->{n_out}"
+                    )
         elif op.kind is OpKind.EXPERT_MATMUL:
             per_expert = d["in_features"] * d["out_features"]
             matrices = sum(w.numel for w in op.weights if len(w.shape) >= 2)
@@ -319,7 +322,9 @@ class Graph:
         elif op.kind is OpKind.EMBEDDING:
             for w in op.weights:
                 if w.shape != (d["num_embeddings"], d["width"]):
-                    raise IRError(f"{where}: table {w.shape} is not {d['num_embeddings']}x{d['width']}")
+                    raise IRError(
+                        f"{where}: table {w.shape} is not {d['num_embeddings']}x{d['width']}"
+                    )
 
     def _where(self, op: Op) -> str:
         ins = [o.name for o in self.inputs(op.name)]

@@ -97,7 +97,13 @@ class Plan:
             "mapping": self.mapping,
             **self.extra,
             "tensors": [
-                {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.bytes, "copies": t.copies}
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "dtype": t.dtype,
+                    "bytes": t.bytes,
+                    "copies": t.copies,
+                }
                 for t in self.tensors
             ],
             "chiplets": [_chiplet_dict(c) for c in self.chiplets],
@@ -111,15 +117,28 @@ class Plan:
         try:
             version = doc["version"]
             if str(version).split(".")[0] != PLAN_VERSION.split(".")[0]:
-                raise PlanError(f"plan: version {version} is not readable (this chipletc reads {PLAN_VERSION})")
+                raise PlanError(
+                    f"plan: version {version} is not readable (this chipletc reads {PLAN_VERSION})"
+                )
             tensors = tuple(
-                TensorInfo(t["name"], tuple(t["shape"]), t["dtype"], int(t["bytes"]), int(t["copies"]))
+                TensorInfo(
+                    t["name"], tuple(t["shape"]), t["dtype"], int(t["bytes"]), int(t["copies"])
+                )
                 for t in doc["tensors"]
             )
             chiplets = tuple(_chiplet_from(c) for c in doc["chiplets"])
             known = {"version", "model", "target", "workload", "mapping", "tensors", "chiplets"}
             extra = {k: v for k, v in doc.items() if k not in known}
-            return cls(doc["model"], doc["target"], doc["workload"], doc["mapping"], tensors, chiplets, version, extra)
+            return cls(
+                doc["model"],
+                doc["target"],
+                doc["workload"],
+                doc["mapping"],
+                tensors,
+                chiplets,
+                version,
+                extra,
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise PlanError(f"plan: malformed document ({type(err).__name__}: {err})") from None
 
@@ -134,7 +153,10 @@ class Plan:
             raise PlanError(f"plan: chiplets do not form the {tp} x {pp} grid of the mapping")
         for c in self.chiplets:
             if tuple(c.layers) != stages[c.stage]:
-                raise PlanError(f"chiplet {c.id}: layers {c.layers} differ from stage {c.stage} {stages[c.stage]}")
+                raise PlanError(
+                    f"chiplet {c.id}: layers {c.layers} differ from stage {c.stage}'s "
+                    f"{stages[c.stage]}"
+                )
             if c.used_bytes > c.capacity_bytes:
                 raise PlanError(
                     f"chiplet {c.id}: holds {c.used_bytes} bytes, over its capacity "
@@ -161,7 +183,9 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
         if len(s.slice) != len(t.shape) or any(
             not 0 <= a < b <= n for (a, b), n in zip(s.slice, t.shape, strict=True)
         ):
-            raise PlanError(f"tensor {t.name} {list(t.shape)}: shard {list(s.slice)} lies outside it")
+            raise PlanError(
+                f"tensor {t.name} {list(t.shape)}: shard {list(s.slice)} lies outside it"
+            )
     total = sum(s.numel for s in shards)
     if total != t.copies * prod(t.shape):
         raise PlanError(
@@ -169,7 +193,9 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
         )
     # Equal totals could still hide an overlap balanced by a gap: count coverage on the
     # grid of shard boundaries (shards are boxes, so this is exact).
-    cuts = [sorted({0, n} | {a for s in shards for a in (s.slice[d])}) for d, n in enumerate(t.shape)]
+    cuts = [
+        sorted({0, n} | {a for s in shards for a in (s.slice[d])}) for d, n in enumerate(t.shape)
+    ]
     cells: dict[tuple[int, ...], int] = defaultdict(int)
     for s in shards:
         ranges = [
@@ -186,7 +212,7 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
 def _product(ranges: list[list[int]]) -> list[tuple[int, ...]]:
     out: list[tuple[int, ...]] = [()]
     for r in ranges:
-        out = [o + (i,) for o in out for i in r]
+        out = [(*o, i) for o in out for i in r]
     return out
 
 
@@ -194,7 +220,12 @@ def _chiplet_dict(c: ChipletPlacement) -> dict[str, Any]:
     d = asdict(c)
     d["layers"] = list(c.layers)
     d["shards"] = [
-        {"tensor": s.tensor, "slice": [list(r) for r in s.slice], "bytes": s.bytes, **({"tied": True} if s.tied else {})}
+        {
+            "tensor": s.tensor,
+            "slice": [list(r) for r in s.slice],
+            "bytes": s.bytes,
+            **({"tied": True} if s.tied else {}),
+        }
         for s in c.shards
     ]
     d["sram_capacity_bytes"] = d.pop("capacity_bytes")
@@ -203,14 +234,28 @@ def _chiplet_dict(c: ChipletPlacement) -> dict[str, Any]:
 
 def _chiplet_from(d: dict[str, Any]) -> ChipletPlacement:
     shards = tuple(
-        WeightShard(s["tensor"], tuple(tuple(r) for r in s["slice"]), int(s["bytes"]), bool(s.get("tied", False)))
+        WeightShard(
+            s["tensor"],
+            tuple(tuple(r) for r in s["slice"]),
+            int(s["bytes"]),
+            bool(s.get("tied", False)),
+        )
         for s in d["shards"]
     )
     return ChipletPlacement(
-        id=int(d["id"]), server=int(d["server"]), lane=int(d["lane"]), package=int(d["package"]),
-        chip=int(d["chip"]), stage=int(d["stage"]), tp_rank=int(d["tp_rank"]),
-        layers=(int(d["layers"][0]), int(d["layers"][1])), holds_pre=bool(d["holds_pre"]),
-        holds_post=bool(d["holds_post"]), shards=shards, weight_bytes=int(d["weight_bytes"]),
-        kv_bytes=int(d["kv_bytes"]), activation_bytes=int(d["activation_bytes"]),
+        id=int(d["id"]),
+        server=int(d["server"]),
+        lane=int(d["lane"]),
+        package=int(d["package"]),
+        chip=int(d["chip"]),
+        stage=int(d["stage"]),
+        tp_rank=int(d["tp_rank"]),
+        layers=(int(d["layers"][0]), int(d["layers"][1])),
+        holds_pre=bool(d["holds_pre"]),
+        holds_post=bool(d["holds_post"]),
+        shards=shards,
+        weight_bytes=int(d["weight_bytes"]),
+        kv_bytes=int(d["kv_bytes"]),
+        activation_bytes=int(d["activation_bytes"]),
         capacity_bytes=int(d["sram_capacity_bytes"]),
     )

@@ -75,9 +75,7 @@ def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads:
     return factor / tp
 
 
-def rank_cost(
-    op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_heads: int
-) -> OpCost:
+def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> OpCost:
     """One rank's share of an op's cost (``cost`` is the whole op's at the workload)."""
     if tp == 1 or op.shard is Shard.REPLICATED:
         return cost

@@ -27,39 +27,97 @@ def make_graph(
     g = Graph(info)
     emb_w = Weight("wte", (vocab, d), dtype)
     prev = g.add_op(
-        Op("embed", OpKind.EMBEDDING, {"num_embeddings": vocab, "width": d}, (emb_w,), role=Role.TOKEN, shard=Shard.VOCAB)
+        Op(
+            "embed",
+            OpKind.EMBEDDING,
+            {"num_embeddings": vocab, "width": d},
+            (emb_w,),
+            role=Role.TOKEN,
+            shard=Shard.VOCAB,
+        )
     ).name
 
     def mm(name: str, n_in: int, n_out: int, role: Role, shard: Shard, block: int, src: str) -> str:
         w = Weight(f"{name}.weight", (n_out, n_in), dtype)
         return g.add_op(
-            Op(name, OpKind.MATMUL, {"in_features": n_in, "out_features": n_out}, (w,), block, role, shard), [src]
+            Op(
+                name,
+                OpKind.MATMUL,
+                {"in_features": n_in, "out_features": n_out},
+                (w,),
+                block,
+                role,
+                shard,
+            ),
+            [src],
         ).name
 
     for b in range(layers):
         f = ffn * (2 if b in wide_layers else 1)
         p = f"h{b}"
-        n1 = g.add_op(Op(f"{p}.ln1", OpKind.NORM, {"width": d}, (Weight(f"{p}.ln1.weight", (d,), dtype),), b, Role.NORM), [prev]).name
+        n1 = g.add_op(
+            Op(
+                f"{p}.ln1",
+                OpKind.NORM,
+                {"width": d},
+                (Weight(f"{p}.ln1.weight", (d,), dtype),),
+                b,
+                Role.NORM,
+            ),
+            [prev],
+        ).name
         q = mm(f"{p}.q", d, d, Role.Q, Shard.COLUMN, b, n1)
         k = mm(f"{p}.k", d, kv_heads * dh, Role.K, Shard.COLUMN, b, n1)
         v = mm(f"{p}.v", d, kv_heads * dh, Role.V, Shard.COLUMN, b, n1)
         attn = {"heads": heads, "kv_heads": kv_heads, "head_dim": dh, "kv_elems": kv_heads * dh}
-        s = g.add_op(Op(f"{p}.score", OpKind.ATTN_SCORE, attn, (), b, Role.ATTN, Shard.HEADS), [q, k]).name
-        c = g.add_op(Op(f"{p}.context", OpKind.ATTN_CONTEXT, attn, (), b, Role.ATTN, Shard.HEADS), [s, v]).name
+        s = g.add_op(
+            Op(f"{p}.score", OpKind.ATTN_SCORE, attn, (), b, Role.ATTN, Shard.HEADS), [q, k]
+        ).name
+        c = g.add_op(
+            Op(f"{p}.context", OpKind.ATTN_CONTEXT, attn, (), b, Role.ATTN, Shard.HEADS), [s, v]
+        ).name
         o = mm(f"{p}.proj", d, d, Role.PROJ, Shard.ROW, b, c)
-        r1 = g.add_op(Op(f"{p}.res1", OpKind.ELEMENTWISE, {"width": d}, (), b, Role.RESIDUAL), [prev, o]).name
-        n2 = g.add_op(Op(f"{p}.ln2", OpKind.NORM, {"width": d}, (Weight(f"{p}.ln2.weight", (d,), dtype),), b, Role.NORM), [r1]).name
+        r1 = g.add_op(
+            Op(f"{p}.res1", OpKind.ELEMENTWISE, {"width": d}, (), b, Role.RESIDUAL), [prev, o]
+        ).name
+        n2 = g.add_op(
+            Op(
+                f"{p}.ln2",
+                OpKind.NORM,
+                {"width": d},
+                (Weight(f"{p}.ln2.weight", (d,), dtype),),
+                b,
+                Role.NORM,
+            ),
+            [r1],
+        ).name
         f1 = mm(f"{p}.fc1", d, f, Role.FC1, Shard.COLUMN, b, n2)
-        a = g.add_op(Op(f"{p}.act", OpKind.ACTIVATION, {"width": f}, (), b, Role.ACT, Shard.WIDTH), [f1]).name
+        a = g.add_op(
+            Op(f"{p}.act", OpKind.ACTIVATION, {"width": f}, (), b, Role.ACT, Shard.WIDTH), [f1]
+        ).name
         f2 = mm(f"{p}.fc2", f, d, Role.FC2, Shard.ROW, b, a)
-        prev = g.add_op(Op(f"{p}.res2", OpKind.ELEMENTWISE, {"width": d}, (), b, Role.RESIDUAL), [r1, f2]).name
-    lnf = g.add_op(Op("ln_f", OpKind.NORM, {"width": d}, (Weight("ln_f.weight", (d,), dtype),), role=Role.NORM), [prev]).name
+        prev = g.add_op(
+            Op(f"{p}.res2", OpKind.ELEMENTWISE, {"width": d}, (), b, Role.RESIDUAL), [r1, f2]
+        ).name
+    lnf = g.add_op(
+        Op(
+            "ln_f", OpKind.NORM, {"width": d}, (Weight("ln_f.weight", (d,), dtype),), role=Role.NORM
+        ),
+        [prev],
+    ).name
     head_dims = {"in_features": d, "out_features": vocab}
     if tied:
-        g.add_op(Op("head", OpKind.LM_HEAD, head_dims, (), role=Role.HEAD, shard=Shard.VOCAB, tied=emb_w), [lnf])
+        g.add_op(
+            Op(
+                "head", OpKind.LM_HEAD, head_dims, (), role=Role.HEAD, shard=Shard.VOCAB, tied=emb_w
+            ),
+            [lnf],
+        )
     else:
         w = Weight("lm_head.weight", (vocab, d), dtype)
-        g.add_op(Op("head", OpKind.LM_HEAD, head_dims, (w,), role=Role.HEAD, shard=Shard.VOCAB), [lnf])
+        g.add_op(
+            Op("head", OpKind.LM_HEAD, head_dims, (w,), role=Role.HEAD, shard=Shard.VOCAB), [lnf]
+        )
     return g.verify()
 
 
@@ -79,7 +137,9 @@ def make_target(
     data = {
         "name": f"toy-{sram_mb:g}mb-{tops:g}tops",
         "tech": "7nm",
-        "chiplet": {"by_performance": {"tops": tops, "sram_mb": sram_mb, "sram_bw_Bps": sram_bw_Bps}},
+        "chiplet": {
+            "by_performance": {"tops": tops, "sram_mb": sram_mb, "sram_bw_Bps": sram_bw_Bps}
+        },
         "package": {"chiplets_per_package": chips_per_package},
         "server": {
             "packages_per_lane": packages_per_lane,

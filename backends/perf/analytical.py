@@ -53,7 +53,9 @@ def level_for(target: Target, group_chips: int) -> LinkLevel:
     return levels[-1]
 
 
-def collective_time_s(kind: str, nbytes: float, group: int, level: LinkLevel, link_eff: float) -> float:
+def collective_time_s(
+    kind: str, nbytes: float, group: int, level: LinkLevel, link_eff: float
+) -> float:
     """Alpha-beta time of one collective over ``group`` ranks; ``nbytes`` per rank."""
     if group <= 1 or nbytes <= 0:
         return 0.0
@@ -93,7 +95,9 @@ class GroupTime:
         )
 
     def scaled(self, k: float) -> GroupTime:
-        return GroupTime(self.total_s * k, self.compute_s * k, self.memory_s * k, self.link_s * k, self.flops * k)
+        return GroupTime(
+            self.total_s * k, self.compute_s * k, self.memory_s * k, self.link_s * k, self.flops * k
+        )
 
     @property
     def bottleneck(self) -> str:
@@ -162,7 +166,9 @@ def stage_transfer_level(target: Target, tp: int, stage: int) -> LinkLevel:
     return level_for(target, 2 * tp)
 
 
-def pipeline_times(stage_s: list[float], hops_s: list[float], micro_batches: int) -> tuple[float, float]:
+def pipeline_times(
+    stage_s: list[float], hops_s: list[float], micro_batches: int
+) -> tuple[float, float]:
     """(prefill-style fill time, decode-step time) of a pipeline of stage times."""
     path = sum(stage_s) + sum(hops_s)
     slowest = max(stage_s)

@@ -41,7 +41,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_storage_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-dtype", metavar="D", help="store weights as D: fp32, bf16, fp16, fp8, int8, int4")
+    parser.add_argument(
+        "--weights-dtype", metavar="D", help="store weights as D: fp32, bf16, fp16, fp8, int8, int4"
+    )
     parser.add_argument("--kv-dtype", metavar="D", help="store the KV cache as D (default bf16)")
     parser.add_argument(
         "--weight-sparsity",

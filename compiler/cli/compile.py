@@ -19,31 +19,77 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compile", help=HELP, description=HELP + ".")
     add_model_args(p)
-    p.add_argument("--target", "-t", default=DEFAULT_TARGET, metavar="T",
-                   help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})")
-    p.add_argument("--objective", choices=[o.value for o in Objective], default="tco",
-                   help="tco: min $ per 1K generated tokens; latency: min decode time per "
-                   "token; throughput: max generated tokens/s (default tco)")
-    p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P", help="prompt tokens (default 1024)")
-    p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G", help="generated tokens (default 1024)")
-    p.add_argument("--max-latency-ms", type=positive_float, metavar="MS", help="bound on decode time per token")
-    p.add_argument("--min-throughput", type=positive_float, metavar="TOK_S",
-                   help="bound on generated tokens/s of one replica")
+    p.add_argument(
+        "--target",
+        "-t",
+        default=DEFAULT_TARGET,
+        metavar="T",
+        help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})",
+    )
+    p.add_argument(
+        "--objective",
+        choices=[o.value for o in Objective],
+        default="tco",
+        help="tco: min $ per 1K generated tokens; latency: min decode time per "
+        "token; throughput: max generated tokens/s (default tco)",
+    )
+    p.add_argument(
+        "--prompt-len",
+        type=positive_int,
+        default=1024,
+        metavar="P",
+        help="prompt tokens (default 1024)",
+    )
+    p.add_argument(
+        "--gen-len",
+        type=positive_int,
+        default=1024,
+        metavar="G",
+        help="generated tokens (default 1024)",
+    )
+    p.add_argument(
+        "--max-latency-ms", type=positive_float, metavar="MS", help="bound on decode time per token"
+    )
+    p.add_argument(
+        "--min-throughput",
+        type=positive_float,
+        metavar="TOK_S",
+        help="bound on generated tokens/s of one replica",
+    )
     p.add_argument("--max-chiplets", type=positive_int, metavar="N")
     p.add_argument("--max-servers", type=positive_int, metavar="N")
-    p.add_argument("--max-batch", type=positive_int, default=1024, metavar="B",
-                   help="largest batch tried; batches are powers of two (default 1024)")
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=1024,
+        metavar="B",
+        help="largest batch tried; batches are powers of two (default 1024)",
+    )
     for pin in ("tp", "pp", "batch", "micro-batch"):
         p.add_argument(f"--{pin}", type=positive_int, metavar="N", help=f"pin {pin}")
-    p.add_argument("--pad-heads", action="store_true",
-                   help="allow tp that does not divide the heads, padding them (as PaLM pads 48 to 64)")
+    p.add_argument(
+        "--pad-heads",
+        action="store_true",
+        help="allow tp that does not divide the heads, padding them (as PaLM pads 48 to 64)",
+    )
     add_storage_args(p)
-    p.add_argument("--solver", choices=sorted(SOLVERS), default="cpsat",
-                   help="cpsat (default) or exhaustive, the plain-Python reference")
-    p.add_argument("--time-limit", type=positive_float, default=20.0, metavar="S",
-                   help="solver limit in CP-SAT deterministic seconds (default 20)")
+    p.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        default="cpsat",
+        help="cpsat (default) or exhaustive, the plain-Python reference",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="solver limit in CP-SAT deterministic seconds (default 20)",
+    )
     p.add_argument("-o", "--out", metavar="DIR", help="write DIR/plan.json")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the summary"
+    )
     p.set_defaults(func=run)
 
 
@@ -97,22 +143,27 @@ def format_summary(r: CompileResult, out: str | None) -> str:
     m, sy, pf, c, so = s["mapping"], s["system"], s["performance"], s["cost"], s["solver"]
     stages = m["stages"]
     sizes = sorted({b - a + 1 for a, b in stages})
+    first, last = stages[0][1] - stages[0][0] + 1, stages[-1][1] - stages[-1][0] + 1
+    o = r.options
+    util = f"max {sy['memory_utilization_max']:.1%}, mean {sy['memory_utilization_mean']:.1%}"
     lines = [
-        f"{s['model']} on {s['target']}  (objective {s['objective']}, prompt {r.options.prompt_len}, "
-        f"generate {r.options.gen_len})",
+        f"{s['model']} on {s['target']}  (objective {s['objective']}, "
+        f"prompt {o.prompt_len}, generate {o.gen_len})",
         "",
         "mapping",
         f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}"
         f"{'   heads padded' if m['pad_heads'] else ''}",
         f"  stages: {len(stages)} with {'/'.join(map(str, sizes))} blocks"
-        f" (first {stages[0][1] - stages[0][0] + 1}, last {stages[-1][1] - stages[-1][0] + 1})",
-        f"  {sy['num_chiplets']} chiplets on {sy['num_servers']} server(s) of {sy['chips_per_server']}",
-        f"  {sy['memory'].upper()} use: max {sy['memory_utilization_max']:.1%}, "
-        f"mean {sy['memory_utilization_mean']:.1%} of {_bytes(r.target.memory_capacity_bytes)} per chiplet",
+        f" (first {first}, last {last})",
+        f"  {sy['num_chiplets']} chiplets on {sy['num_servers']} server(s)"
+        f" of {sy['chips_per_server']}",
+        f"  {sy['memory'].upper()} use: {util} of "
+        f"{_bytes(r.target.memory_capacity_bytes)} per chiplet",
         "performance (analytical)",
         f"  prefill (batch)      {_seconds(pf['prefill_s'])}",
         f"  decode per token     {_seconds(pf['decode_s_per_token'])}",
-        f"  throughput           {pf['tokens_per_s']:,.0f} tokens/s   (bottleneck: {pf['bottleneck']})",
+        f"  throughput           {pf['tokens_per_s']:,.0f} tokens/s"
+        f"   (bottleneck: {pf['bottleneck']})",
         "cost",
         f"  $ per 1K tokens      ${c['tco_per_1k_tokens_usd']:.6f}",
         f"  energy per 1K tokens {c['energy_per_1k_tokens_J']:,.0f} J",

@@ -48,7 +48,9 @@ class Partition:
         return self.result.best
 
 
-def partition(graph: Graph, target: Target, options: SearchOptions, solver: str = "cpsat") -> Partition:
+def partition(
+    graph: Graph, target: Target, options: SearchOptions, solver: str = "cpsat"
+) -> Partition:
     if solver not in SOLVERS:
         raise UsageError(f"--solver: unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
     problem = build_problem(graph, target, options)

@@ -29,6 +29,7 @@ from ortools.sat.python import cp_model
 from .evaluate import e2e_bound, evaluate, latency_bound
 from .problem import Objective, PartitionProblem
 from .result import SolveResult
+from .seed import greedy_seed
 
 __all__ = ["solve_cpsat"]
 
@@ -45,7 +46,9 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
     start = time.perf_counter()
     o = p.options
     L, S, K = p.num_layers, p.max_stages, p.num_kinds
-    T, B, M = range(len(p.tps)), range(len(p.batches)), range(len(p.micro_batches))
+    T: list[int] = list(range(len(p.tps)))
+    B: list[int] = list(range(len(p.batches)))
+    M: list[int] = list(range(len(p.micro_batches)))
     m = cp_model.CpModel()
 
     # -- variables -------------------------------------------------------------------
@@ -62,6 +65,15 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
     m.add_exactly_one(use_tp)
     m.add_exactly_one(use_b)
     m.add_exactly_one(use_m)
+    # choices the problem ruled out (they cannot hold the model at any batch)
+    for i in T:
+        if not p.tp_ok[i]:
+            m.add(use_tp[i] == 0)
+    for k in M:
+        if not p.mb_ok[k]:
+            m.add(use_m[k] == 0)
+    T = [i for i in T if p.tp_ok[i]]
+    M = [k for k in M if p.mb_ok[k]]
     for j in B:
         for k in M:
             if p.batches[j] % p.micro_batches[k]:
@@ -146,48 +158,54 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
         for s in range(S):
             used = sum(c * w for c, w in zip(cnt[s], per_kind, strict=True))
             extra = p.pre_weight[i] if s == 0 else 0
-            m.add(used + extra + p.post_weight[i] * last[s] + workspace <= p.capacity_bytes).only_enforce_if(z)
+            m.add(
+                used + extra + p.post_weight[i] * last[s] + workspace <= p.capacity_bytes
+            ).only_enforce_if(z)
 
-    # -- stage times (decode, prefill) and their maxima ---------------------------------
-    horizon = _horizon(p)
-    dec = [m.new_int_var(0, horizon, f"dec_{s}") for s in range(S)]
-    pre = [m.new_int_var(0, horizon, f"pre_{s}") for s in range(S)]
-    dec_max = m.new_int_var(0, horizon, "dec_max")
-    pre_max = m.new_int_var(0, horizon, "pre_max")
+    # -- stage times: dec_max, pre_max >= every stage's time (decode, prefill) ----------
+    #    stage s: sum_kind cnt[s,kind] * t_block + (s == 0) t_pre + last[s] t_post
+    dec_max = m.new_int_var(0, p.stage_ub, "dec_max")
+    pre_max = m.new_int_var(0, p.stage_ub, "pre_max")
     for (i, k), z in z_tm.items():
         for s in range(S):
             d_blocks = sum(c * t for c, t in zip(cnt[s], p.block_decode[i][k], strict=True))
             p_blocks = sum(c * t for c, t in zip(cnt[s], p.block_prefill[i][k], strict=True))
             d0 = p.pre_decode[i][k] if s == 0 else 0
             p0 = p.pre_prefill[i][k] if s == 0 else 0
-            m.add(dec[s] == d_blocks + d0 + p.post_decode[i][k] * last[s]).only_enforce_if(z)
-            m.add(pre[s] == p_blocks + p0 + p.post_prefill[i][k] * last[s]).only_enforce_if(z)
-    m.add_max_equality(dec_max, dec)
-    m.add_max_equality(pre_max, pre)
+            m.add(dec_max >= d_blocks + d0 + p.post_decode[i][k] * last[s]).only_enforce_if(z)
+            m.add(pre_max >= p_blocks + p0 + p.post_prefill[i][k] * last[s]).only_enforce_if(z)
 
-    # -- pipeline: sum of stage times + hops; step and prefill with M micro-batches ------
-    big = horizon * (max(p.batches) + 1)
+    # -- pipeline: every block once, plus hops; step and prefill with M micro-batches ---
+    #    pipe = all stage times (the same for any split) + hops, cluster ones dearer
+    big = p.e2e_ub
     pipe_d = m.new_int_var(0, big, "pipe_d")
     pipe_p = m.new_int_var(0, big, "pipe_p")
+    sum_d, sum_p = {}, {}
     for (i, k), z in z_tm.items():
+        sum_d[i, k] = _all_stages(p, p.block_decode[i][k], p.pre_decode[i][k], p.post_decode[i][k])
+        sum_p[i, k] = _all_stages(
+            p, p.block_prefill[i][k], p.pre_prefill[i][k], p.post_prefill[i][k]
+        )
         hd_srv, hd_cl = p.hop_decode[i][k]
         hp_srv, hp_cl = p.hop_prefill[i][k]
-        m.add(pipe_d == sum(dec) + (pp - 1) * hd_srv + (servers - 1) * (hd_cl - hd_srv)).only_enforce_if(z)
-        m.add(pipe_p == sum(pre) + (pp - 1) * hp_srv + (servers - 1) * (hp_cl - hp_srv)).only_enforce_if(z)
+        # hops crossing servers: servers - 1, or all of them when tp spans servers
+        cross = pp - 1 if p.tps[i] >= cps else servers - 1
+        hops_d = (pp - 1) * hd_srv + cross * (hd_cl - hd_srv)
+        hops_p = (pp - 1) * hp_srv + cross * (hp_cl - hp_srv)
+        m.add(pipe_d >= sum_d[i, k] + hops_d).only_enforce_if(z)
+        m.add(pipe_p >= sum_p[i, k] + hops_p).only_enforce_if(z)
+    # the same without hops, as cuts without big-M: they tighten the LP bound
+    m.add(pipe_d >= sum(z * sum_d[key] for key, z in z_tm.items()))
+    m.add(pipe_p >= sum(z * sum_p[key] for key, z in z_tm.items()))
     step = m.new_int_var(0, big, "step")
     prefill = m.new_int_var(0, big, "prefill")
+    m.add(step >= pipe_d)
+    m.add(prefill >= pipe_p)
     for (j, k), z in z_bm.items():
         micro = p.batches[j] // p.micro_batches[k]
-        m.add(step >= pipe_d).only_enforce_if(z)
         m.add(step >= micro * dec_max).only_enforce_if(z)
-        m.add(prefill == pipe_p + (micro - 1) * pre_max).only_enforce_if(z)
-    # step = max(pipe_d, micro * dec_max): bounded above by the side that is the max
-    step_side = m.new_bool_var("step_is_pipe")
-    m.add(step <= pipe_d).only_enforce_if(step_side)
-    for (j, k), z in z_bm.items():
-        micro = p.batches[j] // p.micro_batches[k]
-        m.add(step <= micro * dec_max).only_enforce_if([z, step_side.Not()])
-    e2e = m.new_int_var(0, big * (o.gen_len + 1), "e2e")
+        m.add(prefill >= pipe_p + (micro - 1) * pre_max).only_enforce_if(z)
+    e2e = m.new_int_var(0, big, "e2e")
     m.add(e2e == prefill + o.gen_len * step)
 
     # -- user bounds -----------------------------------------------------------------
@@ -196,7 +214,11 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
     if o.min_tokens_per_s is not None:
         for j in B:
             m.add(e2e <= e2e_bound(p, p.batches[j])).only_enforce_if(use_b[j])
-    for name, values, lits in (("tp", p.tps, use_tp), ("batch", p.batches, use_b), ("micro_batch", p.micro_batches, use_m)):
+    for name, values, lits in (
+        ("tp", p.tps, use_tp),
+        ("batch", p.batches, use_b),
+        ("micro_batch", p.micro_batches, use_m),
+    ):
         pin = getattr(o, name)
         if pin is not None:
             for v, lit in zip(values, lits, strict=True):
@@ -209,15 +231,29 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
         objective = step
     else:
         if o.objective is Objective.TCO:
-            cost = m.new_int_var(0, p.max_servers * big * (o.gen_len + 1), "servers_x_e2e")
+            cost = m.new_int_var(0, p.max_servers * big, "servers_x_e2e")
             m.add_multiplication_equality(cost, [servers, e2e])
         else:
             cost = e2e
-        top = p.max_servers * big * (o.gen_len + 1) * bmax
+        top = p.max_servers * big * bmax
         objective = m.new_int_var(0, top, "objective")
         for j in B:
             m.add(objective == (bmax // p.batches[j]) * cost).only_enforce_if(use_b[j])
     m.minimize(objective)
+
+    # -- hint: a greedy mapping, so the search starts from a good incumbent --------------
+    seed = greedy_seed(p)
+    if seed is not None:
+        for i, lit in enumerate(use_tp):
+            m.add_hint(lit, i == seed.ti)
+        for j, lit in enumerate(use_b):
+            m.add_hint(lit, j == seed.bi)
+        for k, lit in enumerate(use_m):
+            m.add_hint(lit, k == seed.mi)
+        for s in range(S):
+            m.add_hint(on[s], s < seed.pp)
+            m.add_hint(n[s], seed.counts[s] if s < seed.pp else 0)
+        m.add_hint(servers, seed.servers)
 
     # -- solve -------------------------------------------------------------------------
     solver = cp_model.CpSolver()
@@ -232,33 +268,24 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
         return SolveResult(status, None, None, None, wall, None, "cpsat")
 
     # -- extract -----------------------------------------------------------------------
-    ti = next(i for i in T if solver.value(use_tp[i]))
-    bi = next(j for j in B if solver.value(use_b[j]))
-    mi = next(k for k in M if solver.value(use_m[k]))
+    ti = next(i for i, lit in enumerate(use_tp) if solver.value(lit))
+    bi = next(j for j, lit in enumerate(use_b) if solver.value(lit))
+    mi = next(k for k, lit in enumerate(use_m) if solver.value(lit))
     counts = tuple(solver.value(n[s]) for s in range(S) if solver.value(on[s]))
     best = evaluate(p, ti, bi, mi, counts)
+    # The model bounds maxima from below only, so it may overstate a solution stopped
+    # early; evaluate() scores it exactly, and at the optimum the two agree.
     model_value = solver.value(objective)
-    if best is None or best.objective != model_value:
+    if best is None or best.objective > model_value:
         raise AssertionError(
             f"cpsat: solution {counts} scores {best and best.objective} in evaluate, "
             f"{model_value} in the model"
         )
-    bound = int(round(solver.best_objective_bound))
+    bound = round(solver.best_objective_bound)
     gap = 0.0 if best.objective == 0 else max(0.0, (best.objective - bound) / best.objective)
     return SolveResult(status, best.objective, bound, gap, wall, best, "cpsat")
 
 
-def _horizon(p: PartitionProblem) -> int:
-    """An upper bound on any one stage's time: every block and both ends on one rank."""
-    worst = 0
-    for i in range(len(p.tps)):
-        for k in range(len(p.micro_batches)):
-            blocks = sum(
-                max(p.block_prefill[i][k][kind], p.block_decode[i][k][kind])
-                for kind in p.kind_of_block
-            )
-            ends = max(p.pre_prefill[i][k], p.pre_decode[i][k]) + max(
-                p.post_prefill[i][k], p.post_decode[i][k]
-            )
-            worst = max(worst, blocks + ends)
-    return worst + 1
+def _all_stages(p: PartitionProblem, per_kind: tuple[int, ...], pre: int, post: int) -> int:
+    """Every block and both ends once: the sum of stage times for any split."""
+    return sum(per_kind[kind] for kind in p.kind_of_block) + pre + post

@@ -67,6 +67,10 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
         bounds.append(f"--max-latency-ms {o.max_latency_s * 1e3:g}")
     if o.min_tokens_per_s is not None:
         bounds.append(f"--min-throughput {o.min_tokens_per_s:g}")
-    pins = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k in ("tp", "pp", "batch", "micro_batch") if getattr(o, k) is not None]
+    pins = [
+        f"--{k.replace('_', '-')} {getattr(o, k)}"
+        for k in ("tp", "pp", "batch", "micro_batch")
+        if getattr(o, k) is not None
+    ]
     what = " and ".join(bounds + pins) or "the constraints"
-    return f"{name}: no mapping meets {what}; relax them (compile without them shows the best reachable)"
+    return f"{name}: no mapping meets {what}; relax them (without them compile shows the best)"

@@ -3,7 +3,8 @@
 In problem units (time units, bytes), with ``M = batch / micro_batch`` and ``G`` the
 generated tokens per sequence:
 
-    pipe      = sum of stage times + (pp - 1) server hops + (servers - 1) extra cluster hops
+    pipe      = sum of stage times + (pp - 1) server hops, the ones crossing servers at
+                the cluster links instead
     step      = max(pipe_decode, M * slowest decode stage)          # one token for everyone
     prefill   = pipe_prefill + (M - 1) * slowest prefill stage
     e2e       = prefill + G * step
@@ -49,7 +50,9 @@ def stage_ranges(counts: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def evaluate(p: PartitionProblem, ti: int, bi: int, mi: int, counts: tuple[int, ...]) -> Evaluation | None:
+def evaluate(
+    p: PartitionProblem, ti: int, bi: int, mi: int, counts: tuple[int, ...]
+) -> Evaluation | None:
     """The candidate's figures, or ``None`` when it breaks a constraint."""
     o = p.options
     tp, b, m = p.tps[ti], p.batches[bi], p.micro_batches[mi]
@@ -86,8 +89,9 @@ def evaluate(p: PartitionProblem, ti: int, bi: int, mi: int, counts: tuple[int, 
     micro = b // m
     hd_srv, hd_cl = p.hop_decode[ti][mi]
     hp_srv, hp_cl = p.hop_prefill[ti][mi]
-    pipe_d = sum(td) + (pp - 1) * hd_srv + (servers - 1) * (hd_cl - hd_srv)
-    pipe_p = sum(tpf) + (pp - 1) * hp_srv + (servers - 1) * (hp_cl - hp_srv)
+    cross = p.cluster_hops(tp, pp)
+    pipe_d = sum(td) + (pp - 1) * hd_srv + cross * (hd_cl - hd_srv)
+    pipe_p = sum(tpf) + (pp - 1) * hp_srv + cross * (hp_cl - hp_srv)
     step = max(pipe_d, micro * max(td))
     prefill = pipe_p + (micro - 1) * max(tpf)
     e2e = prefill + o.gen_len * step
@@ -103,7 +107,17 @@ def evaluate(p: PartitionProblem, ti: int, bi: int, mi: int, counts: tuple[int, 
     else:
         objective = e2e * scale
     return Evaluation(
-        ti, bi, mi, tuple(counts), servers, tuple(mem), tuple(td), tuple(tpf), step, prefill, e2e,
+        ti,
+        bi,
+        mi,
+        tuple(counts),
+        servers,
+        tuple(mem),
+        tuple(td),
+        tuple(tpf),
+        step,
+        prefill,
+        e2e,
         objective,
     )
 

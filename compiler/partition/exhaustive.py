@@ -18,7 +18,7 @@ import numpy as np
 from chipletc.ir.errors import UsageError
 
 from .evaluate import Evaluation, e2e_bound, evaluate, latency_bound
-from .problem import Objective, PartitionProblem
+from .problem import Objective, PartitionProblem, plausible
 from .result import SolveResult
 
 __all__ = ["solve_exhaustive"]
@@ -32,7 +32,7 @@ def solve_exhaustive(p: PartitionProblem) -> SolveResult:
     for ti, bi, mi in itertools.product(
         range(len(p.tps)), range(len(p.batches)), range(len(p.micro_batches))
     ):
-        if p.batches[bi] % p.micro_batches[mi]:
+        if not plausible(p, ti, bi, mi):
             continue
         if p.num_kinds == 1:
             found = _best_uniform(p, ti, bi, mi)
@@ -92,8 +92,9 @@ def _best_uniform(p: PartitionProblem, ti: int, bi: int, mi: int) -> Evaluation 
         servers = p.servers_for(chips)
         if servers > p.max_servers or (o.max_chiplets is not None and chips > o.max_chiplets):
             continue
-        pipe_d = sum_d + (pp - 1) * hd_srv + (servers - 1) * (hd_cl - hd_srv)
-        pipe_p = sum_p + (pp - 1) * hp_srv + (servers - 1) * (hp_cl - hp_srv)
+        cross = p.cluster_hops(tp, pp)
+        pipe_d = sum_d + (pp - 1) * hd_srv + cross * (hd_cl - hd_srv)
+        pipe_p = sum_p + (pp - 1) * hp_srv + cross * (hp_cl - hp_srv)
         if pp == 1:
             if L * w + pre_w + post_w > room:
                 continue

@@ -12,9 +12,10 @@ of one micro-batch's prefill residual stream (attention scores and FFN intermedi
 tiled, flash-style, and not held whole).
 
 Time: one micro-batch's pass through a stage, prefill at the prompt length and decode
-at the mean context (``backends.perf.analytical``). Stage-to-stage hops cross the
-cluster links once per server boundary the replica spans and the server links
-otherwise; tp groups never straddle servers (tp divides the chips of a server).
+at the mean context (``backends.perf.analytical``). tp groups tile servers (tp divides
+a server's chips, or spans whole servers), so stage-to-stage hops cross the cluster
+links once per server boundary the replica spans (every hop, when a tp group spans
+servers) and the server links otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from chipletc.ir.sharding import check_tp, rank_cost, rank_weight_fraction
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
-__all__ = ["Objective", "PartitionProblem", "SearchOptions", "build_problem"]
+__all__ = ["Objective", "PartitionProblem", "SearchOptions", "build_problem", "plausible"]
 
 
 class Objective(str, Enum):
@@ -68,7 +69,9 @@ class SearchOptions:
             object.__setattr__(self, "objective", Objective(self.objective))
         except ValueError:
             allowed = ", ".join(o.value for o in Objective)
-            raise UsageError(f"--objective: unknown objective {self.objective!r}; use {allowed}") from None
+            raise UsageError(
+                f"--objective: unknown objective {self.objective!r}; use {allowed}"
+            ) from None
         for name in ("prompt_len", "gen_len", "max_batch"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -93,6 +96,10 @@ class PartitionProblem:
     max_servers: int
     max_stages: int
     time_unit_ns: int
+    stage_ub: int  # no stage takes longer (time units)
+    e2e_ub: int  # no run takes longer (time units)
+    tp_ok: tuple[bool, ...]  # tp values that could hold the model at all
+    mb_ok: tuple[bool, ...]  # micro-batches whose workspace leaves room for a block
     cost_per_server_unit: float  # dollars per server per time unit
     # memory per rank, bytes: [tp][kind]; pre/post [tp]; kv per block [tp][batch][kind]
     block_weight: tuple[tuple[int, ...], ...]
@@ -126,6 +133,12 @@ class PartitionProblem:
     def servers_for(self, chips: int) -> int:
         return -(-chips // self.chips_per_server)
 
+    def cluster_hops(self, tp: int, pp: int) -> int:
+        """Stage-to-stage hops that cross a server boundary."""
+        if tp >= self.chips_per_server:
+            return pp - 1
+        return self.servers_for(tp * pp) - 1
+
 
 def _signature(ops: list[Op]) -> tuple:
     return tuple(
@@ -146,12 +159,12 @@ def candidate_tps(graph: Graph, target: Target, opts: SearchOptions) -> list[int
     info = graph.info
     domain = target.level(target.tp_domain).domain_chips
     per_server = target.chips_per_server
-    limit = min(domain, per_server, opts.max_chiplets or domain)
+    limit = min(domain, opts.max_chiplets or domain)
     pool = set(_pow2_upto(limit)) | {d for d in range(1, limit + 1) if info.num_heads % d == 0}
     out = []
     for tp in sorted(pool):
-        if per_server % tp:
-            continue  # a tp group must not straddle servers
+        if per_server % tp and tp % per_server:
+            continue  # tp groups tile servers: within one, or over whole servers
         try:
             check_tp(info.num_heads, info.num_kv_heads, tp, opts.pad_heads)
         except UsageError:
@@ -162,11 +175,28 @@ def candidate_tps(graph: Graph, target: Target, opts: SearchOptions) -> list[int
             check_tp(info.num_heads, info.num_kv_heads, opts.tp, opts.pad_heads)
             raise UsageError(
                 f"--tp: {opts.tp} does not fit target {target.name}: tp must divide the "
-                f"{per_server} chiplets of a server and stay within the {target.tp_domain} "
-                f"domain ({domain} chiplets)"
+                f"{per_server} chiplets of a server (or be a multiple of it) and stay within "
+                f"the {target.tp_domain} domain ({domain} chiplets)"
             )
         out = [opts.tp]
     return out
+
+
+_ZERO_ROW: dict[str, object] = {
+    "bd": None,
+    "bp": None,
+    "prd": 0.0,
+    "prp": 0.0,
+    "pod": 0.0,
+    "pop": 0.0,
+    "hd": (0.0, 0.0),
+    "hp": (0.0, 0.0),
+}
+
+
+def plausible(p: PartitionProblem, ti: int, bi: int, mi: int) -> bool:
+    """Whether a (tp, batch, micro-batch) choice is worth scoring at all."""
+    return p.tp_ok[ti] and p.mb_ok[mi] and p.batches[bi] % p.micro_batches[mi] == 0
 
 
 def _ns(seconds: float, unit_ns: int) -> int:
@@ -192,10 +222,7 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
             f"target {target.name}: no tensor-parallel width splits {info.num_heads} heads "
             f"({info.num_kv_heads} KV heads) within a server of {target.chips_per_server} chiplets"
         )
-    if opts.batch is not None:
-        batches = [opts.batch]
-    else:
-        batches = _pow2_upto(opts.max_batch)
+    batches = [opts.batch] if opts.batch is not None else _pow2_upto(opts.max_batch)
     if opts.micro_batch is not None:
         if all(b % opts.micro_batch for b in batches):
             raise UsageError(f"--micro-batch: {opts.micro_batch} divides no allowed batch")
@@ -209,7 +236,10 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
 
     def weight_bytes(ops: list[Op], tp: int) -> int:
         return math.ceil(
-            sum(op.weight_bytes * rank_weight_fraction(op, tp, opts.pad_heads, heads, kvh) for op in ops)
+            sum(
+                op.weight_bytes * rank_weight_fraction(op, tp, opts.pad_heads, heads, kvh)
+                for op in ops
+            )
         )
 
     def kv_per_seq_token(ops: list[Op], tp: int) -> float:
@@ -233,15 +263,50 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
     )
     workspace = tuple(math.ceil(2 * m * opts.prompt_len * info.d_model * act_b) for m in mbs)
 
-    # Times in seconds first, then one integer unit for all of them.
+    max_servers = min(
+        target.max_servers,
+        opts.max_servers or target.max_servers,
+        -(-(opts.max_chiplets or 10**9) // target.chips_per_server),
+    )
+    chip_limit = min(opts.max_chiplets or 10**9, max_servers * target.chips_per_server)
+    if opts.pp is not None and opts.pp > L:
+        raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
+    max_stages = min(opts.pp or L, max(1, chip_limit // min(tps)))
+
+    # Prune what cannot hold the model at any batch (necessary conditions only, so both
+    # solvers keep the same optimum): tp values whose chiplets cannot hold all blocks at
+    # the smallest batch, micro-batches whose workspace leaves no room for one block.
+    cap = target.memory_capacity_bytes
+    ws_min = min(workspace)
+    tp_ok = []
+    for i, tp in enumerate(tps):
+        stages = min(max_stages, chip_limit // tp)
+        blocks = [block_weight[i][k] + block_kv[i][0][k] for k in kind_of_block]
+        total = sum(blocks) + pre_weight[i] + post_weight[i]
+        biggest = max(blocks)
+        tp_ok.append(
+            stages >= 1
+            and total + stages * ws_min <= stages * cap
+            and biggest + ws_min + max(pre_weight[i], post_weight[i]) <= cap
+        )
+    smallest_block = min(
+        block_weight[i][k] + block_kv[i][0][k] for i in range(len(tps)) for k in kinds
+    )
+    mb_ok = [w + smallest_block <= cap for w in workspace]
+
+    # Times in seconds for the plausible (tp, micro-batch) pairs; zero elsewhere.
     ctx_dc = decode_context(opts.prompt_len, opts.gen_len)
     sec: dict[str, list] = {k: [] for k in ("bd", "bp", "prd", "prp", "pod", "pop", "hd", "hp")}
     cluster = target.link_levels()[-1]
     eff = target.efficiency.link
-    for tp in tps:
-        rows = {k: [] for k in sec}
+    for i, tp in enumerate(tps):
+        rows: dict[str, list] = {k: [] for k in sec}
         server_level = level_for(target, 2 * tp)
-        for m in mbs:
+        for j, m in enumerate(mbs):
+            if not (tp_ok[i] and mb_ok[j]):
+                for key, zero in _ZERO_ROW.items():
+                    rows[key].append([0.0] * len(kinds) if key in ("bd", "bp") else zero)
+                continue
             wl_d = Workload.decode(m, ctx_dc)
             wl_p = Workload.prefill(m, opts.prompt_len)
 
@@ -257,40 +322,43 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
             bytes_d = m * info.d_model * act_b
             bytes_p = m * opts.prompt_len * info.d_model * act_b
             rows["hd"].append(
-                (transfer_time_s(bytes_d, server_level, eff), transfer_time_s(bytes_d, cluster, eff))
+                (
+                    transfer_time_s(bytes_d, server_level, eff),
+                    transfer_time_s(bytes_d, cluster, eff),
+                )
             )
             rows["hp"].append(
-                (transfer_time_s(bytes_p, server_level, eff), transfer_time_s(bytes_p, cluster, eff))
+                (
+                    transfer_time_s(bytes_p, server_level, eff),
+                    transfer_time_s(bytes_p, cluster, eff),
+                )
             )
         for k in sec:
             sec[k].append(rows[k])
 
-    # One step of the slowest configuration bounds every time; choose the unit so that
-    # servers x end-to-end time x (max batch / batch) stays far inside int64.
-    worst_step = max(
-        (L * max(max(r) for r in sec["bp"][i]) + max(sec["prp"][i]) + max(sec["pop"][i]))
-        for i in range(len(tps))
-    )
-    max_servers = min(
-        target.max_servers, opts.max_servers or target.max_servers,
-        -(-(opts.max_chiplets or 10**9) // target.chips_per_server),
-    )
-    horizon_s = worst_step * (max(batches) + opts.gen_len * max(batches)) * 2
-    unit_ns = max(1, math.ceil(horizon_s * 1e9 * max_servers * max(batches) / 2e18))
+    # Upper bounds of a stage and of a whole run, in seconds, over the plausible pairs;
+    # the time unit keeps servers x end-to-end x (max batch / batch) inside int64.
+    bmax = max(batches)
+    stage_ub_s, e2e_ub_s = 0.0, 0.0
+    for i in range(len(tps)):
+        for j, m in enumerate(mbs):
+            pipe = {}
+            for phase, blk, a, b, hop in (
+                ("d", "bd", "prd", "pod", "hd"),
+                ("p", "bp", "prp", "pop", "hp"),
+            ):
+                whole = sum(sec[blk][i][j][k] for k in kind_of_block) + sec[a][i][j] + sec[b][i][j]
+                stage_ub_s = max(stage_ub_s, whole)
+                pipe[phase] = whole + (max_stages - 1) * max(sec[hop][i][j])
+            micro = bmax // m if bmax >= m else 1
+            e2e_ub_s = max(e2e_ub_s, micro * pipe["p"] + opts.gen_len * micro * pipe["d"])
+    unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 4e18))
 
     def q(x: float) -> int:
         return _ns(x, unit_ns)
 
     def q2(pair: tuple[float, float]) -> tuple[int, int]:
         return (q(pair[0]), q(pair[1]))
-
-    max_stages = L
-    if opts.pp is not None:
-        if opts.pp > L:
-            raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
-        max_stages = opts.pp
-    chip_limit = min(opts.max_chiplets or 10**9, max_servers * target.chips_per_server)
-    max_stages = min(max_stages, max(1, chip_limit // min(tps)))
 
     return PartitionProblem(
         options=opts,
@@ -304,6 +372,10 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
         max_servers=max_servers,
         max_stages=max_stages,
         time_unit_ns=unit_ns,
+        stage_ub=q(stage_ub_s) + 1,
+        e2e_ub=q(e2e_ub_s) + 1,
+        tp_ok=tuple(tp_ok),
+        mb_ok=tuple(mb_ok),
         cost_per_server_unit=cost_rate_usd_per_s(target) * unit_ns * 1e-9,
         block_weight=block_weight,
         pre_weight=pre_weight,

@@ -1,0 +1,47 @@
+"""The cost model: die, package, server bill, wall power, thermal budget and TCO.
+
+Pure functions of ``chipletc.ir`` data; every figure comes with its breakdown. See
+each module's docstring for its model and sources (REFERENCE.md section 2).
+"""
+
+from .chiplet import chiplet_by_area, chiplet_by_performance
+from .die import DieCost, die_cost, die_yield, dies_per_wafer, expected_dies_per_wafer
+from .package import PackageCost, package_cost
+from .report import cost_report
+from .server import ServerCost, ThermalReport, server_cost, server_power, thermal_check
+from .tco import (
+    HOURS_PER_YEAR,
+    cost_rate_usd_per_s,
+    life_seconds,
+    loan_interest,
+    rent_usd,
+    server_energy_J_per_s,
+    server_tco,
+    tco_breakdown,
+)
+
+__all__ = [
+    "HOURS_PER_YEAR",
+    "DieCost",
+    "PackageCost",
+    "ServerCost",
+    "ThermalReport",
+    "chiplet_by_area",
+    "chiplet_by_performance",
+    "cost_rate_usd_per_s",
+    "cost_report",
+    "die_cost",
+    "die_yield",
+    "dies_per_wafer",
+    "expected_dies_per_wafer",
+    "life_seconds",
+    "loan_interest",
+    "package_cost",
+    "rent_usd",
+    "server_cost",
+    "server_energy_J_per_s",
+    "server_power",
+    "server_tco",
+    "tco_breakdown",
+    "thermal_check",
+]

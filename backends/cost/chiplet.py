@@ -1,0 +1,123 @@
+"""Chiplet Cloud's two ways to define an SRAM-only chiplet, as cheap pure functions.
+
+By performance (TOPS, SRAM MB, SRAM bandwidth): the core holds the MAC arrays, the
+SRAM macros and the chip-to-chip IO, each at the node's density; the die adds the pad
+ring on every side: area = (sqrt(core) + 2 pad)^2.
+
+By area (die area, MAC-area ratio, operational intensity): the core left inside the
+pad ring, minus the IO, is split between MACs (``mac_ratio``) and SRAM; SRAM bandwidth
+is set so that ``ops_per_sram_read`` operations run per byte read from SRAM at peak
+(the paper's "operational intensity", 1-32). The two are exact inverses.
+
+Power is the node's W/TOPS plus the IO links' power. The chip computes in bf16 (the
+MAC density is a bf16 figure); int8/fp8 fall back to that rate (``peak_flops``).
+Explore calls these thousands of times: no YAML, no I/O, no cost model here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from chipletc.ir.dtypes import DType
+from chipletc.ir.target import ChipletSpec
+from chipletc.ir.tech import MIB, TechNode, fail, require_count, require_positive
+
+__all__ = [
+    "CC_LINK_BW_BPS",
+    "CC_LINK_COUNT",
+    "CC_LINK_LATENCY_S",
+    "CC_LINK_MM2",
+    "CC_LINK_W",
+    "chiplet_by_area",
+    "chiplet_by_performance",
+]
+
+# Chip-to-chip IO of the Chiplet Cloud design space (REFERENCE.md section 1):
+CC_LINK_COUNT = 16  # links per chiplet
+CC_LINK_BW_BPS = 12.5e9  # per link, one direction
+CC_LINK_MM2 = 0.3  # die area per link
+CC_LINK_W = 0.125  # power per link
+CC_LINK_LATENCY_S = 100e-9  # assumption: SerDes PHY + link layer on both ends, per hop
+TERA = 1e12
+
+
+def _spec(
+    area_mm2: float,
+    tops: float,
+    sram_mb: float,
+    sram_bw_Bps: float,
+    tech: TechNode,
+    link_count: int,
+    link_bw_Bps: float,
+    link_latency_s: float,
+    link_w: float,
+    name: str,
+) -> ChipletSpec:
+    rate = tops * TERA
+    return ChipletSpec(
+        area_mm2=area_mm2,
+        flops_per_s={DType.BF16: rate, DType.FP16: rate},
+        sram_bytes=round(sram_mb * MIB),
+        sram_bw_Bps=sram_bw_Bps,
+        link_count=link_count,
+        link_bw_Bps=link_bw_Bps,
+        link_latency_s=link_latency_s,
+        link_energy_J_per_B=link_w / link_bw_Bps if link_count else 0.0,
+        power_w=tops * tech.w_per_TOPS + link_count * link_w,
+        name=name,
+    )
+
+
+def chiplet_by_performance(
+    tops: float,
+    sram_mb: float,
+    sram_bw_Bps: float,
+    tech: TechNode,
+    *,
+    link_count: int = CC_LINK_COUNT,
+    link_bw_Bps: float = CC_LINK_BW_BPS,
+    link_latency_s: float = CC_LINK_LATENCY_S,
+    link_mm2: float = CC_LINK_MM2,
+    link_w: float = CC_LINK_W,
+    name: str = "",
+) -> ChipletSpec:
+    """The smallest die with ``tops`` bf16 TOPS and ``sram_mb`` MB (2**20 B) of SRAM."""
+    require_positive("tops", tops)
+    require_positive("sram_mb", sram_mb)
+    require_positive("sram_bw_Bps", sram_bw_Bps)
+    require_count("link_count", link_count, minimum=0)
+    core = tops * tech.mac_mm2_per_TOPS + sram_mb * tech.sram_mm2_per_MB + link_count * link_mm2
+    area = (math.sqrt(core) + 2 * tech.pad_ring_mm) ** 2
+    return _spec(area, tops, sram_mb, sram_bw_Bps, tech, link_count, link_bw_Bps,
+                 link_latency_s, link_w, name)
+
+
+def chiplet_by_area(
+    area_mm2: float,
+    mac_ratio: float,
+    ops_per_sram_read: float,
+    tech: TechNode,
+    *,
+    link_count: int = CC_LINK_COUNT,
+    link_bw_Bps: float = CC_LINK_BW_BPS,
+    link_latency_s: float = CC_LINK_LATENCY_S,
+    link_mm2: float = CC_LINK_MM2,
+    link_w: float = CC_LINK_W,
+    name: str = "",
+) -> ChipletSpec:
+    """A die of ``area_mm2`` whose core is ``mac_ratio`` MACs and the rest SRAM."""
+    require_positive("area_mm2", area_mm2)
+    require_positive("ops_per_sram_read", ops_per_sram_read)
+    if not 0 < mac_ratio < 1:
+        raise fail("mac_ratio", "out of range", mac_ratio, "(0, 1): the rest is SRAM")
+    require_count("link_count", link_count, minimum=0)
+    side = math.sqrt(area_mm2) - 2 * tech.pad_ring_mm
+    core = side * side - link_count * link_mm2 if side > 0 else 0.0
+    if core <= 0:
+        floor_mm2 = (math.sqrt(link_count * link_mm2) + 2 * tech.pad_ring_mm) ** 2
+        raise fail("area_mm2", f"no room inside the pad ring and {link_count} IO links",
+                   area_mm2, f"> {floor_mm2:.3g}")
+    tops = mac_ratio * core / tech.mac_mm2_per_TOPS
+    sram_mb = (1 - mac_ratio) * core / tech.sram_mm2_per_MB
+    return _spec(area_mm2, tops, sram_mb, tops * TERA / ops_per_sram_read, tech, link_count,
+                 link_bw_Bps, link_latency_s, link_w, name)

@@ -1,0 +1,168 @@
+"""Server bill of materials, wall power and the thermal feasibility report.
+
+Power path (ASIC Clouds, as in the Chiplet Cloud authors' code): the chips and the host
+draw through DC-DC converters (``dcdc_efficiency``), the fans hang on the PSU output,
+and the PSU (``psu_efficiency``) draws from the wall:
+
+    wall = ((chips + host) / dcdc_eff + fans) / psu_eff.
+
+DC-DC converters are priced per ampere delivered to the chips at their core voltage,
+PSUs per wall watt, each up to a cap.
+
+Thermal budget of an air-cooled lane: each lane is a duct whose fan moves Q m3/s of
+air; packages sit in series along it, so the last package breathes air warmed by all
+the others. Air carries rho*c_p*Q watts per kelvin of temperature rise (about 11 W/K
+for the default 20 CFM), and the die sits R (heat sink, K/W) times its power above the
+air it breathes:
+
+    T_die(last) = T_ambient + (P_lane - P_pkg) / (rho c_p Q) + P_pkg R  <=  T_die_max,
+
+i.e. P_lane <= (T_die_max - T_ambient - P_pkg R) rho c_p Q + P_pkg. Liquid-cooled
+servers skip this; every server is held to its power cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chipletc.ir.target import Target
+
+from .die import DieCost, die_cost
+from .package import PackageCost, package_cost
+
+__all__ = [
+    "AIR_RHO_CP_J_PER_M3_K",
+    "ServerCost",
+    "ThermalReport",
+    "server_cost",
+    "server_power",
+    "thermal_check",
+]
+
+AIR_DENSITY_KG_PER_M3 = 1.16  # dry air at 30 C, 1 atm (ideal gas: p / (R_air T))
+AIR_CP_J_PER_KG_K = 1007.0  # dry air near room temperature
+AIR_RHO_CP_J_PER_M3_K = AIR_DENSITY_KG_PER_M3 * AIR_CP_J_PER_KG_K
+
+
+@dataclass(frozen=True)
+class ServerCost:
+    """A server's bill (``cost_usd``) and wall power, each with items that sum to it."""
+
+    cost_usd: float
+    power_w: float
+    breakdown: dict[str, float]
+    power_breakdown: dict[str, float]
+    die: DieCost
+    package: PackageCost
+
+
+def server_power(target: Target) -> dict[str, float]:
+    """Wall power items of one server at TDP (chips, host, DC-DC loss, fans, PSU loss)."""
+    parts = target.server.parts
+    chips = target.chips_per_server * target.chiplet.power_w
+    dcdc_in = (chips + parts.host_w) / parts.dcdc_efficiency
+    fans = target.server.lanes * parts.fan_w_per_lane
+    wall = (dcdc_in + fans) / parts.psu_efficiency
+    return {
+        "chips_w": chips,
+        "host_w": parts.host_w,
+        "dcdc_loss_w": dcdc_in - chips - parts.host_w,
+        "fans_w": fans,
+        "psu_loss_w": wall - dcdc_in - fans,
+    }
+
+
+def server_cost(target: Target) -> ServerCost:
+    """Bill of materials and wall power of one server of ``target``."""
+    chip, srv, parts = target.chiplet, target.server, target.server.parts
+    die = die_cost(chip.area_mm2, target.tech)
+    pkg = package_cost(
+        die.cost_usd,
+        chip.area_mm2,
+        chiplets=target.chips_per_package,
+        substrate=target.package.substrate,
+        hbm_stacks=target.chips_per_package * chip.hbm_stacks,
+        hbm_stack_usd=chip.hbm_stack_usd,
+    )
+    power = server_power(target)
+    wall = sum(power.values())
+    packages = target.packages_per_server
+    econ = target.economics
+    nre = 0.0
+    if econ.nre_deployment_servers is not None:
+        total_nre = econ.nre_usd if econ.nre_usd is not None else target.tech.nre_usd
+        nre = total_nre / econ.nre_deployment_servers
+    breakdown = {
+        "packages_usd": packages * pkg.cost_usd,
+        "heatsinks_usd": packages * parts.heatsink_usd_per_package,
+        "fans_usd": srv.lanes * parts.fan_usd_per_lane,
+        "dcdc_usd": min(parts.dcdc_max_usd, parts.dcdc_usd_per_A * power["chips_w"]
+                        / parts.chip_vdd_v),
+        "psu_usd": min(parts.psu_max_usd, parts.psu_usd_per_W * wall),
+        "pcb_usd": parts.pcb_count * parts.pcb_usd + parts.pcb_parts_usd,
+        "chassis_usd": parts.chassis_usd,
+        "nic_usd": srv.server_link_count * parts.nic_usd_per_link,
+        "host_usd": parts.host_usd,
+        "nre_usd": nre,
+    }
+    return ServerCost(
+        cost_usd=sum(breakdown.values()),
+        power_w=wall,
+        breakdown=breakdown,
+        power_breakdown=power,
+        die=die,
+        package=pkg,
+    )
+
+
+@dataclass(frozen=True)
+class ThermalReport:
+    """Thermal and power feasibility; ``violations`` names each broken limit."""
+
+    ok: bool
+    violations: tuple[str, ...]
+    die_w_per_mm2: float
+    package_w: float
+    lane_w: float
+    lane_budget_w: float | None  # None when liquid-cooled
+    hottest_die_c: float | None  # None when liquid-cooled
+    server_power_w: float
+    power_cap_w: float
+
+
+def thermal_check(target: Target) -> ThermalReport:
+    """The air-cooled lane budget and the server power cap.
+
+    The die power density limit is not repeated here: ``Target`` refuses a die above
+    its node's limit when it is built.
+    """
+    chip, srv = target.chiplet, target.server
+    cool = srv.cooling
+    violations: list[str] = []
+    pkg_w = target.chips_per_package * chip.power_w
+    lane_w = srv.packages_per_lane * pkg_w
+    budget = hottest = None
+    if cool.kind == "air":
+        w_per_k = AIR_RHO_CP_J_PER_M3_K * cool.airflow_m3_per_s_per_lane
+        hottest = cool.ambient_c + (lane_w - pkg_w) / w_per_k + pkg_w * cool.heatsink_K_per_W
+        headroom_k = cool.die_max_c - cool.ambient_c - pkg_w * cool.heatsink_K_per_W
+        budget = headroom_k * w_per_k + pkg_w if headroom_k > 0 else 0.0
+        if hottest > cool.die_max_c:
+            violations.append(
+                f"lane of {lane_w:.0f} W over its air-cooled budget of {budget:.0f} W "
+                f"(last die at {hottest:.0f} C, limit {cool.die_max_c:g} C)"
+            )
+    wall = sum(server_power(target).values())
+    if wall > srv.power_cap_w:
+        violations.append(f"server wall power {wall:.0f} W over its cap of {srv.power_cap_w:g} W")
+    return ThermalReport(
+        ok=not violations,
+        violations=tuple(violations),
+        die_w_per_mm2=chip.power_w / chip.area_mm2,
+        package_w=pkg_w,
+        lane_w=lane_w,
+        lane_budget_w=budget,
+        hottest_die_c=hottest,
+        server_power_w=wall,
+        power_cap_w=srv.power_cap_w,
+    )

@@ -1,0 +1,465 @@
+"""Hardware targets: chiplet, package, server, system, economics, as plain data.
+
+A ``Target`` composes the parts the way LLMCompass composes a device and TVM names a
+target: a technology node (``TechNode``), one chiplet design (``ChipletSpec``), how
+chiplets sit in a package (``PackageSpec``), how packages sit on the lanes of a server
+(``ServerSpec``, with its parts bill and cooling), how many servers a system may use
+(``SystemSpec``), who pays (``Economics``) and how close to peak the hardware runs
+(``Efficiency``). Presets live in ``chipletc.backends.targets`` as YAML.
+
+Constructors check ranges and cross-field invariants (die within the reticle, die
+power density within the node's limit, an SRAM-only design has SRAM, HBM sits on an
+interposer). They do no physics: area from densities, cost, yield and thermal budgets
+are pure functions in ``chipletc.backends.cost``.
+
+Not checked here: whether a model fits (the partitioner's job) and the air-cooled
+lane budget (``chipletc.backends.cost.thermal_check`` reports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .dtypes import DType
+from .errors import TargetError
+from .tech import (
+    Economics,
+    TechNode,
+    fail,
+    require_count,
+    require_fraction,
+    require_nonnegative,
+    require_positive,
+)
+
+__all__ = [
+    "LEVELS",
+    "SUBSTRATES",
+    "TOPOLOGIES",
+    "ChipletSpec",
+    "Cooling",
+    "Economics",
+    "Efficiency",
+    "LinkLevel",
+    "PackageSpec",
+    "ServerParts",
+    "ServerSpec",
+    "SystemSpec",
+    "Target",
+    "TechNode",
+]
+
+TOPOLOGIES = ("ring", "torus2d", "torus3d", "switch")
+"""How the chips of one link level are wired; the simulator picks its collective from it."""
+LEVELS = ("package", "server", "cluster")
+"""Link levels, innermost first."""
+SUBSTRATES = ("organic", "interposer")
+COOLING_KINDS = ("air", "liquid")
+
+# What a dtype's matmuls run at when the chip has no native rate for it: narrower
+# integer/float types fall back to the next wider native type (weights are
+# dequantized in registers), bf16 and fp16 share one rate.
+_FALLBACK: dict[DType, tuple[DType, ...]] = {
+    DType.FP32: (DType.FP32,),
+    DType.BF16: (DType.BF16, DType.FP16),
+    DType.FP16: (DType.FP16, DType.BF16),
+    DType.FP8: (DType.FP8, DType.BF16, DType.FP16),
+    DType.INT8: (DType.INT8, DType.BF16, DType.FP16),
+    DType.INT4: (DType.INT4, DType.INT8, DType.BF16, DType.FP16),
+}
+FP32_EMULATION_PASSES = 3
+"""fp32 matmul on a bf16-only array: three bf16 passes (the "bf16x3" scheme of JAX's
+``precision=HIGH`` on TPUs), so a third of the bf16 rate."""
+
+
+def _one_of(fieldname: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise fail(fieldname, "unknown value", value, "one of " + ", ".join(allowed))
+
+
+def _optional_positive(fieldname: str, value: float | None) -> None:
+    if value is not None:
+        require_positive(fieldname, value)
+
+
+def _optional_nonnegative(fieldname: str, value: float | None) -> None:
+    if value is not None:
+        require_nonnegative(fieldname, value)
+
+
+@dataclass(frozen=True)
+class LinkLevel:
+    """One level of the interconnect hierarchy, as the collective model sees it.
+
+    ``bw_Bps`` is what one chip can send at this level, one direction, summed over the
+    links it uses here (NVLink3: 12 links x 25 GB/s = 300 GB/s); the simulator turns it
+    into a collective time according to ``topology``. At the cluster level of a
+    Chiplet Cloud or GPU server the server's links are shared by all its chips, so the
+    per-chip figure is the server's total divided by its chip count.
+    """
+
+    name: str
+    domain_chips: int
+    bw_Bps: float
+    latency_s: float
+    topology: str
+
+
+@dataclass(frozen=True)
+class ChipletSpec:
+    """One die (plus its HBM stacks, if any) as the compiler and cost model see it.
+
+    ``flops_per_s`` holds peak dense rates per dtype where the hardware has them; see
+    ``peak_flops`` for the fallback. ``power_w`` is the TDP of the die and its HBM.
+    """
+
+    area_mm2: float
+    flops_per_s: Mapping[DType, float] = field(hash=False)
+    sram_bytes: int
+    sram_bw_Bps: float
+    link_count: int
+    link_bw_Bps: float
+    link_latency_s: float
+    link_energy_J_per_B: float
+    power_w: float
+    hbm_bytes: int = 0
+    hbm_bw_Bps: float = 0.0
+    hbm_stacks: int = 0
+    hbm_stack_usd: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        require_positive("area_mm2", self.area_mm2)
+        rates: dict[DType, float] = {}
+        if not isinstance(self.flops_per_s, Mapping) or not self.flops_per_s:
+            raise fail("flops_per_s", "must map dtypes to FLOP/s", self.flops_per_s,
+                       "e.g. {bf16: 3.12e14}")
+        for key, rate in self.flops_per_s.items():
+            try:
+                dtype = DType(key)
+            except ValueError:
+                allowed = ", ".join(d.value for d in DType)
+                raise fail("flops_per_s", "unknown dtype", key, "one of " + allowed) from None
+            require_positive(f"flops_per_s.{dtype.value}", rate)
+            rates[dtype] = float(rate)
+        if DType.BF16 not in rates and DType.FP16 not in rates:
+            raise fail("flops_per_s", "needs a bf16 or fp16 rate", sorted(map(str, rates)),
+                       "a mapping with bf16 or fp16")
+        object.__setattr__(self, "flops_per_s", rates)
+        require_count("sram_bytes", self.sram_bytes, minimum=0)
+        require_count("hbm_bytes", self.hbm_bytes, minimum=0)
+        require_count("hbm_stacks", self.hbm_stacks, minimum=0)
+        require_count("link_count", self.link_count, minimum=0)
+        for f in ("sram_bw_Bps", "hbm_bw_Bps", "link_latency_s", "link_energy_J_per_B",
+                  "hbm_stack_usd"):
+            require_nonnegative(f, getattr(self, f))
+        require_positive("power_w", self.power_w)
+        if self.sram_bytes > 0:
+            require_positive("sram_bw_Bps", self.sram_bw_Bps)
+        if self.hbm_bytes > 0:
+            require_positive("hbm_bw_Bps", self.hbm_bw_Bps)
+            if self.hbm_stacks == 0:
+                raise fail("hbm_stacks", "HBM capacity given without stacks", 0, ">= 1")
+        elif self.hbm_stacks > 0 or self.hbm_bw_Bps > 0:
+            raise fail("hbm_bytes", "HBM stacks or bandwidth given without capacity", 0, "> 0")
+        if self.link_count > 0:
+            require_positive("link_bw_Bps", self.link_bw_Bps)
+
+    def peak_flops(self, dtype: DType) -> float:
+        """Peak dense FLOP/s for matmuls in ``dtype``.
+
+        Without a native rate: int4 -> int8 -> bf16/fp16, fp8 -> bf16/fp16 (a chip
+        without fp8 units dequantizes to bf16), int8 -> bf16/fp16, bf16 <-> fp16, and
+        fp32 -> bf16 / ``FP32_EMULATION_PASSES``.
+        """
+        for candidate in _FALLBACK[DType(dtype)]:
+            if candidate in self.flops_per_s:
+                return self.flops_per_s[candidate]
+        half = self.flops_per_s.get(DType.BF16) or self.flops_per_s[DType.FP16]
+        return half / FP32_EMULATION_PASSES
+
+    @property
+    def link_total_bw_Bps(self) -> float:
+        """All chip-to-chip links together, one direction."""
+        return self.link_count * self.link_bw_Bps
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """Chiplets in one package: on an organic substrate or a silicon interposer.
+
+    ``bw_Bps_per_chip`` and ``latency_s`` describe the package link level; None means
+    the chiplet's own links (all of them, at their latency).
+    """
+
+    chiplets_per_package: int = 1
+    substrate: str = "organic"
+    topology: str = "ring"
+    bw_Bps_per_chip: float | None = None
+    latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        require_count("chiplets_per_package", self.chiplets_per_package)
+        _one_of("substrate", self.substrate, SUBSTRATES)
+        _one_of("topology", self.topology, TOPOLOGIES)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
+        _optional_nonnegative("latency_s", self.latency_s)
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    """The non-silicon bill of a server; defaults are the Chiplet Cloud authors' code
+    (from ASIC Clouds), REFERENCE.md section 2."""
+
+    pcb_usd: float = 50.0  # per board; Server.PCBCost
+    pcb_count: int = 2  # x2 boards when chips have IO (authors' code)
+    pcb_parts_usd: float = 50.0  # Server.PCBPartsCost
+    dcdc_usd_per_A: float = 0.33  # Server.DCDCCostPerAmp
+    dcdc_max_usd: float = 300.0  # Server.MaxDCDCCost
+    dcdc_efficiency: float = 0.95  # Server.DCDCEfficiency
+    chip_vdd_v: float = 0.8  # core voltage the DC-DC converters deliver (authors' lgc_vdd)
+    psu_usd_per_W: float = 0.13  # Server.PSUCostPerW
+    psu_max_usd: float = 100.0  # Server.MaxPSUCost
+    psu_efficiency: float = 0.95  # Server.PSUEfficiency
+    fan_w_per_lane: float = 7.4  # Server.FanPower
+    fan_usd_per_lane: float = 15.0  # Server.FanCost
+    chassis_usd: float = 30.0  # Server.ChassisCost
+    nic_usd_per_link: float = 450.0  # Server.EthernetCost, one 100 GbE port per link
+    host_w: float = 50.0  # Server.APPPower: host CPU + DRAM
+    host_usd: float = 200.0  # Server.APPCost
+    heatsink_usd_per_package: float = 2.0  # assumption, see Cooling
+
+    def __post_init__(self) -> None:
+        for f in ("pcb_usd", "pcb_parts_usd", "dcdc_usd_per_A", "dcdc_max_usd", "psu_usd_per_W",
+                  "psu_max_usd", "fan_w_per_lane", "fan_usd_per_lane", "chassis_usd",
+                  "nic_usd_per_link", "host_w", "host_usd", "heatsink_usd_per_package"):
+            require_nonnegative(f, getattr(self, f))
+        require_count("pcb_count", self.pcb_count, minimum=0)
+        require_positive("chip_vdd_v", self.chip_vdd_v)
+        require_fraction("dcdc_efficiency", self.dcdc_efficiency)
+        require_fraction("psu_efficiency", self.psu_efficiency)
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """How heat leaves a lane; ``thermal_check`` turns it into a power budget.
+
+    Air: each lane is a duct with its own fan moving ``airflow_m3_per_s_per_lane``;
+    packages sit in series, so the last one breathes air already warmed by the
+    others, and its die sits ``heatsink_K_per_W`` x its power above that air. Liquid:
+    only the die power density and the server power cap apply.
+    """
+
+    kind: str = "air"
+    ambient_c: float = 30.0  # ASIC Clouds (REFERENCE.md section 2)
+    die_max_c: float = 90.0  # ASIC Clouds (REFERENCE.md section 2)
+    airflow_m3_per_s_per_lane: float = 0.0094  # 20 CFM, see backends/targets YAML notes
+    heatsink_K_per_W: float = 0.5  # die-to-air, one package; see YAML notes
+
+    def __post_init__(self) -> None:
+        _one_of("kind", self.kind, COOLING_KINDS)
+        require_positive("airflow_m3_per_s_per_lane", self.airflow_m3_per_s_per_lane)
+        require_positive("heatsink_K_per_W", self.heatsink_K_per_W)
+        if self.die_max_c <= self.ambient_c:
+            raise fail("die_max_c", "not above ambient", self.die_max_c,
+                       f"> ambient_c ({self.ambient_c:g})")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Packages on lanes, the server-to-server links, the power cap and the parts bill.
+
+    ``topology``, ``bw_Bps_per_chip`` and ``latency_s`` describe the server link level
+    (all chips of one server); None means the chiplet's own links.
+    """
+
+    packages_per_lane: int
+    lanes: int
+    server_link_count: int
+    server_link_bw_Bps: float
+    server_link_latency_s: float
+    power_cap_w: float
+    topology: str = "ring"
+    bw_Bps_per_chip: float | None = None
+    latency_s: float | None = None
+    parts: ServerParts = field(default_factory=ServerParts)
+    cooling: Cooling = field(default_factory=Cooling)
+
+    def __post_init__(self) -> None:
+        require_count("packages_per_lane", self.packages_per_lane)
+        require_count("lanes", self.lanes)
+        require_count("server_link_count", self.server_link_count, minimum=0)
+        if self.server_link_count > 0:
+            require_positive("server_link_bw_Bps", self.server_link_bw_Bps)
+        require_nonnegative("server_link_latency_s", self.server_link_latency_s)
+        require_positive("power_cap_w", self.power_cap_w)
+        _one_of("topology", self.topology, TOPOLOGIES)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
+        _optional_nonnegative("latency_s", self.latency_s)
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """How many servers: a fixed count, an upper bound for the partitioner, or both.
+
+    The cluster link level defaults to the server-to-server links shared by every
+    chip of a server; ``bw_Bps_per_chip`` overrides that (a TPU pod's ICI torus).
+    """
+
+    servers: int | None = None
+    max_servers: int | None = None
+    topology: str = "ring"
+    bw_Bps_per_chip: float | None = None
+    latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.servers is None and self.max_servers is None:
+            raise fail("max_servers", "neither servers nor max_servers given", None, ">= 1")
+        if self.servers is not None:
+            require_count("servers", self.servers)
+        if self.max_servers is not None:
+            require_count("max_servers", self.max_servers)
+            if self.servers is not None and self.servers > self.max_servers:
+                raise fail("servers", "above max_servers", self.servers,
+                           f"<= {self.max_servers}")
+        _one_of("topology", self.topology, TOPOLOGIES)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
+        _optional_nonnegative("latency_s", self.latency_s)
+
+    @property
+    def server_bound(self) -> int:
+        """The most servers a mapping may use (``max_servers``, else ``servers``)."""
+        for bound in (self.max_servers, self.servers):
+            if bound is not None:
+                return bound
+        raise AssertionError("unreachable: __post_init__ requires servers or max_servers")
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fractions of peak: matmul FLOP/s, memory bandwidth, link bandwidth."""
+
+    compute: float
+    memory: float
+    link: float
+
+    def __post_init__(self) -> None:
+        for f in ("compute", "memory", "link"):
+            require_fraction(f, getattr(self, f))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A complete hardware target. See the module docstring for what is checked."""
+
+    name: str
+    tech: TechNode
+    chiplet: ChipletSpec
+    package: PackageSpec
+    server: ServerSpec
+    system: SystemSpec
+    economics: Economics
+    efficiency: Efficiency
+    description: str = ""
+    tp_domain: str = "server"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise fail("name", "must be a non-empty string", self.name, "e.g. 'cc-7nm-gpt3'")
+        _one_of("tp_domain", self.tp_domain, LEVELS)
+        chip, tech = self.chiplet, self.tech
+        if chip.area_mm2 > tech.max_reticle_mm2:
+            raise fail("chiplet.area_mm2", f"die larger than the {tech.name} reticle",
+                       chip.area_mm2, f"(0, {tech.max_reticle_mm2:g}] mm2")
+        density = chip.power_w / chip.area_mm2
+        if density > tech.max_w_per_mm2:
+            raise fail("chiplet.power_w",
+                       f"power density {density:.3g} W/mm2 above the {tech.name} limit",
+                       chip.power_w,
+                       f"<= {tech.max_w_per_mm2 * chip.area_mm2:.4g} W on "
+                       f"{chip.area_mm2:g} mm2 ({tech.max_w_per_mm2:g} W/mm2)")
+        if chip.hbm_bytes == 0 and chip.sram_bytes == 0:
+            raise fail("chiplet.sram_bytes", "an SRAM-only design (no HBM) has no SRAM", 0,
+                       "> 0, or give hbm_bytes")
+        if chip.hbm_stacks > 0 and self.package.substrate != "interposer":
+            raise fail("package.substrate", "HBM stacks need a silicon interposer",
+                       self.package.substrate, "interposer")
+        if (self.system.server_bound > 1 and self.system.bw_Bps_per_chip is None
+                and self.server.server_link_count == 0):
+            raise fail("server.server_link_count", "several servers but no server links", 0,
+                       ">= 1, or set system.bw_Bps_per_chip")
+        if self.server.cooling.kind == "air" and self.server.parts.fan_w_per_lane == 0:
+            raise TargetError("server.parts.fan_w_per_lane: air cooling without fans (0); "
+                              "allowed > 0, or cooling.kind: liquid")
+
+    @property
+    def weights_in(self) -> str:
+        """Where weights and KV cache live: "hbm" when the chip has HBM, else "sram"."""
+        return "hbm" if self.chiplet.hbm_bytes > 0 else "sram"
+
+    @property
+    def memory_capacity_bytes(self) -> int:
+        """Per chiplet, the memory that holds weights and KV cache."""
+        c = self.chiplet
+        return c.hbm_bytes if self.weights_in == "hbm" else c.sram_bytes
+
+    @property
+    def memory_bw_Bps(self) -> float:
+        """Per chiplet, the bandwidth of ``memory_capacity_bytes``'s memory."""
+        c = self.chiplet
+        return c.hbm_bw_Bps if self.weights_in == "hbm" else c.sram_bw_Bps
+
+    @property
+    def chips_per_package(self) -> int:
+        return self.package.chiplets_per_package
+
+    @property
+    def packages_per_server(self) -> int:
+        return self.server.packages_per_lane * self.server.lanes
+
+    @property
+    def chips_per_server(self) -> int:
+        return self.chips_per_package * self.packages_per_server
+
+    @property
+    def max_servers(self) -> int:
+        return self.system.server_bound
+
+    def level(self, name: str) -> LinkLevel:
+        """The link level called ``name`` ("package", "server" or "cluster")."""
+        for lvl in self.link_levels():
+            if lvl.name == name:
+                return lvl
+        raise fail("level", "unknown link level", name, "one of " + ", ".join(LEVELS))
+
+    def link_levels(self) -> tuple[LinkLevel, ...]:
+        """Package, server and cluster link levels, innermost first."""
+        chip, pkg, srv, sys_ = self.chiplet, self.package, self.server, self.system
+        own_bw = chip.link_total_bw_Bps
+        server_links_bw = srv.server_link_count * srv.server_link_bw_Bps
+        return (
+            LinkLevel(
+                "package",
+                self.chips_per_package,
+                pkg.bw_Bps_per_chip if pkg.bw_Bps_per_chip is not None else own_bw,
+                pkg.latency_s if pkg.latency_s is not None else chip.link_latency_s,
+                pkg.topology,
+            ),
+            LinkLevel(
+                "server",
+                self.chips_per_server,
+                srv.bw_Bps_per_chip if srv.bw_Bps_per_chip is not None else own_bw,
+                srv.latency_s if srv.latency_s is not None else chip.link_latency_s,
+                srv.topology,
+            ),
+            LinkLevel(
+                "cluster",
+                self.chips_per_server * self.max_servers,
+                sys_.bw_Bps_per_chip
+                if sys_.bw_Bps_per_chip is not None
+                else server_links_bw / self.chips_per_server,
+                sys_.latency_s if sys_.latency_s is not None else srv.server_link_latency_s,
+                sys_.topology,
+            ),
+        )

@@ -1,0 +1,169 @@
+"""Technology node and economics: the constants a cost model starts from.
+
+Plain data. Each constructor checks its own ranges and raises ``TargetError`` whose
+message starts with the field name ("wafer_cost_usd: must be > 0 (-3.0); allowed > 0");
+the YAML loader prefixes the file and section. Derived values (dies per wafer, yield,
+TCO) are computed by pure functions in ``chipletc.backends.cost``, never here.
+
+Units: ``MB`` in ``sram_mm2_per_MB`` is 2**20 bytes (SRAM macros come in powers of
+two); ``TOPS`` is 1e12 operations per second, one multiply-accumulate counting as two
+operations, at the node's native matmul type (bf16 for the Chiplet Cloud figures).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import TargetError
+
+__all__ = ["MIB", "Economics", "TechNode"]
+
+MIB = 1 << 20
+"""Bytes in the ``MB`` of SRAM densities and chiplet builders."""
+
+
+def fail(field: str, what: str, value: object, allowed: str) -> TargetError:
+    """The one message shape of every target check: "field: what (value); allowed ..."."""
+    return TargetError(f"{field}: {what} ({value!r}); allowed {allowed}")
+
+
+def require_number(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise fail(field, "must be a number", value, "a finite number")
+    return float(value)
+
+
+def require_positive(field: str, value: object) -> None:
+    v = require_number(field, value)
+    if v <= 0 or math.isinf(v):
+        raise fail(field, "must be positive", value, "> 0")
+
+
+def require_nonnegative(field: str, value: object) -> None:
+    v = require_number(field, value)
+    if v < 0 or math.isinf(v):
+        raise fail(field, "must not be negative", value, ">= 0")
+
+
+def require_fraction(field: str, value: object, *, allow_zero: bool = False) -> None:
+    """A fraction in (0, 1] (or [0, 1] with ``allow_zero``)."""
+    v = require_number(field, value)
+    low_ok = v >= 0 if allow_zero else v > 0
+    if not (low_ok and v <= 1):
+        raise fail(field, "out of range", value, "[0, 1]" if allow_zero else "(0, 1]")
+
+
+def require_count(field: str, value: object, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(field, "must be a whole number", value, f"an integer >= {minimum}")
+    if value < minimum:
+        raise fail(field, "too small", value, f">= {minimum}")
+
+
+@dataclass(frozen=True)
+class TechNode:
+    """A silicon technology node: wafer economics, yield and density constants.
+
+    The yield model is negative binomial, Y = (1 + D0*A/alpha)^-alpha, with ``A`` in
+    cm2; dies per wafer count whole dies inside the usable circle (wafer diameter
+    minus twice the edge loss) on a pitch of sqrt(area) + scribe.
+    """
+
+    name: str
+    wafer_cost_usd: float
+    wafer_diameter_mm: float
+    scribe_mm: float
+    edge_loss_mm: float
+    defect_density_per_cm2: float
+    cluster_alpha: float
+    sram_mm2_per_MB: float
+    mac_mm2_per_TOPS: float
+    w_per_TOPS: float
+    max_w_per_mm2: float
+    pad_ring_mm: float
+    max_reticle_mm2: float
+    test_cost_frac: float
+    nre_usd: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise fail("name", "must be a non-empty string", self.name, "e.g. '7nm'")
+        for f in (
+            "wafer_cost_usd",
+            "wafer_diameter_mm",
+            "cluster_alpha",
+            "sram_mm2_per_MB",
+            "mac_mm2_per_TOPS",
+            "w_per_TOPS",
+            "max_w_per_mm2",
+            "max_reticle_mm2",
+        ):
+            require_positive(f, getattr(self, f))
+        for f in ("scribe_mm", "edge_loss_mm", "defect_density_per_cm2", "pad_ring_mm"):
+            require_nonnegative(f, getattr(self, f))
+        require_fraction("test_cost_frac", self.test_cost_frac, allow_zero=True)
+        require_nonnegative("nre_usd", self.nre_usd)
+        if 2 * self.edge_loss_mm >= self.wafer_diameter_mm:
+            raise fail(
+                "edge_loss_mm",
+                "leaves no usable wafer",
+                self.edge_loss_mm,
+                f"< {self.wafer_diameter_mm / 2:g} (half the wafer diameter)",
+            )
+
+    @property
+    def usable_diameter_mm(self) -> float:
+        return self.wafer_diameter_mm - 2 * self.edge_loss_mm
+
+
+@dataclass(frozen=True)
+class Economics:
+    """Who pays what over a server's life; defaults are REFERENCE.md section 2.
+
+    Owned hardware uses the ASIC-Cloud style TCO of the Chiplet Cloud authors' code:
+    server capex with monthly-amortized loan interest, a one-off server opex of
+    ``server_opex_frac`` x cost over the life (as the reference formula applies it),
+    datacenter capex per watt amortized with interest, datacenter opex per watt-month,
+    and electricity with PUE. Rented hardware sets ``rent_usd_per_hour`` (per server),
+    which replaces all of that. NRE is left out of the per-token figure unless
+    ``nre_deployment_servers`` says over how many servers to spread it.
+    """
+
+    electricity_usd_per_kWh: float = 0.067  # authors' code (TCO.ElectricityCost)
+    pue: float = 1.5  # authors' code (TCO.PUE)
+    dc_capex_usd_per_W: float = 10.0  # authors' code (TCO.DCCapex)
+    dc_amortization_years: float = 12.0  # authors' code (TCO.DCAmortPeriod)
+    dc_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
+    dc_opex_usd_per_W_month: float = 0.04  # REFERENCE.md section 2 formula
+    server_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
+    server_life_years: float = 1.5  # authors' code (Server.SrvLife)
+    server_opex_frac: float = 0.05  # authors' code (TCO.SrvOpexRate), once per life
+    rent_usd_per_hour: float | None = None  # per server; None = owned hardware
+    nre_usd: float | None = None  # None = the tech node's NRE
+    nre_deployment_servers: int | None = None  # None = NRE not charged
+    carbon_kg_per_kWh: float | None = None  # grid intensity; None = no carbon figure
+
+    def __post_init__(self) -> None:
+        for f in ("electricity_usd_per_kWh", "dc_capex_usd_per_W", "dc_opex_usd_per_W_month"):
+            require_nonnegative(f, getattr(self, f))
+        for f in ("dc_amortization_years", "server_life_years"):
+            require_positive(f, getattr(self, f))
+        for f in ("dc_interest_rate", "server_interest_rate"):
+            require_fraction(f, getattr(self, f), allow_zero=True)
+        require_fraction("server_opex_frac", self.server_opex_frac, allow_zero=True)
+        if require_number("pue", self.pue) < 1:
+            raise fail("pue", "power usage effectiveness below 1", self.pue, ">= 1")
+        if self.rent_usd_per_hour is not None:
+            require_positive("rent_usd_per_hour", self.rent_usd_per_hour)
+        if self.nre_usd is not None:
+            require_nonnegative("nre_usd", self.nre_usd)
+        if self.nre_deployment_servers is not None:
+            require_count("nre_deployment_servers", self.nre_deployment_servers)
+        if self.carbon_kg_per_kWh is not None:
+            require_nonnegative("carbon_kg_per_kWh", self.carbon_kg_per_kWh)
+
+    @property
+    def rented(self) -> bool:
+        return self.rent_usd_per_hour is not None

@@ -1,0 +1,310 @@
+"""Cost model: TCO unit check, dies per wafer against a count, yield, package, server."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chipletc.backends.cost import (
+    HOURS_PER_YEAR,
+    chiplet_by_area,
+    chiplet_by_performance,
+    cost_rate_usd_per_s,
+    cost_report,
+    die_cost,
+    die_yield,
+    dies_per_wafer,
+    expected_dies_per_wafer,
+    life_seconds,
+    loan_interest,
+    package_cost,
+    rent_usd,
+    server_cost,
+    server_energy_J_per_s,
+    server_tco,
+    tco_breakdown,
+    thermal_check,
+)
+from chipletc.backends.targets import load_target, load_tech
+from chipletc.ir.errors import TargetError
+from chipletc.ir.tech import Economics
+
+TECH7 = load_tech("7nm")
+
+
+# --- TCO -----------------------------------------------------------------------------
+
+
+def test_tco_unit_check_to_the_cent():
+    assert round(server_tco(10_000, 1_000, Economics()), 2) == 15_116.15
+
+
+def test_tco_breakdown_sums_to_tco():
+    items = tco_breakdown(10_000, 1_000, Economics())
+    assert sum(items.values()) == pytest.approx(server_tco(10_000, 1_000, Economics()))
+    assert items["server_capex_usd"] == 10_000
+    assert items["server_opex_usd"] == pytest.approx(500.0)
+
+
+def test_loan_interest_zero_rate_is_zero():
+    assert loan_interest(1_000, 0.0, 3) == 0.0
+
+
+def test_loan_interest_matches_annuity():
+    # 12 monthly payments of an 8 % loan of $1,200: 104.386 each, 1252.63 in all.
+    assert loan_interest(1_200, 0.08, 1) == pytest.approx(52.63, abs=0.01)
+
+
+def test_electricity_share_of_cost_rate_is_the_kwh_price():
+    # The year of HOURS_PER_YEAR makes TCO/life-seconds charge exactly P x PUE x price.
+    e = Economics()
+    per_s = tco_breakdown(0, 1_000, e)["electricity_usd"] / life_seconds(e)
+    assert per_s == pytest.approx(1.0 * e.pue * e.electricity_usd_per_kWh / 3600)
+
+
+@given(
+    price=st.floats(0.01, 1_000),
+    hours=st.floats(0, 1e5),
+)
+def test_rented_cost_is_price_times_hours(price, hours):
+    assert rent_usd(Economics(rent_usd_per_hour=price), hours) == pytest.approx(price * hours)
+
+
+def test_rented_cost_rate_is_rent_per_second():
+    t = load_target("a100-80gb-x8")
+    assert cost_rate_usd_per_s(t) == pytest.approx(8.80 / 3600)
+    report = cost_report(t)
+    life_h = t.economics.server_life_years * HOURS_PER_YEAR
+    assert report["server"]["tco_usd"] == pytest.approx(8.80 * life_h)
+
+
+def test_owned_cost_rate_is_tco_over_life():
+    t = load_target("cc-7nm-gpt3")
+    sc = server_cost(t)
+    expected = server_tco(sc.cost_usd, sc.power_w, t.economics) / life_seconds(t.economics)
+    assert cost_rate_usd_per_s(t) == pytest.approx(expected)
+
+
+# --- dies per wafer --------------------------------------------------------------------
+
+
+def count_whole_dies(area_mm2: float, diameter_mm: float, scribe_mm: float,
+                     dx: float, dy: float) -> int:
+    """Dies (pitch sqrt(area) + scribe, grid offset dx, dy) fully inside the circle."""
+    a = math.sqrt(area_mm2) + scribe_mm
+    r = diameter_mm / 2
+    n = 0
+    for k in range(math.floor((-r - dx) / a) - 1, math.ceil((r - dx) / a) + 1):
+        x_far = max(abs(dx + k * a), abs(dx + (k + 1) * a))
+        if x_far > r:
+            continue
+        h = math.sqrt(r * r - x_far * x_far)
+        n += max(0, math.floor((h - dy) / a) - math.ceil((-h - dy) / a))
+    return n
+
+
+def mean_count(area_mm2: float, steps: int = 12) -> float:
+    """Exact counts averaged over a steps x steps lattice of grid offsets."""
+    a = math.sqrt(area_mm2) + TECH7.scribe_mm
+    counts = [
+        count_whole_dies(area_mm2, TECH7.usable_diameter_mm, TECH7.scribe_mm,
+                         a * i / steps, a * j / steps)
+        for i in range(steps)
+        for j in range(steps)
+    ]
+    return sum(counts) / len(counts)
+
+
+@pytest.mark.parametrize("area", [50, 100, 150, 200, 300, 400, 500, 600, 700, 800])
+def test_dies_per_wafer_within_3_percent_of_exact_count(area):
+    exact = mean_count(area)
+    assert dies_per_wafer(area, TECH7) == pytest.approx(exact, rel=0.03)
+
+
+def test_dies_per_wafer_closed_form_tracks_count_closely():
+    worst = max(
+        abs(expected_dies_per_wafer(a, TECH7.usable_diameter_mm, TECH7.scribe_mm) - mean_count(a))
+        / mean_count(a)
+        for a in range(50, 801, 50)
+    )
+    assert worst < 0.005
+
+
+def test_dies_per_wafer_accepts_a_tech_name():
+    assert dies_per_wafer(200, "7nm") == dies_per_wafer(200, TECH7)
+
+
+def test_no_die_fits_raises():
+    with pytest.raises(TargetError, match="area_mm2"):
+        die_cost(80_000, TECH7)
+
+
+# --- yield and die cost ------------------------------------------------------------------
+
+
+def test_yield_is_negative_binomial():
+    # D0 0.1/cm2, 100 mm2 = 1 cm2, alpha 10: (1 + 0.01)^-10.
+    assert die_yield(100, 0.1, 10) == pytest.approx(1.01**-10)
+
+
+def test_die_cost_has_test_overhead_and_public_fields():
+    d = die_cost(200, "7nm")
+    assert d.dies_per_wafer == dies_per_wafer(200, TECH7)
+    assert 0 < d.yield_ < 1
+    assert d.cost_usd == pytest.approx(
+        TECH7.wafer_cost_usd / (d.dies_per_wafer * d.yield_) * (1 + TECH7.test_cost_frac)
+    )
+    assert sum(d.breakdown.values()) == pytest.approx(d.cost_usd)
+
+
+@settings(max_examples=200)
+@given(a=st.floats(20, 850), b=st.floats(20, 850))
+def test_larger_die_lower_yield_higher_cost(a, b):
+    small, large = sorted((a, b))
+    if large - small < 1e-6:
+        return
+    ds, dl = die_cost(small, TECH7), die_cost(large, TECH7)
+    assert dl.yield_ < ds.yield_
+    assert dl.cost_usd > ds.cost_usd
+
+
+# --- chiplet builders --------------------------------------------------------------------
+
+
+@given(
+    tops=st.floats(0.5, 200),
+    sram_mb=st.floats(1, 1500),
+    ops=st.floats(1, 32),
+)
+def test_by_performance_and_by_area_round_trip(tops, sram_mb, ops):
+    bw = tops * 1e12 / ops
+    perf = chiplet_by_performance(tops, sram_mb, bw, TECH7)
+    mac = tops * TECH7.mac_mm2_per_TOPS
+    ratio = mac / (mac + sram_mb * TECH7.sram_mm2_per_MB)
+    back = chiplet_by_area(perf.area_mm2, ratio, ops, TECH7)
+    assert back.flops_per_s == pytest.approx(perf.flops_per_s, rel=1e-9)
+    assert back.sram_bytes == pytest.approx(perf.sram_bytes, abs=1)
+    assert back.sram_bw_Bps == pytest.approx(perf.sram_bw_Bps, rel=1e-9)
+    assert back.power_w == pytest.approx(perf.power_w, rel=1e-9)
+
+
+@given(area=st.floats(30, 850), ratio=st.floats(0.01, 0.6), ops=st.floats(1, 32))
+def test_by_area_then_by_performance_gives_the_area_back(area, ratio, ops):
+    chip = chiplet_by_area(area, ratio, ops, TECH7)
+    tops = chip.flops_per_s[next(iter(chip.flops_per_s))] / 1e12
+    again = chiplet_by_performance(tops, chip.sram_bytes / 2**20, chip.sram_bw_Bps, TECH7)
+    assert again.area_mm2 == pytest.approx(area, rel=1e-6)
+
+
+@given(tops=st.floats(0.5, 100), sram_mb=st.floats(1, 1000), more=st.floats(0.01, 100))
+def test_more_sram_or_tops_means_larger_area(tops, sram_mb, more):
+    base = chiplet_by_performance(tops, sram_mb, 1e12, TECH7).area_mm2
+    assert chiplet_by_performance(tops + more, sram_mb, 1e12, TECH7).area_mm2 > base
+    assert chiplet_by_performance(tops, sram_mb + more, 1e12, TECH7).area_mm2 > base
+
+
+def test_by_area_counts_pad_ring_and_io():
+    chip = chiplet_by_area(100, 0.1, 1, TECH7, link_count=16)
+    core = (10 - 2 * 0.35) ** 2 - 16 * 0.3
+    assert chip.flops_per_s[next(iter(chip.flops_per_s))] == pytest.approx(
+        0.1 * core / 0.72 * 1e12)
+    assert chip.sram_bytes == round(0.9 * core / 0.45 * 2**20)
+
+
+def test_by_area_too_small_for_the_pad_ring_raises():
+    with pytest.raises(TargetError, match="area_mm2"):
+        chiplet_by_area(4, 0.1, 1, TECH7)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2])
+def test_by_area_mac_ratio_out_of_range_raises(ratio):
+    with pytest.raises(TargetError, match="mac_ratio"):
+        chiplet_by_area(100, ratio, 1, TECH7)
+
+
+# --- package -----------------------------------------------------------------------------
+
+
+def test_single_die_organic_package():
+    p = package_cost(100.0, 200, chiplets=1, substrate="organic")
+    assert p.area_mm2 == 800
+    assert p.breakdown["substrate_usd"] == pytest.approx(800 * 0.005 / 0.99)
+    assert p.breakdown["bumps_usd"] == pytest.approx(200 * 0.005 / 0.99)
+    assert p.breakdown["bonding_loss_usd"] == pytest.approx(100 * (1 / 0.99 - 1))
+    assert sum(p.breakdown.values()) == pytest.approx(p.cost_usd)
+
+
+def test_multi_die_organic_uses_layer_factor():
+    one = package_cost(10.0, 100, chiplets=1).breakdown["substrate_usd"]
+    four = package_cost(10.0, 100, chiplets=4).breakdown["substrate_usd"]  # 1600 mm2 > 30x30
+    assert four / one == pytest.approx(4 * 2.0 / 0.99**3)
+
+
+def test_interposer_bonding_yield_counts_hbm_stacks():
+    p = package_cost(300.0, 800, chiplets=1, substrate="interposer", hbm_stacks=5,
+                     hbm_stack_usd=120)
+    assert p.bond_yield == pytest.approx(0.95**6 * 0.99)
+    assert p.breakdown["hbm_usd"] == 600
+    assert p.breakdown["interposer_usd"] > 0
+    assert sum(p.breakdown.values()) == pytest.approx(p.cost_usd)
+
+
+def test_hbm_on_organic_raises():
+    with pytest.raises(TargetError, match="interposer"):
+        package_cost(300.0, 800, substrate="organic", hbm_stacks=2)
+
+
+# --- server, power, thermal ------------------------------------------------------------------
+
+
+def test_server_cost_breakdown_sums_and_power_path():
+    t = load_target("cc-7nm-gpt3")
+    sc = server_cost(t)
+    assert sum(sc.breakdown.values()) == pytest.approx(sc.cost_usd)
+    assert sum(sc.power_breakdown.values()) == pytest.approx(sc.power_w)
+    parts = t.server.parts
+    chips = t.chips_per_server * t.chiplet.power_w
+    wall = ((chips + parts.host_w) / parts.dcdc_efficiency
+            + t.server.lanes * parts.fan_w_per_lane) / parts.psu_efficiency
+    assert sc.power_w == pytest.approx(wall)
+    assert server_energy_J_per_s(t) == pytest.approx(wall)
+    assert server_energy_J_per_s(t, facility=True) == pytest.approx(wall * t.economics.pue)
+
+
+def test_nre_amortized_over_deployment():
+    t = load_target("cc-7nm-gpt3")
+    econ = dataclasses.replace(t.economics, nre_usd=35e6, nre_deployment_servers=10_000)
+    with_nre = server_cost(dataclasses.replace(t, economics=econ))
+    assert with_nre.breakdown["nre_usd"] == pytest.approx(3_500)
+    assert with_nre.cost_usd == pytest.approx(server_cost(t).cost_usd + 3_500)
+
+
+def test_thermal_flags_hot_lane_and_power_cap():
+    t = load_target("cc-7nm-gpt3")
+    hot = dataclasses.replace(t.server, packages_per_lane=60)
+    report = thermal_check(dataclasses.replace(t, server=hot))
+    assert not report.ok
+    assert any("air-cooled budget" in v for v in report.violations)
+    assert any("power" in v and "cap" in v for v in report.violations)
+
+
+def test_thermal_budget_formula():
+    t = load_target("cc-7nm-gpt3")
+    r = thermal_check(t)
+    c = t.server.cooling
+    w_per_k = 1.16 * 1007.0 * c.airflow_m3_per_s_per_lane
+    assert r.lane_budget_w == pytest.approx(
+        (c.die_max_c - c.ambient_c - r.package_w * c.heatsink_K_per_W) * w_per_k + r.package_w)
+    assert r.ok
+
+
+def test_carbon_is_optional():
+    t = load_target("cc-7nm-gpt3")
+    assert "carbon" not in cost_report(t)
+    green = dataclasses.replace(t, economics=Economics(carbon_kg_per_kWh=0.4))
+    carbon = cost_report(green)["carbon"]
+    assert carbon["operational_kg_co2"] == pytest.approx(carbon["energy_kWh"] * 0.4)
