@@ -15,13 +15,11 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, Role, Shard, Weight
 from chipletc.ir.plan import ChipletPlacement, Plan, TensorInfo, WeightShard
-from chipletc.ir.sharding import head_factor, rank_cost
+from chipletc.ir.sharding import rank_cost, rank_weight_bytes
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
 __all__ = ["build_plan", "workspace_bytes"]
-
-_HEAD_ROLES = frozenset({Role.Q, Role.K, Role.V, Role.QKV, Role.KV, Role.PROJ})
 
 
 def workspace_bytes(graph: Graph, micro_batch: int, prompt_len: int) -> int:
@@ -122,27 +120,19 @@ def build_plan(
             ops = ops + groups["post"]
         for r in range(tp):
             cid = s * tp + r
-            shards, weight_b, kv_b = [], 0, 0.0
+            tied_copy = pp > 1 and s == pp - 1
+            shards, kv_b = [], 0.0
             for op in ops:
-                pad = (
-                    head_factor(info.num_heads, tp, mapping.pad_heads)
-                    if op.role in _HEAD_ROLES
-                    else 1.0
-                )
                 for w, slc, n_copies in _op_shards(op, r, tp, info.num_kv_heads):
-                    nbytes = _bytes(w, slc)
-                    shards.append(WeightShard(w.name, slc, nbytes))
+                    shards.append(WeightShard(w.name, slc, _bytes(w, slc)))
                     copies[w.name] = n_copies
-                    weight_b += math.ceil(nbytes * pad)
-                if op.tied is not None and pp > 1 and s == pp - 1:
+                if op.tied is not None and tied_copy:
                     w = op.tied
                     lo, hi = (
                         _split(w.shape[0], tp, r) if op.shard is Shard.VOCAB else (0, w.shape[0])
                     )
                     slc = ((lo, hi), *((0, n) for n in w.shape[1:]))
-                    nbytes = _bytes(w, slc)
-                    shards.append(WeightShard(w.name, slc, nbytes, tied=True))
-                    weight_b += nbytes
+                    shards.append(WeightShard(w.name, slc, _bytes(w, slc), tied=True))
                 whole = op.cost(kv_wl, graph.kv_dtype, graph.act_dtype)
                 mine = rank_cost(
                     op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads
@@ -162,7 +152,10 @@ def build_plan(
                     holds_pre=s == 0,
                     holds_post=s == pp - 1,
                     shards=tuple(shards),
-                    weight_bytes=weight_b,
+                    # padded heads take room no tensor slice shows: count as the solver does
+                    weight_bytes=rank_weight_bytes(
+                        ops, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads, tied_copy
+                    ),
                     kv_bytes=math.ceil(kv_b),
                     activation_bytes=act,
                     capacity_bytes=target.memory_capacity_bytes,

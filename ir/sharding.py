@@ -7,6 +7,8 @@ Sharding follows the ``Shard`` the sharding pass set from the model's structure.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -18,6 +20,7 @@ __all__ = [
     "collectives_after",
     "head_factor",
     "rank_cost",
+    "rank_weight_bytes",
     "rank_weight_fraction",
 ]
 
@@ -64,6 +67,8 @@ def _kv_fraction(op: Op, tp: int) -> float:
 
 def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> float:
     """Fraction of the op's stored weight bytes one rank holds."""
+    if not op.weights:
+        return 1.0
     if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
         return 1.0 if op.shard is Shard.REPLICATED or tp == 1 else 1.0 / tp
     if op.shard is Shard.EXPERT:
@@ -73,6 +78,23 @@ def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads:
         return 1.0 / kv_heads  # each rank keeps a whole KV head: they are replicated
     factor = head_factor(heads, tp, pad_heads) if op.role in _HEAD_ROLES else 1.0
     return factor / tp
+
+
+def rank_weight_bytes(
+    ops: Iterable[Op], tp: int, pad_heads: bool, heads: int, kv_heads: int, tied_copy: bool
+) -> int:
+    """Bytes of weights one rank stores for ``ops``.
+
+    With ``tied_copy`` a tied LM head among ``ops`` keeps its own (vocabulary-sharded)
+    copy of the embedding table: the head sits on another stage than the embedding.
+    """
+    total = 0.0
+    for op in ops:
+        total += op.weight_bytes * rank_weight_fraction(op, tp, pad_heads, heads, kv_heads)
+        if tied_copy and op.tied is not None:
+            share = 1.0 / tp if op.shard is Shard.VOCAB else 1.0
+            total += op.tied.nbytes * share
+    return math.ceil(total)
 
 
 def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> OpCost:

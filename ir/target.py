@@ -338,15 +338,28 @@ class SystemSpec:
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Achievable fractions of peak: matmul FLOP/s, memory bandwidth, link bandwidth."""
+    """How close to peak the hardware runs, as a few physically meaningful numbers.
+
+    ``compute``, ``memory`` and ``link`` are achievable fractions of peak matmul FLOP/s,
+    memory bandwidth and link bandwidth. ``op_overhead_s`` is the fixed time every op
+    costs on top of its roofline time (a GPU kernel launch, a TPU program step);
+    ``collective_overhead_s`` the fixed software time of one collective on top of its
+    alpha-beta time (NCCL's launch and synchronisation). Both default to 0, the ideal
+    of a statically scheduled SRAM design. Calibrated values and their sources are in
+    each preset's YAML and in docs/accuracy.md.
+    """
 
     compute: float
     memory: float
     link: float
+    op_overhead_s: float = 0.0
+    collective_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("compute", "memory", "link"):
             require_fraction(f, getattr(self, f))
+        for f in ("op_overhead_s", "collective_overhead_s"):
+            require_nonnegative(f, getattr(self, f))
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,33 @@
 """The analytical performance model the partitioner searches with.
 
-* An op takes ``max(compute, memory)``: FLOPs over peak x ``efficiency.compute``, and
-  the bytes it moves (weights, KV cache, activations) over the bandwidth of the memory
-  that holds the weights x ``efficiency.memory``. Compute runs at the activation
-  dtype's rate: quantized weights save bytes, not FLOPs (weight-only quantization).
+The physics lives here once; the simulator (``chipletc.backends.sim``) replays the same
+per-op and per-collective times event by event, so the two agree wherever nothing
+contends for a link.
+
+* An op takes ``max(compute, memory) + efficiency.op_overhead_s`` (``op_time``):
+  FLOPs over peak x ``efficiency.compute``, and the bytes it moves (weights, KV cache,
+  activations) over the bandwidth of the memory that holds the weights x
+  ``efficiency.memory``; the overhead is the fixed cost of launching one kernel or
+  program step, which dominates small decode batches on GPUs. Compute runs at the
+  activation dtype's rate: quantized weights save bytes, not FLOPs (weight-only
+  quantization). Activations are read from and written to that same memory (HBM on a
+  GPU or TPU, SRAM on a Chiplet Cloud design): caches are not modelled.
 * Tensor-parallel collectives follow the alpha-beta model on the innermost link level
   whose domain holds the group: a ring all-reduce moves ``2 (g-1)/g`` of the buffer
   per rank in ``2 (g-1)`` steps; all-gather and all-to-all half of that. On a torus
-  of ``k`` dimensions the multi-dimensional ring runs the dimensions at once: ``k``
-  times the bandwidth and ``k (g^(1/k) - 1)`` steps per phase.
+  of ``k`` dimensions the multi-dimensional ring runs the dimensions at once over the
+  chip's links at that level (``LinkLevel.bw_Bps`` already sums them) in
+  ``k (g^(1/k) - 1)`` steps per phase. Each collective adds
+  ``efficiency.collective_overhead_s`` of software time.
 * A pipeline of ``pp`` stages and ``M`` micro-batches: prefill takes the sum of stage
   times plus ``(M - 1)`` times the slowest stage; one decode step (every sequence gets
   one token) takes ``max(sum of stage times, M x slowest stage)``, since a micro-batch
   cannot start its next token before its last one left the pipeline.
-* Decode is evaluated at the mean context over the generated tokens.
+* Decode is evaluated at the mean context over the generated tokens: every cost is
+  affine in the context, so this equals the mean of the steps wherever an op stays on
+  one side of its roofline ridge.
 
-Nothing here overlaps compute with communication; the simulator (which replays the
-same costs event by event) is the place for finer effects.
+Nothing here overlaps compute with communication.
 """
 
 from __future__ import annotations
@@ -26,18 +37,22 @@ from dataclasses import dataclass
 
 from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping
-from chipletc.ir.op import Op
+from chipletc.ir.op import Op, OpCost
 from chipletc.ir.sharding import collectives_after, rank_cost
-from chipletc.ir.target import LinkLevel, Target
+from chipletc.ir.target import Efficiency, LinkLevel, Target
 from chipletc.ir.workload import Workload
 
 __all__ = [
     "GroupTime",
+    "OpTime",
     "PerfEstimate",
     "collective_time_s",
+    "decode_context",
     "estimate",
     "group_time",
     "level_for",
+    "op_time",
+    "stage_transfer_level",
     "transfer_time_s",
 ]
 
@@ -54,18 +69,20 @@ def level_for(target: Target, group_chips: int) -> LinkLevel:
 
 
 def collective_time_s(
-    kind: str, nbytes: float, group: int, level: LinkLevel, link_eff: float
+    kind: str, nbytes: float, group: int, level: LinkLevel, eff: Efficiency
 ) -> float:
     """Alpha-beta time of one collective over ``group`` ranks; ``nbytes`` per rank."""
     if group <= 1 or nbytes <= 0:
         return 0.0
     dims = _TORUS_DIMS.get(level.topology, 1)
-    bw = level.bw_Bps * link_eff * dims
+    bw = level.bw_Bps * eff.link
     steps = dims * (group ** (1.0 / dims) - 1.0)
     share = (group - 1) / group
     if kind == "all_reduce":
-        return 2.0 * share * nbytes / bw + 2.0 * steps * level.latency_s
-    return share * nbytes / bw + steps * level.latency_s
+        wire = 2.0 * share * nbytes / bw + 2.0 * steps * level.latency_s
+    else:
+        wire = share * nbytes / bw + steps * level.latency_s
+    return wire + eff.collective_overhead_s
 
 
 def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float) -> float:
@@ -73,6 +90,38 @@ def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float) -> float:
     if nbytes <= 0:
         return 0.0
     return nbytes / (level.bw_Bps * link_eff) + level.latency_s
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One op's time on one rank, split the way the bottleneck attribution needs."""
+
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def compute_bound(self) -> bool:
+        return self.compute_s >= self.memory_s
+
+
+def op_time(cost: OpCost, target: Target, peak_flops: float) -> OpTime:
+    """Roofline time of one rank's share of an op (``cost``), plus the per-op overhead.
+
+    ``peak_flops`` is the chip's peak at the graph's activation dtype (callers hoist it
+    out of their loops).
+    """
+    eff = target.efficiency
+    moved = cost.memory_bytes + cost.act_in_bytes + cost.act_out_bytes
+    return OpTime(
+        compute_s=cost.flops / (peak_flops * eff.compute),
+        memory_s=moved / (target.memory_bw_Bps * eff.memory),
+        overhead_s=eff.op_overhead_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,26 +157,27 @@ class GroupTime:
 def group_time(
     graph: Graph, ops: Iterable[Op], target: Target, tp: int, wl: Workload, pad_heads: bool
 ) -> GroupTime:
-    """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch)."""
+    """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch).
+
+    The per-op overhead counts as compute or memory time, whichever bounds the op.
+    """
     info = graph.info
-    peak = target.chiplet.peak_flops(graph.act_dtype) * target.efficiency.compute
-    bw = target.memory_bw_Bps * target.efficiency.memory
+    peak = target.chiplet.peak_flops(graph.act_dtype)
     level = level_for(target, tp)
     total = GroupTime()
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
         mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
-        t_c = mine.flops / peak
-        t_m = (mine.memory_bytes + mine.act_in_bytes + mine.act_out_bytes) / bw
+        t = op_time(mine, target, peak)
         t_l = sum(
-            collective_time_s(c.kind, c.bytes, tp, level, target.efficiency.link)
+            collective_time_s(c.kind, c.bytes, tp, level, target.efficiency)
             for c in collectives_after(op, whole, tp)
         )
-        busy = max(t_c, t_m)
+        busy = t.total_s
         total = total + GroupTime(
             total_s=busy + t_l,
-            compute_s=busy if t_c >= t_m else 0.0,
-            memory_s=busy if t_m > t_c else 0.0,
+            compute_s=busy if t.compute_bound else 0.0,
+            memory_s=0.0 if t.compute_bound else busy,
             link_s=t_l,
             flops=mine.flops,
         )

@@ -158,9 +158,10 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
         for s in range(S):
             used = sum(c * w for c, w in zip(cnt[s], per_kind, strict=True))
             extra = p.pre_weight[i] if s == 0 else 0
-            m.add(
-                used + extra + p.post_weight[i] * last[s] + workspace <= p.capacity_bytes
-            ).only_enforce_if(z)
+            # the last stage holds what follows the blocks, and a tied table's copy
+            # unless it is also the first stage (which holds the table itself)
+            post = p.post_weight[i] + (p.tied_weight[i] if s > 0 else 0)
+            m.add(used + extra + post * last[s] + workspace <= p.capacity_bytes).only_enforce_if(z)
 
     # -- stage times: dec_max, pre_max >= every stage's time (decode, prefill) ----------
     #    stage s: sum_kind cnt[s,kind] * t_block + (s == 0) t_pre + last[s] t_post

@@ -25,7 +25,9 @@ def _fullest_stage_bytes(p: PartitionProblem, ti: int, pp: int) -> int:
         b = p.workspace[0] + sum(
             c * (p.block_weight[ti][k] + p.block_kv[ti][0][k]) for k, c in enumerate(kc)
         )
-        b += (p.pre_weight[ti] if s == 0 else 0) + (p.post_weight[ti] if s == pp - 1 else 0)
+        b += p.pre_weight[ti] if s == 0 else 0
+        if s == pp - 1:
+            b += p.post_weight[ti] + (p.tied_weight[ti] if pp > 1 else 0)
         worst = max(worst, b)
     return worst
 

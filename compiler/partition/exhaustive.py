@@ -77,7 +77,8 @@ def _best_uniform(p: PartitionProblem, ti: int, bi: int, mi: int) -> Evaluation 
     micro = b // p.micro_batches[mi]
     w = p.block_weight[ti][0] + p.block_kv[ti][bi][0]
     room = p.capacity_bytes - p.workspace[mi]
-    pre_w, post_w = p.pre_weight[ti], p.post_weight[ti]
+    pre_w, post_alone = p.pre_weight[ti], p.post_weight[ti]
+    post_w = post_alone + p.tied_weight[ti]  # the last of several stages copies a tied table
     td, tpf = p.block_decode[ti][mi][0], p.block_prefill[ti][mi][0]
     pre_d, post_d = p.pre_decode[ti][mi], p.post_decode[ti][mi]
     pre_p, post_p = p.pre_prefill[ti][mi], p.post_prefill[ti][mi]
@@ -96,7 +97,7 @@ def _best_uniform(p: PartitionProblem, ti: int, bi: int, mi: int) -> Evaluation 
         pipe_d = sum_d + (pp - 1) * hd_srv + cross * (hd_cl - hd_srv)
         pipe_p = sum_p + (pp - 1) * hp_srv + cross * (hp_cl - hp_srv)
         if pp == 1:
-            if L * w + pre_w + post_w > room:
+            if L * w + pre_w + post_alone > room:
                 continue
             max_d, max_p = np.array([sum_d]), np.array([sum_p])
             grid = [(L,)]

@@ -34,7 +34,7 @@ from chipletc.backends.perf.analytical import (
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.op import Op
-from chipletc.ir.sharding import check_tp, rank_cost, rank_weight_fraction
+from chipletc.ir.sharding import check_tp, rank_cost, rank_weight_bytes
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
@@ -105,6 +105,7 @@ class PartitionProblem:
     block_weight: tuple[tuple[int, ...], ...]
     pre_weight: tuple[int, ...]
     post_weight: tuple[int, ...]
+    tied_weight: tuple[int, ...]  # [tp] a tied head's table copy, on the last stage if pp > 1
     block_kv: tuple[tuple[tuple[int, ...], ...], ...]
     workspace: tuple[int, ...]  # [micro_batch]
     # time per micro-batch, time units: [tp][mb][kind]; pre/post [tp][mb]
@@ -234,13 +235,8 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
     heads, kvh = info.num_heads, info.num_kv_heads
     act_b = graph.act_dtype.bits / 8
 
-    def weight_bytes(ops: list[Op], tp: int) -> int:
-        return math.ceil(
-            sum(
-                op.weight_bytes * rank_weight_fraction(op, tp, opts.pad_heads, heads, kvh)
-                for op in ops
-            )
-        )
+    def weight_bytes(ops: list[Op], tp: int, tied_copy: bool = False) -> int:
+        return rank_weight_bytes(ops, tp, opts.pad_heads, heads, kvh, tied_copy)
 
     def kv_per_seq_token(ops: list[Op], tp: int) -> float:
         """KV bytes one token of one sequence adds on one rank (attention's own rule)."""
@@ -254,6 +250,10 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
     block_weight = tuple(tuple(weight_bytes(groups[reps[k]], tp) for k in kinds) for tp in tps)
     pre_weight = tuple(weight_bytes(groups["pre"], tp) for tp in tps)
     post_weight = tuple(weight_bytes(groups["post"], tp) for tp in tps)
+    tied_weight = tuple(
+        weight_bytes(groups["post"], tp, True) - post
+        for tp, post in zip(tps, post_weight, strict=True)
+    )
     block_kv = tuple(
         tuple(
             tuple(math.ceil(b * ctx_max * kv_per_seq_token(groups[reps[k]], tp)) for k in kinds)
@@ -282,12 +282,12 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
     for i, tp in enumerate(tps):
         stages = min(max_stages, chip_limit // tp)
         blocks = [block_weight[i][k] + block_kv[i][0][k] for k in kind_of_block]
-        total = sum(blocks) + pre_weight[i] + post_weight[i]
+        total = sum(blocks) + pre_weight[i] + post_weight[i]  # (+ tied copy if pp > 1)
         biggest = max(blocks)
         tp_ok.append(
             stages >= 1
             and total + stages * ws_min <= stages * cap
-            and biggest + ws_min + max(pre_weight[i], post_weight[i]) <= cap
+            and biggest + ws_min + max(pre_weight[i], post_weight[i] + tied_weight[i]) <= cap
         )
     smallest_block = min(
         block_weight[i][k] + block_kv[i][0][k] for i in range(len(tps)) for k in kinds
@@ -380,6 +380,7 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
         block_weight=block_weight,
         pre_weight=pre_weight,
         post_weight=post_weight,
+        tied_weight=tied_weight,
         block_kv=block_kv,
         workspace=workspace,
         block_decode=tuple(tuple(tuple(q(x) for x in r) for r in rows) for rows in sec["bd"]),

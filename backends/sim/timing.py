@@ -1,0 +1,135 @@
+"""How long one stage pass and one stage-to-stage transfer take, from a schedule.
+
+The physics is ``backends.perf.analytical``'s (``op_time``, ``collective_time_s``,
+``transfer_time_s``): this module only adds it up per pass, so the simulator and the
+analytical model cannot drift apart. A decode pass is re-evaluated at every step's
+context: ops whose cost does not depend on the context are summed once per stage, and
+the context-dependent ones (attention) once per distinct op and step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from chipletc.backends.perf.analytical import (
+    collective_time_s,
+    op_time,
+    transfer_time_s,
+)
+from chipletc.ir.op import OpCost
+from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp
+from chipletc.ir.target import Target
+
+__all__ = ["PassTime", "hop_time_s", "pass_tables", "pass_time"]
+
+
+@dataclass(frozen=True)
+class PassTime:
+    """One micro-batch through one stage on its representative rank."""
+
+    total_s: float = 0.0
+    compute_s: float = 0.0  # compute-bound ops (roofline part)
+    memory_s: float = 0.0  # memory-bound ops (roofline part)
+    overhead_s: float = 0.0  # fixed per-op time
+    collective_s: float = 0.0
+    flops: float = 0.0  # executed by the representative rank
+    model_flops: float = 0.0  # the model's FLOPs done by the whole group
+    memory_bytes: float = 0.0  # moved by the representative rank
+    collective_bytes: float = 0.0  # buffers per rank
+
+    def __add__(self, o: PassTime) -> PassTime:
+        return PassTime(
+            self.total_s + o.total_s,
+            self.compute_s + o.compute_s,
+            self.memory_s + o.memory_s,
+            self.overhead_s + o.overhead_s,
+            self.collective_s + o.collective_s,
+            self.flops + o.flops,
+            self.model_flops + o.model_flops,
+            self.memory_bytes + o.memory_bytes,
+            self.collective_bytes + o.collective_bytes,
+        )
+
+    def scaled(self, k: float) -> PassTime:
+        return PassTime(*(getattr(self, f) * k for f in _FIELDS))
+
+
+_FIELDS = tuple(PassTime.__dataclass_fields__)
+
+
+def _one(op: ScheduleOp, target: Target, tp: int, peak: float) -> PassTime:
+    if op.kind is ScheduleKind.COLLECTIVE:
+        t = collective_time_s(
+            op.collective, op.link_bytes, tp, target.level(op.level), target.efficiency
+        )
+        return PassTime(total_s=t, collective_s=t, collective_bytes=op.link_bytes)
+    if op.kind is not ScheduleKind.COMPUTE:
+        return PassTime()  # sends and receives run on links, see hop_time_s
+    cost = OpCost(
+        flops=op.flops,
+        weight_bytes=op.weight_bytes,
+        kv_read_bytes=op.kv_bytes,
+        act_in_bytes=op.act_bytes,
+    )
+    t = op_time(cost, target, peak)
+    bound = max(t.compute_s, t.memory_s)
+    return PassTime(
+        total_s=t.total_s,
+        compute_s=bound if t.compute_bound else 0.0,
+        memory_s=0.0 if t.compute_bound else bound,
+        overhead_s=t.overhead_s,
+        flops=op.flops,
+        model_flops=op.model_flops,
+        memory_bytes=op.memory_bytes,
+    )
+
+
+def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> PassTime:
+    """Ops run one after the other on the representative (no overlap, as the analytical
+    model assumes)."""
+    total = PassTime()
+    for op in ops:
+        total = total + _one(op, target, tp, peak)
+    return total
+
+
+def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
+    """Per stage, pass times: index 0 prefill, index ``i`` decode step ``i - 1``.
+
+    Decode step ``i`` (0-based) attends over ``prompt_len + i + 1`` positions. Blocks
+    of one kind repeat the same attention costs, so each distinct op is timed once per
+    step, whatever stage or block it sits in.
+    """
+    peak = target.chiplet.peak_flops(schedule.act_dtype)
+    tp = schedule.tp
+    memo: dict[tuple[ScheduleOp, int], PassTime] = {}
+    tables = []
+    for stage in schedule.stages:
+        out = [pass_time(stage.prefill, target, tp, peak)]
+        static = pass_time(
+            (op for op in stage.decode if not op.context_dependent), target, tp, peak
+        )
+        # the op's costs without its name: equal ops of different blocks share a key
+        dynamic = Counter(
+            replace(op, name="", block=None, chiplets=())
+            for op in stage.decode
+            if op.context_dependent
+        )
+        for step in range(schedule.gen_len):
+            shift = schedule.prompt_len + step + 1 - schedule.decode_context
+            total = static
+            for op, count in dynamic.items():
+                key = (op, shift)
+                if key not in memo:
+                    memo[key] = _one(op.shifted(shift), target, tp, peak)
+                total = total + memo[key].scaled(count)
+            out.append(total)
+        tables.append(out)
+    return tables
+
+
+def hop_time_s(op: ScheduleOp, target: Target) -> float:
+    """A send between stages, alone on its link."""
+    return transfer_time_s(op.link_bytes, target.level(op.level), target.efficiency.link)

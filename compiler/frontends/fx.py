@@ -1,0 +1,928 @@
+"""Lowering a traced torch module to the IR, by recognising structure, not names.
+
+Steps, each a function below:
+
+1. ``trace`` the module on meta tensors (``fx_trace``).
+2. ``_group``: collect fx nodes into the ops of the IR. Shape-only nodes fold away;
+   pure position/mask arithmetic (no token or weight input) folds away; attention
+   cores (``matmul(q, k^T) -> [scale, mask, bias] -> softmax -> matmul(p, v)`` or
+   ``scaled_dot_product_attention``) become a score and a context op; a linear
+   feeding ``topk`` becomes the router with its gating arithmetic; elementwise nodes
+   fuse into one op while every user of a node stays inside the op; a fused group
+   with a mean or variance is a norm.
+3. ``_assign_blocks``: the residual stream is the dominator chain of the output;
+   each attention core opens a block, and an op belongs to the block of the first
+   residual-stream op it feeds.
+4. ``_assign_roles``: a linear's role follows its data: into the score as Q or K,
+   into the context as V, out of the context (PROJ), into an activation (FC1/GATE),
+   multiplied with an activation (UP), out of an activation (FC2/DOWN).
+5. ``_kv_elems``: what a token caches for an attention op is the smallest set of
+   per-token tensors between the block input and K (a weighted minimum vertex cut);
+   V costs nothing extra when the K cut already determines it (MLA's latent).
+
+What is not recognised becomes a ``GENERIC`` op costed from the traced shapes and is
+reported in one ``UnrecognisedOpsWarning``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import networkx as nx
+from torch import fx, nn
+
+from chipletc.ir.errors import IRError, ModelError
+from chipletc.ir.graph import Graph, ModelInfo
+from chipletc.ir.op import Op, OpKind, Role, Weight
+
+from .fx_trace import (
+    ACTIVATIONS,
+    ELEMENTWISE,
+    MATMULS,
+    NORMS,
+    REDUCTIONS,
+    SDPA,
+    SOFTMAX,
+    TracedModule,
+    trace,
+)
+
+__all__ = ["UnrecognisedOpsWarning", "lower_module"]
+
+
+class UnrecognisedOpsWarning(UserWarning):
+    """Ops the lowering could not recognise; they are costed from traced shapes."""
+
+
+# Group kinds (internal; mapped to OpKind when the graph is built).
+ATTN, ATTN_SDPA, CONTEXT, LINEAR, EXPERT, ROUTER, NORM, ACT, ELEM, EMBED, GENERIC = [
+    "attn",
+    "attn_sdpa",
+    "context",
+    "linear",
+    "expert",
+    "router",
+    "norm",
+    "act",
+    "elem",
+    "embed",
+    "generic",
+]
+_ATTN_KINDS = (ATTN, ATTN_SDPA, CONTEXT)
+_MATMUL_KINDS = (LINEAR, EXPERT, ROUTER)
+# Layout-only views a K tensor passes through between its producer and the score.
+_HEAD_VIEWS = frozenset(
+    [
+        "expand",
+        "expand_as",
+        "repeat",
+        "repeat_interleave",
+        "transpose",
+        "permute",
+        "view",
+        "reshape",
+        "contiguous",
+        "unsqueeze",
+        "squeeze",
+        "flatten",
+        "unflatten",
+        "to",
+        "float",
+        "type_as",
+        "clone",
+    ]
+)
+_ACT_BYTES = 2  # bytes per activation element assumed for GENERIC ops (bf16)
+
+
+@dataclass
+class _Group:
+    """One future IR op: its fx nodes, kind, and what the later steps find out."""
+
+    key: int  # position of its output node in the fx graph
+    kind: str
+    nodes: list[fx.Node]
+    inputs: list[int] = field(default_factory=list)
+    block: int | None = None
+    role: Role = Role.OTHER
+    attrs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def out(self) -> fx.Node:
+        return self.nodes[-1]
+
+
+class _Lowering:
+    """State of one lowering: the traced module and the groups built from it."""
+
+    def __init__(self, tm: TracedModule, name: str) -> None:
+        self.tm, self.name = tm, name
+        self.group_of: dict[fx.Node, int] = {}
+        self.groups: dict[int, _Group] = {}
+        self._sources: dict[fx.Node, frozenset[int]] = {}
+        self._consumers: dict[fx.Node, list[fx.Node]] = {}
+
+    # -- dataflow through folded nodes --------------------------------------------------
+
+    def sources(self, n: fx.Node) -> frozenset[int]:
+        """Groups that produce the data of ``n``, looking through folded nodes."""
+        if n in self.group_of:
+            return frozenset({self.group_of[n]})
+        if n not in self._sources:
+            found: set[int] = set()
+            for i in n.all_input_nodes:
+                if i in self.tm.live:
+                    found |= self.sources(i)
+            self._sources[n] = frozenset(found)
+        return self._sources[n]
+
+    def consumers(self, n: fx.Node) -> list[fx.Node]:
+        """Non-fold live nodes that read ``n``, looking through fold nodes."""
+        if n not in self._consumers:
+            out: list[fx.Node] = []
+            for u in n.users:
+                if u not in self.tm.live:
+                    continue
+                if self.tm.is_fold(u) and u.op != "output":
+                    out.extend(self.consumers(u))
+                else:
+                    out.append(u)
+            self._consumers[n] = out
+        return self._consumers[n]
+
+    def _add(self, kind: str, nodes: Iterable[fx.Node], **attrs: object) -> _Group:
+        ordered = sorted(set(nodes), key=self.tm.index.__getitem__)
+        g = _Group(self.tm.index[ordered[-1]], kind, ordered, attrs=dict(attrs))
+        self.groups[g.key] = g
+        for n in ordered:
+            self.group_of[n] = g.key
+        return g
+
+    # -- step 2: grouping ------------------------------------------------------------------
+
+    def group(self) -> None:
+        tm = self.tm
+        compute = [n for n in tm.nodes if n in tm.live and n.op != "placeholder"]
+        compute = [n for n in compute if not tm.is_fold(n)]
+        for n in compute:
+            if tm.opname(n) == SDPA:
+                q, k, v = _sdpa_operands(n)
+                self._add(ATTN_SDPA, [n], q=q, k=k, v=v)
+            elif tm.opname(n) in SOFTMAX:
+                self._attention_core(n)
+        for n in compute:
+            if tm.opname(n) == "topk" and n not in self.group_of:
+                self._router(n)
+        for n in compute:
+            if n not in self.group_of:
+                self._single(n)
+        self._fuse_elementwise(compute)
+        for n in compute:
+            if n not in self.group_of:
+                self._add(GENERIC, [n])
+        for g in sorted(self.groups.values(), key=lambda g: g.key):
+            ins: set[int] = set()
+            for n in g.nodes:
+                for i in n.all_input_nodes:
+                    if i in tm.live and i not in g.nodes:
+                        ins |= self.sources(i)
+            g.inputs = sorted(ins - {g.key})
+
+    def _attention_core(self, softmax: fx.Node) -> None:
+        """matmul(q, k^T) -> elementwise* -> softmax -> matmul(p, v), if that is the shape."""
+        tm = self.tm
+        body, matmuls, stack = [softmax], [], list(softmax.all_input_nodes)
+        while stack:
+            n = stack.pop()
+            if n not in tm.live or n in body or n in matmuls:
+                continue
+            name = tm.opname(n)
+            if name in MATMULS and not tm.params[n]:
+                matmuls.append(n)
+            elif (tm.is_fold(n) or name in ELEMENTWISE) and n.op != "placeholder":
+                body.append(n)
+                stack.extend(n.all_input_nodes)
+        scores = [m for m in matmuls if all(a in tm.token for a in _operands(m))]
+        users = [u for u in self.consumers(softmax) if tm.opname(u) in MATMULS]
+        if len(scores) != 1 or len(users) != 1 or tm.params[users[0]]:
+            return
+        score, ctx = scores[0], users[0]
+        shape = tm.shape(score)
+        if shape is None or len(shape) != 4 or any(n in self.group_of for n in body):
+            return
+        q, k = _operands(score)
+        self._add(ATTN, [*body, *matmuls], q=q, k=k)
+        self._add(CONTEXT, [ctx], v=_operands(ctx)[1])
+
+    def _router(self, topk: fx.Node) -> None:
+        """A linear whose scores reach ``topk`` is a router; its gating math joins it."""
+        tm = self.tm
+        stack, seen, linear = [topk], set(), None
+        while stack:
+            n = stack.pop()
+            if n in seen or n not in tm.live:
+                continue
+            seen.add(n)
+            if tm.opname(n) == "linear" or (tm.opname(n) in MATMULS and tm.params[n]):
+                linear = n
+                break
+            stack.extend(n.all_input_nodes)
+        if linear is None or linear in self.group_of:
+            return
+        members = {linear}
+        pending = [(tm.index[u], u) for u in self.consumers(linear)]
+        heapq.heapify(pending)
+        while pending:  # in graph order, so a node's member inputs are settled first
+            _, n = heapq.heappop(pending)
+            name = tm.opname(n)
+            if n in members or n in self.group_of or n.op == "output":
+                continue
+            if name in MATMULS or name in NORMS or name in (SDPA, "embedding"):
+                continue
+            srcs = {s for i in n.all_input_nodes if i in tm.live for s in self._member_sources(i)}
+            if srcs <= members:
+                members.add(n)
+                for u in self.consumers(n):
+                    heapq.heappush(pending, (tm.index[u], u))
+        k = topk.args[1] if len(topk.args) > 1 else topk.kwargs.get("k")
+        self._add(ROUTER, members, top_k=int(k))
+
+    def _member_sources(self, n: fx.Node) -> set[fx.Node]:
+        """Nearest non-fold live producers of ``n`` (nodes, before groups exist)."""
+        if not self.tm.is_fold(n) or n.op == "placeholder":
+            return {n}
+        out: set[fx.Node] = set()
+        for i in n.all_input_nodes:
+            if i in self.tm.live:
+                out |= self._member_sources(i)
+        return out
+
+    def _single(self, n: fx.Node) -> None:
+        tm = self.tm
+        name = tm.opname(n)
+        params = tm.params[n]
+        if name == "embedding" and params:
+            self._add(EMBED, [n])
+        elif name in NORMS:
+            self._add(NORM, [n])
+        elif name in MATMULS and params:
+            weight = max((p for _, p in params), key=lambda p: p.dim())
+            self._add(EXPERT if weight.dim() == 3 else LINEAR, [n])
+        elif name in ACTIVATIONS:
+            self._add(ACT, [n], flops_per_element=ACTIVATIONS[name])
+
+    def _fuse_elementwise(self, compute: list[fx.Node]) -> None:
+        """Fuse elementwise nodes; ``x * sigmoid(x)`` joins the sigmoid as SiLU."""
+        tm = self.tm
+        elem = [n for n in compute if n not in self.group_of and tm.opname(n) in ELEMENTWISE]
+        for n in elem:
+            if tm.opname(n) != "mul":
+                continue
+            srcs = [self._member_sources(i) for i in n.all_input_nodes if i in tm.live]
+            flat = {s for src in srcs for s in src}
+            acts = [
+                s for s in flat if s in self.group_of and self.groups[self.group_of[s]].kind == ACT
+            ]
+            if len(flat) != 2 or len(acts) != 1 or len(self.consumers(acts[0])) != 1:
+                continue
+            act_inputs = set()
+            for i in acts[0].all_input_nodes:
+                act_inputs |= self._member_sources(i)
+            if flat - {acts[0]} <= act_inputs:
+                g = self.groups[self.group_of[acts[0]]]
+                g.nodes.append(n)
+                g.attrs["flops_per_element"] = int(g.attrs["flops_per_element"]) + 1
+                self.group_of[n] = g.key
+        elem = [n for n in elem if n not in self.group_of]
+        parent = {n: n for n in elem}
+
+        def find(n: fx.Node) -> fx.Node:
+            while parent[n] is not n:
+                parent[n] = parent[parent[n]]
+                n = parent[n]
+            return n
+
+        for n in reversed(elem):
+            users = self.consumers(n)
+            if users and all(u in parent for u in users):
+                roots = {find(u) for u in users}
+                if len(roots) == 1:
+                    parent[find(n)] = roots.pop()
+        members: dict[fx.Node, list[fx.Node]] = {}
+        for n in elem:
+            members.setdefault(find(n), []).append(n)
+        for nodes in members.values():
+            reductions = [n for n in nodes if tm.opname(n) in REDUCTIONS]
+            if not reductions:
+                self._add(ELEM, nodes, flops_per_element=len(nodes))
+                continue
+            before = self._norm_input_side(nodes, reductions[0])
+            if before:
+                self._add(ELEM, before, flops_per_element=len(before))
+            rest = [n for n in nodes if n not in before]
+            self._add(NORM, rest, flops_per_element=len(rest))
+
+    def _norm_input_side(self, nodes: list[fx.Node], reduction: fx.Node) -> list[fx.Node]:
+        """Nodes of a fused norm that compute its input (a residual add fused into it)."""
+        inside = set(nodes)
+        x = reduction.all_input_nodes[0]
+        while x in inside and self.tm.opname(x) in ("pow", "square", "mul", "to", "float"):
+            x = x.all_input_nodes[0]  # x*x, x**2 or a cast of the normalised input
+        while x not in inside and self.tm.is_fold(x) and x.all_input_nodes:
+            x = x.all_input_nodes[0]
+        if x not in inside:
+            return []
+        side, stack = set(), [x]
+        while stack:
+            n = stack.pop()
+            if n in inside and n not in side:
+                side.add(n)
+                stack.extend(n.all_input_nodes)
+        return [n for n in nodes if n in side]
+
+    # -- step 3: blocks ----------------------------------------------------------------------
+
+    def assign_blocks(self) -> list[_Group]:
+        """Set ``block`` on every group; return the attention score groups in order."""
+        order = sorted(self.groups)
+        attns = [self.groups[k] for k in order if self.groups[k].kind in (ATTN, ATTN_SDPA)]
+        if not attns:
+            raise ModelError(
+                f"model {self.name!r}: no transformer structure found (no attention core: "
+                "matmul(q, k^T) -> softmax -> matmul(p, v) or scaled_dot_product_attention); "
+                "chipletc lowers decoder-only transformers"
+            )
+        dag = nx.DiGraph()
+        root, sink = -1, len(self.tm.nodes)
+        dag.add_nodes_from([root, sink])
+        for k in order:
+            g = self.groups[k]
+            dag.add_node(k)
+            dag.add_edges_from((i, k) for i in g.inputs)
+            if not g.inputs and any(i in self.tm.token for n in g.nodes for i in n.all_input_nodes):
+                dag.add_edge(root, k)
+        output = next(n for n in reversed(self.tm.nodes) if n.op == "output")
+        dag.add_edges_from((s, sink) for s in self.sources(output))
+        idom = nx.immediate_dominators(dag, root)
+        if sink not in idom:
+            raise ModelError(f"model {self.name!r}: the output does not depend on the input ids")
+        chain = [sink]
+        while chain[-1] != root:
+            chain.append(idom[chain[-1]])
+        chain.reverse()
+        pos = {k: j for j, k in enumerate(chain)}
+        starts = [max(j for j, k in enumerate(chain) if k < a.key) for a in attns]
+        ends = [*starts[1:], self._last_block_end(chain, starts[-1])]
+        chain_block: dict[int, int | None] = {}
+        for j, k in enumerate(chain):
+            inside = [b for b, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < j <= e]
+            chain_block[k] = inside[0] if inside else None
+        first_chain: dict[int, int] = {}
+        users: dict[int, list[int]] = {k: [] for k in order}
+        for k in order:
+            for i in self.groups[k].inputs:
+                users[i].append(k)
+        for k in reversed(order):
+            if k in pos:
+                first_chain[k] = pos[k]
+            else:
+                reach = [first_chain[u] for u in users[k] if u in first_chain]
+                if reach:
+                    first_chain[k] = min(reach)
+        for k in order:
+            g = self.groups[k]
+            j = first_chain.get(k)
+            g.block = chain_block[chain[j]] if j is not None else None
+            if k in pos:
+                g.attrs["residual_stream"] = True
+        for b, a in enumerate(attns):
+            a.attrs["entry"] = chain[starts[b]]
+        return attns
+
+    def _last_block_end(self, chain: list[int], start: int) -> int:
+        """The last residual add after the last attention core closes the last block."""
+        ends = [j for j in range(start + 1, len(chain) - 1) if self.groups[chain[j]].kind == ELEM]
+        return ends[-1] if ends else len(chain) - 2
+
+    # -- step 4: roles ---------------------------------------------------------------------
+
+    def assign_roles(self) -> None:
+        tm = self.tm
+        users: dict[int, list[int]] = {k: [] for k in self.groups}
+        for g in self.groups.values():
+            for i in g.inputs:
+                users[i].append(g.key)
+        order = sorted(self.groups)
+        side: dict[tuple[int, int], set[str]] = {}  # (producer, attention) -> {"q","k","v"}
+        for g in self.groups.values():
+            if g.kind in (ATTN, ATTN_SDPA):
+                for letter in ("q", "k") + (("v",) if g.kind == ATTN_SDPA else ()):
+                    for s in self.sources(g.attrs[letter]):
+                        side.setdefault((s, g.key), set()).add(letter)
+            elif g.kind == CONTEXT:
+                for s in self.sources(g.attrs["v"]):
+                    side.setdefault((s, g.key), set()).add("v")
+        for k in order:
+            g = self.groups[k]
+            if g.kind == ELEM and (
+                g.attrs.get("residual_stream")
+                or any(self.groups[i].attrs.get("residual_stream") for i in g.inputs)
+            ):
+                g.role = Role.RESIDUAL
+        for k in reversed(order):
+            g = self.groups[k]
+            if g.kind not in (LINEAR, EXPERT):
+                continue
+            letters, below = self._reach(k, users, side)
+            below_roles = {self.groups[m].role for m in below}
+            if below_roles & {Role.Q, Role.K, Role.V, Role.KV, Role.QKV}:
+                g.role = Role.Q_DOWN if below_roles <= {Role.Q, Role.Q_DOWN} else Role.KV_DOWN
+            elif letters:
+                g.role = _qkv_role(letters)
+        for g in self.groups.values():
+            if g.kind == ACT:
+                self._mlp_roles(g, users)
+        for g in self.groups.values():
+            if g.kind == LINEAR and g.role is Role.OTHER and self._reads_context(g):
+                g.role = Role.PROJ
+        for g in self.groups.values():
+            if g.kind in _ATTN_KINDS:
+                g.role = Role.ATTN
+            elif g.kind == NORM:
+                g.role = Role.NORM
+            elif g.kind == ACT:
+                g.role = Role.ACT
+            elif g.kind == ROUTER:
+                g.role = Role.ROUTER
+            elif g.kind == EMBED:
+                g.role = Role.TOKEN if g.out in tm.token else Role.POS
+
+    def _passes(self, key: int, block: int | None) -> bool:
+        """Whether a role search may pass through an op: cheap, same block, off the residual."""
+        g = self.groups[key]
+        return (
+            g.kind in (ELEM, ACT, NORM, GENERIC)
+            and g.block == block
+            and g.role is not Role.RESIDUAL
+        )
+
+    def _reach(
+        self, start: int, users: dict[int, list[int]], side: dict
+    ) -> tuple[set[str], set[int]]:
+        """Attention operands and first matmuls reached from ``start`` through cheap ops."""
+        letters: set[str] = set()
+        matmuls: set[int] = set()
+        stack, seen = [start], {start}
+        while stack:
+            k = stack.pop()
+            for u in users[k]:
+                kind = self.groups[u].kind
+                if kind in _ATTN_KINDS:
+                    letters |= side.get((k, u), set())
+                elif kind in (LINEAR, EXPERT):
+                    matmuls.add(u)
+                elif u not in seen and self._passes(u, self.groups[start].block):
+                    seen.add(u)
+                    stack.append(u)
+        return letters, matmuls
+
+    def _mlp_roles(self, act: _Group, users: dict[int, list[int]]) -> None:
+        """FC1 -> act -> FC2, or GATE -> act, times UP -> DOWN, around one activation."""
+        feeders = self._matmuls_behind(act.key)
+        product = [u for u in users[act.key] if self.groups[u].kind == ELEM]
+        ups = set()
+        for p in product:
+            ups |= self._matmuls_behind(p) - feeders
+        gated = bool(ups)
+        for f in feeders:
+            self.groups[f].role = Role.GATE if gated else Role.FC1
+        for u in ups:
+            self.groups[u].role = Role.UP
+        stack, seen = [act.key], {act.key}
+        while stack:
+            k = stack.pop()
+            for u in users[k]:
+                g = self.groups[u]
+                if g.kind in (LINEAR, EXPERT):
+                    g.role = Role.DOWN if gated else Role.FC2
+                elif g.kind in (ELEM, ACT) and u not in seen and self._passes(u, act.block):
+                    seen.add(u)
+                    stack.append(u)
+
+    def _matmuls_behind(self, key: int) -> set[int]:
+        out, stack, seen = set(), [key], {key}
+        while stack:
+            for i in self.groups[stack.pop()].inputs:
+                kind = self.groups[i].kind
+                if kind in (LINEAR, EXPERT):
+                    out.add(i)
+                elif kind == ELEM and i not in seen and self.groups[i].role is not Role.RESIDUAL:
+                    seen.add(i)
+                    stack.append(i)
+        return out
+
+    def _reads_context(self, g: _Group) -> bool:
+        stack, seen = list(g.inputs), set()
+        while stack:
+            k = stack.pop()
+            kind = self.groups[k].kind
+            if kind in (CONTEXT, ATTN_SDPA):
+                return True
+            if kind == ELEM and k not in seen and self.groups[k].role is not Role.RESIDUAL:
+                seen.add(k)
+                stack.extend(self.groups[k].inputs)
+        return False
+
+    # -- step 5: KV cache ---------------------------------------------------------------------
+
+    def kv_elems(self, attn: _Group) -> tuple[int, int]:
+        """Elements one token caches for the score op (K) and the context op (V)."""
+        key = attn.attrs["entry"]
+        if key in self.groups:
+            entry = set(self.groups[key].nodes)
+        else:  # the block input is the model input itself
+            entry = {n for n in self.tm.nodes if n.op == "placeholder"}
+        k_node = attn.attrs["k"]
+        v_node = attn.attrs["v"] if attn.kind == ATTN_SDPA else self._context_of(attn).attrs["v"]
+        k_cut = self._min_cut(entry, k_node)
+        if not self._reachable(entry, v_node, blocked=k_cut):
+            return self._size(k_cut), 0
+        return self._size(k_cut), self._size(self._min_cut(entry, v_node))
+
+    def _context_of(self, attn: _Group) -> _Group:
+        ctx = next(g for g in self.groups.values() if g.kind == CONTEXT and attn.key in g.inputs)
+        return ctx
+
+    def _size(self, nodes: set[fx.Node]) -> int:
+        return sum(self.tm.per_token(n) or 0 for n in nodes)
+
+    def _region(self, entry: set[fx.Node], sink: fx.Node) -> list[fx.Node]:
+        """Token-dependent nodes between the block entry and ``sink``, in graph order."""
+        found, stack = set(), [sink]
+        while stack:
+            n = stack.pop()
+            if n in found or n in entry or n not in self.tm.token:
+                continue
+            found.add(n)
+            stack.extend(n.all_input_nodes)
+        return sorted(found, key=self.tm.index.__getitem__)
+
+    def _min_cut(self, entry: set[fx.Node], sink: fx.Node) -> set[fx.Node]:
+        region = self._region(entry, sink)
+        n_region = len(region)
+        scale = (n_region + 1) * (n_region + 1)
+        flow = nx.DiGraph()
+        src = ("entry",)
+        for rank, n in enumerate(region):
+            size = self.tm.per_token(n)
+            if size is not None:
+                # Ties go to the cut nearest K: later nodes are a hair cheaper.
+                flow.add_edge((n, 0), (n, 1), capacity=size * scale + n_region - rank)
+            else:
+                flow.add_edge((n, 0), (n, 1))
+            for i in n.all_input_nodes:
+                if i in entry:
+                    flow.add_edge(src, (n, 0))
+                elif i in self.tm.token and (i, 1) in flow:
+                    flow.add_edge((i, 1), (n, 0))
+        if src not in flow:
+            return set()
+        _, (reach, _) = nx.minimum_cut(flow, src, (sink, 1))
+        return {n for n in region if (n, 0) in reach and (n, 1) not in reach}
+
+    def _reachable(self, entry: set[fx.Node], target: fx.Node, blocked: set[fx.Node]) -> bool:
+        region = set(self._region(entry, target))
+        stack = [n for n in region if any(i in entry for i in n.all_input_nodes)]
+        seen: set[fx.Node] = set()
+        while stack:
+            n = stack.pop()
+            if n in seen or n in blocked:
+                continue
+            if n is target:
+                return True
+            seen.add(n)
+            stack.extend(u for u in n.users if u in region)
+        return False
+
+    # -- building the IR -----------------------------------------------------------------------
+
+    def heads(self, attn: _Group) -> tuple[int, int, int, int]:
+        """(heads, kv heads, q/k head dim, v head dim) of one attention core."""
+        tm = self.tm
+        q_shape = tm.shape(attn.attrs["q"])
+        v_node = attn.attrs["v"] if attn.kind == ATTN_SDPA else self._context_of(attn).attrs["v"]
+        v_shape = tm.shape(v_node)
+        if q_shape is None or v_shape is None or len(q_shape) != 4:
+            raise ModelError(f"model {self.name!r}: attention {attn.out.name} is not 4-D")
+        heads, head_dim = q_shape[-3], q_shape[-1]
+        sizes, n = [], attn.attrs["k"]
+        while True:
+            size = tm.per_token(n)
+            if size is not None:
+                sizes.append(size)
+            if tm.opname(n) not in _HEAD_VIEWS or not n.all_input_nodes:
+                break
+            n = n.all_input_nodes[0]
+        kv = max(1, min(sizes) // head_dim) if sizes else heads
+        return heads, kv if heads % kv == 0 else heads, head_dim, v_shape[-1]
+
+    def weights(self, g: _Group, owner: set[str]) -> tuple[list[Weight], Weight | None]:
+        """Weights the op owns, and a weight it reads but an earlier op owns (tied).
+
+        A reused weight (a tied LM head, a module called twice) is owned by its first
+        user, so parameters count once; a matmul records it as ``tied`` to keep costing
+        its reads, other ops just read it.
+        """
+        own, tied = [], None
+        for n in g.nodes:
+            for pname, p in self.tm.params[n]:
+                w = Weight(pname, tuple(int(s) for s in p.shape))
+                if pname not in owner:
+                    owner.add(pname)
+                    own.append(w)
+                elif g.kind in (LINEAR, ROUTER) and len(w.shape) == 2:
+                    tied = w
+        return own, tied
+
+
+def _sdpa_operands(n: fx.Node) -> tuple[fx.Node, fx.Node, fx.Node]:
+    args = list(n.args) + [n.kwargs.get(k) for k in ("query", "key", "value")[len(n.args) :]]
+    return args[0], args[1], args[2]
+
+
+def _operands(n: fx.Node) -> list[fx.Node]:
+    return [a for a in n.args if isinstance(a, fx.Node)]
+
+
+def _qkv_role(letters: set[str]) -> Role:
+    if letters == {"q"}:
+        return Role.Q
+    if letters == {"k"}:
+        return Role.K
+    if letters == {"v"}:
+        return Role.V
+    return Role.KV if letters == {"k", "v"} else Role.QKV
+
+
+def lower_module(
+    module: nn.Module, name: str, example_len: int = 8, *, max_positions: int | None = None
+) -> Graph:
+    """Lower a decoder-only language model (``forward(ids) -> logits``) to a verified Graph.
+
+    The module is traced on meta tensors of ``example_len`` tokens (parameters not on
+    the meta device are moved there, in place). ``max_positions`` overrides the context
+    length recorded in ``ModelInfo`` (else: rows of a learned position table, or 2048).
+    Raises ``ModelError`` when the module cannot be traced or has no attention.
+    """
+    tm = trace(module, name, example_len)
+    low = _Lowering(tm, name)
+    low.group()
+    attns = low.assign_blocks()
+    _mark_head(low)
+    low.assign_roles()
+    graph = _build(low, attns, max_positions)
+    unknown = graph.unrecognised()
+    if unknown:
+        names = ", ".join(f"{op.name} ({op.attrs['source']})" for op in unknown[:12])
+        more = f" and {len(unknown) - 12} more" if len(unknown) > 12 else ""
+        warnings.warn(
+            f"{name}: {len(unknown)} ops not recognised, costed from traced shapes: {names}{more}",
+            UnrecognisedOpsWarning,
+            stacklevel=2,
+        )
+    return graph
+
+
+def _mark_head(low: _Lowering) -> None:
+    """The last linear feeding the output after every block is the LM head."""
+    output = next(n for n in reversed(low.tm.nodes) if n.op == "output")
+    for k in sorted(low.sources(output), reverse=True):
+        g = low.groups[k]
+        if g.kind == LINEAR and g.block is None:
+            g.role = Role.HEAD
+            return
+
+
+def _build(low: _Lowering, attns: list[_Group], max_positions: int | None) -> Graph:
+    tm = low.tm
+    kv = {a.key: low.kv_elems(a) for a in attns}
+    dims_of = {a.key: low.heads(a) for a in attns}
+    top_k = {g.block: int(g.attrs["top_k"]) for g in low.groups.values() if g.kind == ROUTER}
+    ops: list[tuple[Op, list[str]]] = []
+    out_name: dict[int, str] = {}
+    owner: set[str] = set()
+    taken: set[str] = set()
+    expert_fraction: dict[int, tuple[int, int]] = {}  # group -> (top_k, experts)
+    for key in sorted(low.groups):
+        g = low.groups[key]
+        base = _op_name(tm, g, taken)
+        inputs = [out_name[i] for i in g.inputs]
+        common = {"block": g.block, "role": g.role}
+        weights, tied = low.weights(g, owner)
+        attrs = {k: v for k, v in g.attrs.items() if k in ("flops_per_element",)}
+        attrs["source"] = g.out.name
+        if g.kind in (ATTN, ATTN_SDPA):
+            heads, kvh, dqk, dv = dims_of[key]
+            k_elems, v_elems = kv[key]
+            score = Op(
+                f"{base}.score", OpKind.ATTN_SCORE,
+                {"heads": heads, "kv_heads": kvh, "head_dim": dqk, "kv_elems": k_elems},
+                attrs={"source": g.out.name}, **common,
+            )  # fmt: skip
+            v_srcs = low.sources(g.attrs["v"]) if g.kind == ATTN_SDPA else frozenset()
+            qk_srcs = low.sources(g.attrs["q"]) | low.sources(g.attrs["k"])
+            score_ins = [out_name[i] for i in g.inputs if i in qk_srcs or i not in v_srcs]
+            ops.append((score, score_ins))
+            out_name[key] = score.name
+            if g.kind == ATTN_SDPA:
+                v_ins = [out_name[i] for i in sorted(v_srcs)]
+                ctx = Op(
+                    f"{base}.context", OpKind.ATTN_CONTEXT,
+                    {"heads": heads, "kv_heads": kvh, "head_dim": dv, "kv_elems": v_elems},
+                    attrs={"source": g.out.name}, **common,
+                )  # fmt: skip
+                ops.append((ctx, [score.name, *v_ins]))
+                out_name[key] = ctx.name
+            continue
+        if g.kind == CONTEXT:
+            attn = next(a for a in attns if a.key in g.inputs)
+            heads, kvh, _, dv = dims_of[attn.key]
+            op = Op(
+                base, OpKind.ATTN_CONTEXT,
+                {"heads": heads, "kv_heads": kvh, "head_dim": dv, "kv_elems": kv[attn.key][1]},
+                attrs=attrs, **common,
+            )  # fmt: skip
+        elif g.kind in (LINEAR, ROUTER, EXPERT):
+            op = _matmul_op(low, g, base, weights, tied, top_k, attrs)
+            if op.kind is OpKind.EXPERT_MATMUL:
+                expert_fraction[key] = (op.dims["top_k"], op.dims["num_experts"])
+        elif g.kind in (NORM, ACT, ELEM):
+            kind = {NORM: OpKind.NORM, ACT: OpKind.ACTIVATION, ELEM: OpKind.ELEMENTWISE}[g.kind]
+            if g.kind == NORM and len(g.nodes) == 1:
+                attrs.pop("flops_per_element", None)
+            attrs["inputs"] = max(1, len(inputs))
+            width = tm.per_token(g.out) or 1
+            # Between expert matmuls only top_k of the E experts compute for a token.
+            fractions = {expert_fraction.get(i) for i in g.inputs}
+            if g.kind != NORM and len(fractions) == 1 and None not in fractions:
+                expert_fraction[key] = fraction = fractions.pop()
+                width = width * fraction[0] // fraction[1]
+            op = Op(base, kind, {"width": width}, tuple(weights), attrs=attrs, **common)
+        elif g.kind == EMBED:
+            table = weights[0].shape if weights else tied.shape
+            op = Op(
+                base, OpKind.EMBEDDING, {"num_embeddings": table[0], "width": table[1]},
+                tuple(weights), attrs=attrs, **common,
+            )  # fmt: skip
+        else:
+            op = _generic_op(low, g, base, weights, attrs, common)
+        ops.append((op, inputs))
+        out_name[key] = op.name
+    graph = Graph(_model_info(low, attns, [op for op, _ in ops], dims_of, max_positions))
+    for op, inputs in ops:
+        graph.add_op(op, inputs)
+    try:
+        return graph.verify()
+    except IRError as err:
+        raise ModelError(f"model {low.name!r}: lowering produced an invalid graph: {err}") from err
+
+
+def _op_name(tm: TracedModule, g: _Group, taken: set[str]) -> str:
+    """Module path plus what the op is: ``blocks.3.attn.q``, ``blocks.3.attn.attention``."""
+    anchor = g.nodes[0] if g.kind in (ROUTER, LINEAR, EXPERT) else g.out
+    path = tm.path(anchor)
+    owned = [p for p, _ in tm.params[anchor]]
+    if anchor.op == "call_module" or (
+        owned and all(p.rpartition(".")[0] == path for p in owned)
+    ):  # the op is the whole module (torch.export names modules' ops this way)
+        name = path
+    else:
+        what = {ATTN: "attention", ATTN_SDPA: "attention", CONTEXT: "attention.context"}
+        what = what.get(g.kind, anchor.name)
+        name = f"{path}.{what}" if path else what
+    if name in taken:
+        name = f"{name}.{anchor.name}"
+    taken.add(name)
+    return name
+
+
+def _matmul_op(
+    low: _Lowering,
+    g: _Group,
+    name: str,
+    weights: list[Weight],
+    tied: Weight | None,
+    top_k: dict[int | None, int],
+    attrs: dict[str, object],
+) -> Op:
+    tm = low.tm
+    n = g.nodes[0]
+    matrices = [w for w in (*weights, *([tied] if tied else [])) if len(w.shape) >= 2]
+    acts = [a for a in _operands(n) if tm.param_behind(a) is None]
+    in_shape = tm.shape(acts[0]) if acts else None
+    if not matrices or in_shape is None:
+        raise ModelError(f"model {low.name!r}: cannot read the weight of {n.name}")
+    matrix = matrices[0]
+    n_in = in_shape[-1]
+    per_expert = matrix.numel // matrix.shape[0] if g.kind == EXPERT else matrix.numel
+    n_out = per_expert // n_in
+    dims = {"in_features": n_in, "out_features": n_out}
+    if g.kind == EXPERT:
+        experts = matrix.shape[0]
+        dims |= {"num_experts": experts, "top_k": top_k.get(g.block, experts)}
+        kind = OpKind.EXPERT_MATMUL
+    elif g.kind == ROUTER:
+        kind = OpKind.ROUTER
+    else:
+        kind = OpKind.LM_HEAD if g.role is Role.HEAD else OpKind.MATMUL
+    if g.kind == LINEAR and g.block is not None and top_k.get(g.block) and g.role in (
+        Role.GATE, Role.UP, Role.DOWN, Role.FC1, Role.FC2
+    ):  # fmt: skip
+        attrs["expert"] = "shared"
+    return Op(name, kind, dims, tuple(weights), block=g.block, role=g.role, attrs=attrs, tied=tied)
+
+
+def _generic_op(
+    low: _Lowering, g: _Group, name: str, weights: list[Weight], attrs: dict, common: dict
+) -> Op:
+    """An unrecognised op: per-token FLOPs and bytes measured from traced shapes.
+
+    FLOPs: 2 per weight element if it owns weights (a matmul-like layer), 2*M*N*K for
+    an activation-activation matmul, else one per output element.
+    """
+    tm = low.tm
+    n = g.out
+    out_elems = tm.per_token(n) or 0
+    operands = [a for a in n.all_input_nodes if a in tm.live]
+    in_elems = sum(tm.per_token(a) or 0 for a in operands)
+    if weights:
+        flops = 2 * sum(w.numel for w in weights)
+    elif tm.opname(n) in MATMULS and operands and tm.shape(operands[0]):
+        flops = 2 * out_elems * tm.shape(operands[0])[-1]
+    else:
+        flops = out_elems
+    attrs |= {
+        "flops_per_token": flops,
+        "in_bytes_per_token": in_elems * _ACT_BYTES,
+        "out_bytes_per_token": out_elems * _ACT_BYTES,
+        "source": f"{n.name}: {tm.opname(n)}",
+    }
+    return Op(name, OpKind.GENERIC, {}, tuple(weights), attrs=attrs, **common)
+
+
+def _model_info(
+    low: _Lowering,
+    attns: list[_Group],
+    ops: list[Op],
+    dims_of: dict[int, tuple[int, int, int, int]],
+    max_positions: int | None,
+) -> ModelInfo:
+    token = [op for op in ops if op.kind is OpKind.EMBEDDING and op.role is Role.TOKEN]
+    if not token:
+        raise ModelError(f"model {low.name!r}: no token embedding found (nn.Embedding of ids)")
+    pos = [op for op in ops if op.kind is OpKind.EMBEDDING and op.role is Role.POS]
+    experts = [op for op in ops if op.kind is OpKind.EXPERT_MATMUL]
+    widths = [
+        op.dims["out_features"]
+        for op in ops
+        if op.role in (Role.FC1, Role.UP) and "expert" not in op.attrs
+    ]
+    heads, kvh, head_dim, _ = dims_of[attns[0].key]
+    return ModelInfo(
+        name=low.name,
+        num_layers=len(attns),
+        d_model=token[0].dims["width"],
+        num_heads=heads,
+        num_kv_heads=kvh,
+        head_dim=head_dim,
+        vocab_size=token[0].dims["num_embeddings"],
+        ffn_dim=widths[0] if widths else 0,
+        max_positions=max_positions or (pos[0].dims["num_embeddings"] if pos else 2048),
+        parallel_block=_parallel_block(low, attns[0]),
+        num_experts=experts[0].dims["num_experts"] if experts else 0,
+        experts_per_token=experts[0].dims["top_k"] if experts else 0,
+        frontend=low.tm.frontend,
+    )
+
+
+def _parallel_block(low: _Lowering, attn: _Group) -> bool:
+    """Parallel when the block's first MLP matmul does not read the attention output."""
+    block = [g for g in low.groups.values() if g.block == attn.block]
+    mlp_roles = (Role.FC1, Role.GATE, Role.UP)
+    first = [g for g in block if g.role in mlp_roles or g.kind == ROUTER]
+    if not first:
+        return False
+    after_attn, stack = set(), [attn.key]
+    by_input: dict[int, list[int]] = {}
+    for g in block:
+        for i in g.inputs:
+            by_input.setdefault(i, []).append(g.key)
+    while stack:
+        for u in by_input.get(stack.pop(), []):
+            if u not in after_attn:
+                after_attn.add(u)
+                stack.append(u)
+    return min(first, key=lambda g: g.key).key not in after_attn

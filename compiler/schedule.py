@@ -1,0 +1,230 @@
+"""Lower a mapping of a graph onto a target to per-stage schedules (``ir.Schedule``).
+
+What a rank holds and computes, and which collectives follow an op, come from
+``ir.sharding`` (``rank_cost``, ``collectives_after``): this pass only orders them and
+adds what the pipeline needs (a receive at the head of every stage but the first, a
+send at the tail of every stage but the last). Chiplets are numbered stage-major as in
+``compiler.place`` (stage s, rank r -> s * tp + r), so the link levels here are the
+ones the placement implies.
+
+Requires a mapping that ``check_mapping`` accepts; ensures every op of the graph
+appears once, on the stage that holds its block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from chipletc.backends.perf.analytical import (
+    decode_context,
+    level_for,
+    stage_transfer_level,
+)
+from chipletc.ir.errors import InfeasibleError, UsageError
+from chipletc.ir.graph import Graph
+from chipletc.ir.mapping import ModelMapping
+from chipletc.ir.op import Op, OpCost
+from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp, StageSchedule
+from chipletc.ir.sharding import check_tp, collectives_after, rank_cost, rank_weight_fraction
+from chipletc.ir.target import Target
+from chipletc.ir.workload import Workload
+
+from .place import workspace_bytes
+
+__all__ = ["check_mapping", "lower_schedule", "stage_ops"]
+
+
+def stage_ops(graph: Graph, mapping: ModelMapping) -> list[list[Op]]:
+    """The IR ops of each stage, in program order: "pre" on the first, "post" on the last."""
+    groups = graph.groups()
+    out = []
+    for s, (first, last) in enumerate(mapping.stages):
+        ops = [op for b in range(first, last + 1) for op in groups[b]]
+        if s == 0:
+            ops = groups["pre"] + ops
+        if s == mapping.pp - 1:
+            ops = ops + groups["post"]
+        out.append(ops)
+    return out
+
+
+def check_mapping(
+    graph: Graph, target: Target, mapping: ModelMapping, prompt_len: int, gen_len: int
+) -> None:
+    """Raise a one-line ``UsageError`` / ``InfeasibleError`` for a mapping that cannot run.
+
+    Checks: tp splits the heads (or pads them when the mapping says so); the stages
+    cover the model's blocks; the replica fits the target's servers; one rank of every
+    stage holds its weight shards, the KV cache of the whole batch at the full context
+    and the activation workspace (the partitioner's accounting) in its memory.
+    """
+    info = graph.info
+    check_tp(info.num_heads, info.num_kv_heads, mapping.tp, mapping.pad_heads)
+    if mapping.pp > graph.num_blocks:
+        raise UsageError(
+            f"pp: {mapping.pp} stages for {graph.num_blocks} layers; use 1..{graph.num_blocks}"
+        )
+    if mapping.num_layers != graph.num_blocks:
+        raise UsageError(
+            f"stages: cover {mapping.num_layers} blocks but {info.name} has {graph.num_blocks}"
+        )
+    available = target.max_servers * target.chips_per_server
+    if mapping.num_chiplets > available:
+        raise InfeasibleError(
+            f"mapping: tp {mapping.tp} x pp {mapping.pp} = {mapping.num_chiplets} chiplets, "
+            f"target {target.name} has {available}; lower tp or pp"
+        )
+    tp, heads, kvh = mapping.tp, info.num_heads, info.num_kv_heads
+    one = Workload.decode(1, 1)
+    cap = target.memory_capacity_bytes
+    work = workspace_bytes(graph, mapping.micro_batch, prompt_len)
+    for s, ops in enumerate(stage_ops(graph, mapping)):
+        weights = sum(
+            op.weight_bytes * rank_weight_fraction(op, tp, mapping.pad_heads, heads, kvh)
+            for op in ops
+        )
+        kv_token = sum(
+            rank_cost(
+                op,
+                op.cost(one, graph.kv_dtype, graph.act_dtype),
+                tp,
+                mapping.pad_heads,
+                heads,
+                kvh,
+            ).kv_write_bytes
+            for op in ops
+        )
+        need = math.ceil(weights + kv_token * mapping.batch * (prompt_len + gen_len)) + work
+        if need > cap:
+            raise InfeasibleError(
+                f"mapping: stage {s} needs {need / 1e9:.3g} GB per chiplet (weights "
+                f"{weights / 1e9:.3g} GB, KV cache of batch {mapping.batch}), over the "
+                f"{cap / 1e9:.3g} GB of {target.name} by {(need - cap) / 1e9:.3g} GB; "
+                "lower the batch or raise tp or pp"
+            )
+
+
+def _op_record(op: Op, whole: OpCost, mine: OpCost, group: tuple[int, ...]) -> ScheduleOp:
+    return ScheduleOp(
+        name=op.name,
+        kind=ScheduleKind.COMPUTE,
+        block=op.block,
+        chiplets=group,
+        flops=mine.flops,
+        model_flops=whole.flops,
+        weight_bytes=mine.weight_bytes,
+        kv_bytes=mine.kv_read_bytes + mine.kv_write_bytes,
+        act_bytes=mine.act_in_bytes + mine.act_out_bytes,
+    )
+
+
+def _program(
+    graph: Graph,
+    ops: list[Op],
+    target: Target,
+    mapping: ModelMapping,
+    group: tuple[int, ...],
+    wl: Workload,
+    slope_wl: Workload | None,
+) -> list[ScheduleOp]:
+    """Compute ops and their collectives; with ``slope_wl`` (one more position of
+    context) each op also carries its change per position."""
+    info, tp = graph.info, mapping.tp
+    level = level_for(target, tp).name
+    out: list[ScheduleOp] = []
+    for op in ops:
+        whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
+        mine = rank_cost(op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+        rec = _op_record(op, whole, mine, group)
+        if slope_wl is not None:
+            w2 = op.cost(slope_wl, graph.kv_dtype, graph.act_dtype)
+            m2 = rank_cost(op, w2, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+            nxt = _op_record(op, w2, m2, group)
+            rec = replace(
+                rec,
+                d_flops=nxt.flops - rec.flops,
+                d_model_flops=nxt.model_flops - rec.model_flops,
+                d_kv_bytes=nxt.kv_bytes - rec.kv_bytes,
+                d_act_bytes=nxt.act_bytes - rec.act_bytes,
+            )
+        out.append(rec)
+        for c in collectives_after(op, whole, tp):
+            out.append(
+                ScheduleOp(
+                    name=f"{op.name}.{c.kind}",
+                    kind=ScheduleKind.COLLECTIVE,
+                    block=op.block,
+                    chiplets=group,
+                    link_bytes=c.bytes,
+                    collective=c.kind,
+                    level=level,
+                )
+            )
+    return out
+
+
+def lower_schedule(
+    graph: Graph, target: Target, mapping: ModelMapping, prompt_len: int, gen_len: int
+) -> Schedule:
+    """Per-stage prefill and decode programs of one micro-batch under ``mapping``.
+
+    Decode programs are evaluated at the mean context over the generated tokens (as the
+    analytical model) and carry their slope per position of context.
+    """
+    check_mapping(graph, target, mapping, prompt_len, gen_len)
+    tp, m = mapping.tp, mapping.micro_batch
+    ctx = decode_context(prompt_len, gen_len)
+    wl_pf = Workload.prefill(m, prompt_len)
+    wl_dc = Workload.decode(m, ctx)
+    wl_dc1 = Workload.decode(m, ctx + 1)
+    act = graph.act_dtype.bits / 8
+    d = graph.info.d_model
+    per_stage = stage_ops(graph, mapping)
+    groups = [tuple(range(s * tp, (s + 1) * tp)) for s in range(mapping.pp)]
+    stages = []
+    for s, ops in enumerate(per_stage):
+        group = groups[s]
+        programs = []
+        for wl, slope, tokens in ((wl_pf, None, m * prompt_len), (wl_dc, wl_dc1, m)):
+            prog = _program(graph, ops, target, mapping, group, wl, slope)
+            if s > 0:
+                prog.insert(0, _hop(ScheduleKind.RECV, target, tp, s - 1, groups, tokens * d * act))
+            if s < mapping.pp - 1:
+                prog.append(_hop(ScheduleKind.SEND, target, tp, s, groups, tokens * d * act))
+            programs.append(tuple(prog))
+        stages.append(StageSchedule(s, mapping.stages[s], group, programs[0], programs[1]))
+    return Schedule(
+        model=graph.info.name,
+        target=target.name,
+        tp=tp,
+        pp=mapping.pp,
+        batch=mapping.batch,
+        micro_batch=m,
+        prompt_len=prompt_len,
+        gen_len=gen_len,
+        decode_context=ctx,
+        act_dtype=graph.act_dtype,
+        stages=tuple(stages),
+    )
+
+
+def _hop(
+    kind: ScheduleKind,
+    target: Target,
+    tp: int,
+    boundary: int,
+    groups: list[tuple[int, ...]],
+    nbytes: float,
+) -> ScheduleOp:
+    """The send (on stage ``boundary``) or receive (on ``boundary + 1``) between them."""
+    src, dst = boundary, boundary + 1
+    return ScheduleOp(
+        name=f"{kind.value}.stage{src}->stage{dst}",
+        kind=kind,
+        block=None,
+        chiplets=groups[src] + groups[dst],
+        link_bytes=nbytes,
+        level=stage_transfer_level(target, tp, boundary).name,
+        peer_stage=dst if kind is ScheduleKind.SEND else src,
+    )
