@@ -67,7 +67,7 @@ def _kv_fraction(op: Op, tp: int) -> float:
 
 def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> float:
     """Fraction of the op's stored weight bytes one rank holds."""
-    if not op.weights:
+    if not op.weights and op.tied is None:
         return 1.0
     if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
         return 1.0 if op.shard is Shard.REPLICATED or tp == 1 else 1.0 / tp

@@ -53,14 +53,14 @@ def _replace_chiplet(plan: Plan, i: int, **changes) -> Plan:
 
 def test_missing_shard_fails(small_plan):
     c = small_plan.chiplets[0]
-    with pytest.raises(PlanError, match="hold|placed nowhere"):
+    with pytest.raises(PlanError, match=r"hold|placed nowhere"):
         _replace_chiplet(small_plan, 0, shards=c.shards[1:]).validate()
 
 
 def test_duplicated_shard_fails(small_plan):
     c = small_plan.chiplets[1]
     sharded = next(s for s in c.shards if s.slice[0] != (0, 1000) and len(s.slice) == 2)
-    with pytest.raises(PlanError, match="elements|overlap"):
+    with pytest.raises(PlanError, match=r"elements|overlap"):
         _replace_chiplet(small_plan, 1, shards=(*c.shards, sharded)).validate()
 
 
@@ -70,7 +70,7 @@ def test_overlap_balanced_by_a_gap_fails(small_plan):
     rows = s.slice[0][1]
     moved = dataclasses.replace(s, slice=((1, rows + 1), *s.slice[1:]))
     shards = (*c.shards[:i], moved, *c.shards[i + 1 :])
-    with pytest.raises(PlanError, match="overlap or leave a gap|outside"):
+    with pytest.raises(PlanError, match=r"overlap or leave a gap|outside"):
         _replace_chiplet(small_plan, 0, shards=shards).validate()
 
 

@@ -337,7 +337,8 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
             sec[k].append(rows[k])
 
     # Upper bounds of a stage and of a whole run, in seconds, over the plausible pairs;
-    # the time unit keeps servers x end-to-end x (max batch / batch) inside int64.
+    # the time unit keeps servers x end-to-end x (max batch / batch) below 2**52, where
+    # CP-SAT's floating-point LP still represents every integer exactly.
     bmax = max(batches)
     stage_ub_s, e2e_ub_s = 0.0, 0.0
     for i in range(len(tps)):
@@ -352,7 +353,7 @@ def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> Partitio
                 pipe[phase] = whole + (max_stages - 1) * max(sec[hop][i][j])
             micro = bmax // m if bmax >= m else 1
             e2e_ub_s = max(e2e_ub_s, micro * pipe["p"] + opts.gen_len * micro * pipe["d"])
-    unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 4e18))
+    unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 2**52))
 
     def q(x: float) -> int:
         return _ns(x, unit_ns)
