@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/chipletc inspect gpt3-175b
+	$(VENV)/bin/chipletc compile gpt3-175b --target cc-7nm-gpt3
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

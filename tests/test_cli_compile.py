@@ -1,0 +1,85 @@
+"""`chipletc compile`: the JSON it promises, the files it writes, the errors it gives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chipletc.compiler.cli.main import main
+
+REQUIRED = {
+    "mapping": ("tp", "pp", "batch", "micro_batch", "stages"),
+    "system": ("num_chiplets", "num_servers"),
+    "performance": ("prefill_s", "decode_s_per_token", "tokens_per_s"),
+    "cost": ("tco_per_1k_tokens_usd",),
+    "solver": ("status", "gap", "wall_s"),
+}
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_has_the_promised_keys(capsys):
+    code, out, _ = run(capsys, "compile", "gpt2-xl", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    for section, keys in REQUIRED.items():
+        for key in keys:
+            assert key in doc[section], f"{section}.{key}"
+    m = doc["mapping"]
+    assert doc["system"]["num_chiplets"] == m["tp"] * m["pp"] == len(doc["chiplets"])
+    assert m["stages"][0][0] == 0 and m["stages"][-1][1] == 47
+    for c in doc["chiplets"]:
+        used = c["weight_bytes"] + c["kv_bytes"] + c["activation_bytes"]
+        assert used <= c["sram_capacity_bytes"]
+    assert doc["solver"]["status"] == "OPTIMAL"
+
+
+def test_plan_file_is_written_and_repeats_byte_for_byte(capsys, tmp_path):
+    for d in ("a", "b"):
+        code, out, _ = run(capsys, "compile", "gpt2-xl", "-o", str(tmp_path / d))
+        assert code == 0 and "wrote" in out
+    first = (tmp_path / "a" / "plan.json").read_bytes()
+    assert first == (tmp_path / "b" / "plan.json").read_bytes()
+    assert json.loads(first)["version"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["plan.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "gpt3-175b", "--max-servers", "2"], "short by"),
+        (["compile", "gpt3-175b", "--tp", "64"], "does not divide the 96 attention heads"),
+        (["compile", "gpt3-175b", "--pp", "200"], "200 stages for 96 layers"),
+        (["compile", "gpt3", "--json"], "did you mean gpt3-175b"),
+        (["compile", "gpt2-xl", "--target", "no-such-target"], "no-such-target"),
+        (["compile", "gpt2-xl", "--weights-dtype", "int3"], "unknown data type"),
+        (["compile", "gpt2-xl", "--weight-sparsity", "1.5"], "weight-sparsity"),
+    ],
+)
+def test_bad_requests_give_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chipletc: error:")
+    assert message in lines[0]
+
+
+def test_unwritable_dir_leaves_nothing_behind(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run(capsys, "compile", "gpt2-small", "-o", str(blocker / "out"))
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a directory"
+
+
+def test_bad_flag_value_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", "gpt2-xl", "--tp", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
