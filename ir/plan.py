@@ -26,7 +26,14 @@ from typing import Any
 
 from .errors import PlanError
 
-__all__ = ["PLAN_VERSION", "ChipletPlacement", "Plan", "TensorInfo", "WeightShard"]
+__all__ = [
+    "PLAN_VERSION",
+    "ChipletPlacement",
+    "Plan",
+    "TensorInfo",
+    "WeightShard",
+    "dumps_sections",
+]
 
 PLAN_VERSION = "1.0"
 
@@ -110,7 +117,8 @@ class Plan:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1) + "\n"
+        """Compact but diffable: one line per section, per tensor and per chiplet."""
+        return dumps_sections(self.to_dict(), listed=("tensors", "chiplets"))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Plan:
@@ -173,6 +181,22 @@ class Plan:
         for t in self.tensors:
             _check_cover(t, held.get(t.name, []))
         return self
+
+
+def dumps_sections(doc: dict[str, Any], listed: tuple[str, ...]) -> str:
+    """JSON with one top-level key per line, and one item per line for ``listed`` keys."""
+
+    def one(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    lines = []
+    for key, value in doc.items():
+        if key in listed:
+            items = ",\n".join(f"  {one(v)}" for v in value)
+            lines.append(f"{one(key)}: [\n{items}\n ]")
+        else:
+            lines.append(f"{one(key)}: {one(value)}")
+    return "{\n " + ",\n ".join(lines) + "\n}\n"
 
 
 def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:

@@ -1,0 +1,47 @@
+"""Shipped JSON Schemas: documents validate against them, and they change only with a
+version bump (each version's schema is pinned here by its hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import jsonschema
+import pytest
+
+from chipletc.compiler.compile import compile_model
+from chipletc.compiler.partition import SearchOptions
+from chipletc.ir.plan import PLAN_VERSION
+from chipletc.ir.schema import SCHEMA_KINDS, load_schema, schema_text
+
+# A schema edit must bump the document's version and add its hash here.
+PINNED = {
+    ("plan", "1.0"): "e400d044d55d352436d16038d5ad70d768a0cc9079f62babe7b97dbed28d695c",
+}
+VERSIONS = {"plan": PLAN_VERSION}
+
+
+@pytest.mark.parametrize("kind", SCHEMA_KINDS)
+def test_schema_changes_only_with_a_version_bump(kind):
+    schema = load_schema(kind)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    version = VERSIONS[kind]
+    assert schema["properties"]["version"]["const"] == version
+    digest = hashlib.sha256(schema_text(kind).encode()).hexdigest()
+    assert PINNED.get((kind, version)) == digest, (
+        f"{kind} schema changed without a version bump: bump the version and pin {digest}"
+    )
+
+
+def test_compiled_plan_validates(zoo_graph, default_target):
+    plan = compile_model(zoo_graph("gpt2-small"), default_target, SearchOptions()).plan
+    jsonschema.validate(json.loads(plan.to_json()), load_schema("plan"))
+
+
+def test_a_plan_missing_a_field_does_not_validate(zoo_graph, default_target):
+    doc = json.loads(
+        compile_model(zoo_graph("gpt2-small"), default_target, SearchOptions()).plan.to_json()
+    )
+    del doc["chiplets"][0]["kv_bytes"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, load_schema("plan"))
