@@ -25,7 +25,9 @@ def test_bench_solver_and_command(tmp_path: Path) -> None:
     target = load_target(DEFAULT_TARGET)
     chipletc = Path(sys.executable).with_name("chipletc")
     print(f"\ncompile on {DEFAULT_TARGET} (prompt 1024, generate 1024)")
-    print(f"{'model':<13} {'objective':<11} {'status':<8} {'cpsat s':>8} {'exhaustive s':>13} {'ratio':>6}")
+    print(
+        f"{'model':<13} {'objective':<11} {'status':<8} {'cpsat s':>8} {'exhaustive s':>13} {'ratio':>6}"
+    )
     for name in MODELS:
         graph = load_model(name)
         for objective in Objective:
@@ -44,4 +46,6 @@ def test_bench_solver_and_command(tmp_path: Path) -> None:
             check=True,
             capture_output=True,
         )
-        print(f"chipletc compile {name} -o DIR: {time.perf_counter() - start:.2f} s (target < 15 s)")
+        print(
+            f"chipletc compile {name} -o DIR: {time.perf_counter() - start:.2f} s (target < 15 s)"
+        )
