@@ -25,9 +25,8 @@ def test_bench_solver_and_command(tmp_path: Path) -> None:
     target = load_target(DEFAULT_TARGET)
     chipletc = Path(sys.executable).with_name("chipletc")
     print(f"\ncompile on {DEFAULT_TARGET} (prompt 1024, generate 1024)")
-    print(
-        f"{'model':<13} {'objective':<11} {'status':<8} {'cpsat s':>8} {'exhaustive s':>13} {'ratio':>6}"
-    )
+    header = ("model", "objective", "status", "cpsat s", "exhaustive s", "ratio")
+    print("{:<13} {:<11} {:<8} {:>8} {:>13} {:>6}".format(*header))
     for name in MODELS:
         graph = load_model(name)
         for objective in Objective:
