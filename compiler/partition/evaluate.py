@@ -16,10 +16,13 @@ generated tokens per sequence:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .problem import Objective, PartitionProblem
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "score"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,13 +102,7 @@ def evaluate(
         return None
     if o.min_tokens_per_s is not None and e2e > e2e_bound(p, b):
         return None
-    scale = max(p.batches) // b
-    if o.objective is Objective.TCO:
-        objective = servers * e2e * scale
-    elif o.objective is Objective.LATENCY:
-        objective = step
-    else:
-        objective = e2e * scale
+    objective = score(o.objective, servers, step, e2e, max(p.batches) // b)
     return Evaluation(
         ti,
         bi,
@@ -120,6 +117,15 @@ def evaluate(
         e2e,
         objective,
     )
+
+
+def score(objective: Objective, servers: int, step: T, e2e: T, scale: int) -> T:
+    """The integer objective (lower is better); works on numbers and numpy arrays alike."""
+    if objective is Objective.TCO:
+        return servers * e2e * scale
+    if objective is Objective.LATENCY:
+        return step
+    return e2e * scale
 
 
 def latency_bound(p: PartitionProblem) -> int:

@@ -17,8 +17,8 @@ import numpy as np
 
 from chipletc.ir.errors import UsageError
 
-from .evaluate import Evaluation, e2e_bound, evaluate, latency_bound
-from .problem import Objective, PartitionProblem, plausible
+from .evaluate import Evaluation, e2e_bound, evaluate, latency_bound, score
+from .problem import PartitionProblem, plausible
 from .result import SolveResult
 
 __all__ = ["solve_exhaustive"]
@@ -127,13 +127,9 @@ def _best_uniform(p: PartitionProblem, ti: int, bi: int, mi: int) -> Evaluation 
             feasible = feasible & (e2e <= e2e_bound(p, b))
         if not np.any(feasible):
             continue
-        if o.objective is Objective.TCO:
-            obj = servers * e2e * scale
-        elif o.objective is Objective.LATENCY:
-            obj = step
-        else:
-            obj = e2e * scale
-        obj = np.where(feasible, obj, np.iinfo(np.int64).max)
+        obj = np.where(
+            feasible, score(o.objective, servers, step, e2e, scale), np.iinfo(np.int64).max
+        )
         idx = int(np.argmin(obj))
         value = int(obj.flat[idx])
         if best_obj is None or value < best_obj:
