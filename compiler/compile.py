@@ -13,12 +13,14 @@ from chipletc.backends.cost import (
     tco_breakdown,
 )
 from chipletc.backends.perf import PerfEstimate, estimate
+from chipletc.backends.sim import simulate
 from chipletc.ir.graph import Graph
 from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
 from .partition import Partition, SearchOptions, partition
 from .place import build_plan
+from .schedule import lower_schedule
 
 __all__ = ["CompileResult", "compile_model", "cost_per_1k_tokens"]
 
@@ -32,12 +34,14 @@ class CompileResult:
     perf: PerfEstimate
     cost: dict[str, Any]
     plan: Plan
+    simulated: dict[str, Any]  # the event-driven replay of the mapping (backends.sim)
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary `chipletc compile --json` prints (also stored in plan.json)."""
-        return _summary(
+        out = _summary(
             self.graph, self.target, self.options, self.partition, self.perf, self.cost, self.plan
         )
+        return {**out, "simulated": self.simulated}
 
 
 def cost_per_1k_tokens(target: Target, num_servers: int, tokens_per_s: float) -> dict[str, Any]:
@@ -90,7 +94,15 @@ def compile_model(
         plan.chiplets,
         extra={**plan.extra, **extra, "solver": solver_facts},
     )
-    return CompileResult(graph, target, options, part, perf, cost, plan)
+    schedule = lower_schedule(graph, target, part.mapping, options.prompt_len, options.gen_len)
+    sim = simulate(schedule, target)
+    simulated = {
+        k: v
+        for k, v in sim.to_dict().items()
+        if k in ("prefill_s", "decode_s_per_token", "end_to_end_s", "tokens_per_s", "mfu")
+    }
+    simulated["bottleneck"] = sim.bottleneck
+    return CompileResult(graph, target, options, part, perf, cost, plan, simulated)
 
 
 def _summary(

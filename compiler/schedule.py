@@ -19,6 +19,7 @@ from dataclasses import replace
 from chipletc.backends.perf.analytical import (
     decode_context,
     level_for,
+    stage_ops,
     stage_transfer_level,
 )
 from chipletc.ir.errors import InfeasibleError, UsageError
@@ -26,27 +27,13 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp, StageSchedule
-from chipletc.ir.sharding import check_tp, collectives_after, rank_cost, rank_weight_fraction
+from chipletc.ir.sharding import check_tp, collectives_after, rank_cost, rank_weight_bytes
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
 from .place import workspace_bytes
 
-__all__ = ["check_mapping", "lower_schedule", "stage_ops"]
-
-
-def stage_ops(graph: Graph, mapping: ModelMapping) -> list[list[Op]]:
-    """The IR ops of each stage, in program order: "pre" on the first, "post" on the last."""
-    groups = graph.groups()
-    out = []
-    for s, (first, last) in enumerate(mapping.stages):
-        ops = [op for b in range(first, last + 1) for op in groups[b]]
-        if s == 0:
-            ops = groups["pre"] + ops
-        if s == mapping.pp - 1:
-            ops = ops + groups["post"]
-        out.append(ops)
-    return out
+__all__ = ["check_mapping", "lower_schedule"]
 
 
 def check_mapping(
@@ -80,10 +67,8 @@ def check_mapping(
     cap = target.memory_capacity_bytes
     work = workspace_bytes(graph, mapping.micro_batch, prompt_len)
     for s, ops in enumerate(stage_ops(graph, mapping)):
-        weights = sum(
-            op.weight_bytes * rank_weight_fraction(op, tp, mapping.pad_heads, heads, kvh)
-            for op in ops
-        )
+        tied_copy = mapping.pp > 1 and s == mapping.pp - 1
+        weights = rank_weight_bytes(ops, tp, mapping.pad_heads, heads, kvh, tied_copy)
         kv_token = sum(
             rank_cost(
                 op,

@@ -345,8 +345,13 @@ class Efficiency:
     costs on top of its roofline time (a GPU kernel launch, a TPU program step);
     ``collective_overhead_s`` the fixed software time of one collective on top of its
     alpha-beta time (NCCL's launch and synchronisation). Both default to 0, the ideal
-    of a statically scheduled SRAM design. Calibrated values and their sources are in
-    each preset's YAML and in docs/accuracy.md.
+    of a statically scheduled SRAM design. ``collective_overlap`` is the fraction of a
+    collective that can run under the op producing its input (TPU's looped collective
+    matmuls; 0 for kernels that finish before NCCL starts). ``activation_traffic`` is
+    the fraction of activation bytes that reach the weight memory (1: every op reads
+    and writes them there, as separate GPU kernels do; less when a compiler fuses
+    elementwise ops into matmuls). Calibrated values and their sources are in each
+    preset's YAML and in docs/accuracy.md.
     """
 
     compute: float
@@ -354,12 +359,16 @@ class Efficiency:
     link: float
     op_overhead_s: float = 0.0
     collective_overhead_s: float = 0.0
+    collective_overlap: float = 0.0
+    activation_traffic: float = 1.0
 
     def __post_init__(self) -> None:
         for f in ("compute", "memory", "link"):
             require_fraction(f, getattr(self, f))
         for f in ("op_overhead_s", "collective_overhead_s"):
             require_nonnegative(f, getattr(self, f))
+        for f in ("collective_overlap", "activation_traffic"):
+            require_fraction(f, getattr(self, f), allow_zero=True)
 
 
 @dataclass(frozen=True)

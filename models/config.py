@@ -57,7 +57,9 @@ class ModelConfig:
     """A decoder-only transformer, as its paper describes it.
 
     ``bias`` covers the linear layers and the LayerNorm shifts (PaLM has neither);
-    ``pos_offset`` is the number of extra learned position rows (OPT keeps 2).
+    ``qkv_bias`` adds biases to the Q, K and V projections only (Qwen2); ``norm_bias``
+    overrides ``bias`` for the LayerNorm shifts (Falcon: bias-free linears, biased
+    norms); ``pos_offset`` is the number of extra learned position rows (OPT keeps 2).
     """
 
     name: str
@@ -80,6 +82,8 @@ class ModelConfig:
     published_active_params: float | None = None
     parallel_block: bool = False
     fused_qkv: bool = False
+    qkv_bias: bool = False
+    norm_bias: bool | None = None
     embed_norm: bool = False
     pos_offset: int = 0
     mla: MLAConfig | None = None

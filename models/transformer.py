@@ -26,7 +26,7 @@ Positions = dict[str, torch.Tensor]  # per-forward position tables shared by all
 def _norm(cfg: ModelConfig, width: int) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(width)
-    return nn.LayerNorm(width, bias=cfg.bias)
+    return nn.LayerNorm(width, bias=cfg.bias if cfg.norm_bias is None else cfg.norm_bias)
 
 
 def _rotary_tables(dim: int, max_positions: int, base: float = 10000.0) -> torch.Tensor:
@@ -64,12 +64,13 @@ class Attention(nn.Module):
         d, h, kv, dh = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.heads, self.kv_heads, self.head_dim = h, kv, dh
         self.position = cfg.position
+        qkv_bias = cfg.bias or cfg.qkv_bias
         if cfg.fused_qkv:
-            self.qkv = nn.Linear(d, (h + 2 * kv) * dh, bias=cfg.bias)
+            self.qkv = nn.Linear(d, (h + 2 * kv) * dh, bias=qkv_bias)
         else:
-            self.q = nn.Linear(d, h * dh, bias=cfg.bias)
-            self.k = nn.Linear(d, kv * dh, bias=cfg.bias)
-            self.v = nn.Linear(d, kv * dh, bias=cfg.bias)
+            self.q = nn.Linear(d, h * dh, bias=qkv_bias)
+            self.k = nn.Linear(d, kv * dh, bias=qkv_bias)
+            self.v = nn.Linear(d, kv * dh, bias=qkv_bias)
         self.proj = nn.Linear(h * dh, d, bias=cfg.bias)
         if cfg.position == "relative":
             self.rel = nn.Linear(d, h * dh, bias=False)

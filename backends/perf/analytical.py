@@ -11,14 +11,16 @@ contends for a link.
   program step, which dominates small decode batches on GPUs. Compute runs at the
   activation dtype's rate: quantized weights save bytes, not FLOPs (weight-only
   quantization). Activations are read from and written to that same memory (HBM on a
-  GPU or TPU, SRAM on a Chiplet Cloud design): caches are not modelled.
+  GPU or TPU, SRAM on a Chiplet Cloud design), scaled by
+  ``efficiency.activation_traffic`` where a compiler fuses elementwise ops away.
 * Tensor-parallel collectives follow the alpha-beta model on the innermost link level
   whose domain holds the group: a ring all-reduce moves ``2 (g-1)/g`` of the buffer
   per rank in ``2 (g-1)`` steps; all-gather and all-to-all half of that. On a torus
   of ``k`` dimensions the multi-dimensional ring runs the dimensions at once over the
   chip's links at that level (``LinkLevel.bw_Bps`` already sums them) in
   ``k (g^(1/k) - 1)`` steps per phase. Each collective adds
-  ``efficiency.collective_overhead_s`` of software time.
+  ``efficiency.collective_overhead_s`` of software time, and up to
+  ``efficiency.collective_overlap`` of it hides under the op that produces its input.
 * A pipeline of ``pp`` stages and ``M`` micro-batches: prefill takes the sum of stage
   times plus ``(M - 1)`` times the slowest stage; one decode step (every sequence gets
   one token) takes ``max(sum of stage times, M x slowest stage)``, since a micro-batch
@@ -27,7 +29,7 @@ contends for a link.
   affine in the context, so this equals the mean of the steps wherever an op stays on
   one side of its roofline ridge.
 
-Nothing here overlaps compute with communication.
+Compute overlaps communication only through ``collective_overlap``.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ __all__ = [
     "collective_time_s",
     "decode_context",
     "estimate",
+    "exposed_collective_s",
     "group_time",
     "level_for",
     "op_time",
+    "stage_ops",
     "stage_transfer_level",
     "transfer_time_s",
 ]
@@ -85,6 +89,12 @@ def collective_time_s(
     return wire + eff.collective_overhead_s
 
 
+def exposed_collective_s(collective_s: float, producer_s: float, eff: Efficiency) -> float:
+    """What a collective adds after the op producing its input: up to
+    ``eff.collective_overlap`` of it hides under that op."""
+    return collective_s - min(eff.collective_overlap * collective_s, producer_s)
+
+
 def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float) -> float:
     """A point-to-point send between pipeline stages."""
     if nbytes <= 0:
@@ -116,7 +126,7 @@ def op_time(cost: OpCost, target: Target, peak_flops: float) -> OpTime:
     out of their loops).
     """
     eff = target.efficiency
-    moved = cost.memory_bytes + cost.act_in_bytes + cost.act_out_bytes
+    moved = cost.memory_bytes + eff.activation_traffic * (cost.act_in_bytes + cost.act_out_bytes)
     return OpTime(
         compute_s=cost.flops / (peak_flops * eff.compute),
         memory_s=moved / (target.memory_bw_Bps * eff.memory),
@@ -169,11 +179,15 @@ def group_time(
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
         mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
         t = op_time(mine, target, peak)
+        busy = t.total_s
         t_l = sum(
-            collective_time_s(c.kind, c.bytes, tp, level, target.efficiency)
+            exposed_collective_s(
+                collective_time_s(c.kind, c.bytes, tp, level, target.efficiency),
+                busy,
+                target.efficiency,
+            )
             for c in collectives_after(op, whole, tp)
         )
-        busy = t.total_s
         total = total + GroupTime(
             total_s=busy + t_l,
             compute_s=busy if t.compute_bound else 0.0,
@@ -225,11 +239,24 @@ def pipeline_times(
     return path + (micro_batches - 1) * slowest, max(path, micro_batches * slowest)
 
 
+def stage_ops(graph: Graph, mapping: ModelMapping) -> list[list[Op]]:
+    """The IR ops of each stage, in program order: "pre" on the first, "post" on the last."""
+    groups = graph.groups()
+    out = []
+    for s, (first, last) in enumerate(mapping.stages):
+        ops = [op for b in range(first, last + 1) for op in groups[b]]
+        if s == 0:
+            ops = groups["pre"] + ops
+        if s == mapping.pp - 1:
+            ops = ops + groups["post"]
+        out.append(ops)
+    return out
+
+
 def estimate(
     graph: Graph, target: Target, mapping: ModelMapping, prompt_len: int, gen_len: int
 ) -> PerfEstimate:
     """Prefill, decode and throughput of one replica under ``mapping``."""
-    groups = graph.groups()
     m, tp = mapping.micro_batch, mapping.tp
     wl_pf = Workload.prefill(m, prompt_len)
     wl_dc = Workload.decode(m, decode_context(prompt_len, gen_len))
@@ -237,12 +264,7 @@ def estimate(
     d = graph.info.d_model
     eff = target.efficiency.link
     stage_pf, stage_dc = [], []
-    for s, (first, last) in enumerate(mapping.stages):
-        ops = [op for b in range(first, last + 1) for op in groups[b]]
-        if s == 0:
-            ops = groups["pre"] + ops
-        if s == mapping.pp - 1:
-            ops = ops + groups["post"]
+    for ops in stage_ops(graph, mapping):
         stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads))
         stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]

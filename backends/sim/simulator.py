@@ -32,6 +32,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+from chipletc.ir.errors import IRError
 from chipletc.ir.schedule import Schedule, ScheduleKind, TimelineRecord
 from chipletc.ir.target import Target
 
@@ -117,7 +118,8 @@ class Simulation:
         for s in range(pp - 1):
             st = schedule.stages[s]
             send_pf, send_dc = st.prefill[-1], st.decode[-1]
-            assert send_pf.kind is ScheduleKind.SEND and send_dc.kind is ScheduleKind.SEND
+            if send_pf.kind is not ScheduleKind.SEND or send_dc.kind is not ScheduleKind.SEND:
+                raise IRError(f"schedule: stage {s} does not end with a send to stage {s + 1}")
             self.hops.append((hop_time_s(send_pf, target), hop_time_s(send_dc, target)))
             self.hop_bytes.append((send_pf.link_bytes, send_dc.link_bytes))
             src = st.representative // per_server
@@ -126,6 +128,9 @@ class Simulation:
                 self.links.append((f"server{src}.out", f"server{dst}.in"))
             else:
                 self.links.append((f"stage{s}->stage{s + 1}",))
+        self.pass_s = [[p.total_s for p in table] for table in self.passes]
+        self.chip_names = [f"chiplet:{st.representative}" for st in schedule.stages]
+        self.link_names = [f"link:{rs[0]}" for rs in self.links]
         self.stage_free = [0.0] * pp
         self.link_free: dict[str, float] = {r: 0.0 for rs in self.links for r in rs}
         self.link_busy: dict[str, float] = dict.fromkeys(self.link_free, 0.0)
@@ -140,20 +145,21 @@ class Simulation:
     def _arrive(self, now: float, step: int, mb: int, s: int) -> list[tuple[float, int, int, int]]:
         """A micro-batch reaches stage ``s`` for ``step`` (-1: prefill); returns what follows."""
         start = max(now, self.stage_free[s])
-        end = start + self.passes[s][step + 1].total_s
+        end = start + self.pass_s[s][step + 1]
         self.stage_free[s] = end
         phase = "prefill" if step < 0 else "decode"
-        self.rows.append((f"chiplet:{self.schedule.stages[s].representative}", s, mb, step,
-                          phase, start, end))
+        self.rows.append((self.chip_names[s], s, mb, step, phase, start, end))
         if s < self.schedule.pp - 1:
             links = self.links[s]
-            t0 = max(end, *(self.link_free[r] for r in links))
+            t0 = end
+            for r in links:
+                t0 = max(t0, self.link_free[r])
             dur = self.hops[s][0 if step < 0 else 1]
             t1 = t0 + dur
             for r in links:
                 self.link_free[r] = t1
                 self.link_busy[r] += dur
-            self.rows.append((f"link:{links[0]}", s, mb, step, "send", t0, t1))
+            self.rows.append((self.link_names[s], s, mb, step, "send", t0, t1))
             return [(t1, step, mb, s + 1)]
         if step < 0:
             self.prefill_done[mb] = end
@@ -185,9 +191,7 @@ class Simulation:
         for t in self.step_done:
             steps.append(t - prev)
             prev = t
-        stage_totals = [
-            sum(table[1:], table[0]).scaled(m_count) for table in self.passes
-        ]
+        stage_totals = [sum(table[1:], table[0]).scaled(m_count) for table in self.passes]
         sends = [0.0] * sch.pp
         for s, (h_pf, h_dc) in enumerate(self.hops):
             sends[s] = m_count * (h_pf + sch.gen_len * h_dc)

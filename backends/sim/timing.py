@@ -9,15 +9,18 @@ the context-dependent ones (attention) once per distinct op and step.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from chipletc.backends.perf.analytical import (
     collective_time_s,
+    exposed_collective_s,
     op_time,
     transfer_time_s,
 )
+from chipletc.ir.errors import IRError
 from chipletc.ir.op import OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp
 from chipletc.ir.target import Target
@@ -59,11 +62,13 @@ class PassTime:
 _FIELDS = tuple(PassTime.__dataclass_fields__)
 
 
-def _one(op: ScheduleOp, target: Target, tp: int, peak: float) -> PassTime:
+def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float) -> PassTime:
+    """One op's time; ``producer_s`` is the time of the op before it (a collective may
+    hide under it)."""
     if op.kind is ScheduleKind.COLLECTIVE:
-        t = collective_time_s(
-            op.collective, op.link_bytes, tp, target.level(op.level), target.efficiency
-        )
+        eff = target.efficiency
+        t = collective_time_s(op.collective, op.link_bytes, tp, target.level(op.level), eff)
+        t = exposed_collective_s(t, producer_s, eff)
         return PassTime(total_s=t, collective_s=t, collective_bytes=op.link_bytes)
     if op.kind is not ScheduleKind.COMPUTE:
         return PassTime()  # sends and receives run on links, see hop_time_s
@@ -87,11 +92,14 @@ def _one(op: ScheduleOp, target: Target, tp: int, peak: float) -> PassTime:
 
 
 def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> PassTime:
-    """Ops run one after the other on the representative (no overlap, as the analytical
-    model assumes)."""
-    total = PassTime()
+    """Ops run one after the other on the representative; a collective overlaps only
+    the op producing its input (as the analytical model)."""
+    total, prev = PassTime(), 0.0
     for op in ops:
-        total = total + _one(op, target, tp, peak)
+        t = _one(op, target, tp, peak, prev)
+        if op.kind is ScheduleKind.COMPUTE:
+            prev = t.total_s
+        total = total + t
     return total
 
 
@@ -108,6 +116,7 @@ def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
     tables = []
     for stage in schedule.stages:
         out = [pass_time(stage.prefill, target, tp, peak)]
+        _check_producers(stage.decode)
         static = pass_time(
             (op for op in stage.decode if not op.context_dependent), target, tp, peak
         )
@@ -123,11 +132,19 @@ def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
             for op, count in dynamic.items():
                 key = (op, shift)
                 if key not in memo:
-                    memo[key] = _one(op.shifted(shift), target, tp, peak)
+                    memo[key] = _one(op.shifted(shift), target, tp, peak, 0.0)
                 total = total + memo[key].scaled(count)
             out.append(total)
         tables.append(out)
     return tables
+
+
+def _check_producers(program: tuple[ScheduleOp, ...]) -> None:
+    """Context-dependent ops are timed apart from the rest, so no collective may hide
+    under one (the sharding puts collectives after matmuls, never after attention)."""
+    for before, op in itertools.pairwise(program):
+        if op.kind is ScheduleKind.COLLECTIVE and before.context_dependent:
+            raise IRError(f"schedule: collective {op.name} follows attention op {before.name}")
 
 
 def hop_time_s(op: ScheduleOp, target: Target) -> float:

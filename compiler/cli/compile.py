@@ -141,6 +141,7 @@ def _seconds(s: float) -> str:
 def format_summary(r: CompileResult, out: str | None) -> str:
     s = r.summary()
     m, sy, pf, c, so = s["mapping"], s["system"], s["performance"], s["cost"], s["solver"]
+    sm = s["simulated"]
     stages = m["stages"]
     sizes = sorted({b - a + 1 for a, b in stages})
     first, last = stages[0][1] - stages[0][0] + 1, stages[-1][1] - stages[-1][0] + 1
@@ -164,6 +165,11 @@ def format_summary(r: CompileResult, out: str | None) -> str:
         f"  decode per token     {_seconds(pf['decode_s_per_token'])}",
         f"  throughput           {pf['tokens_per_s']:,.0f} tokens/s"
         f"   (bottleneck: {pf['bottleneck']})",
+        "performance (simulated)",
+        f"  prefill (batch)      {_seconds(sm['prefill_s'])}",
+        f"  decode per token     {_seconds(sm['decode_s_per_token'])}",
+        f"  throughput           {sm['tokens_per_s']:,.0f} tokens/s"
+        f"   (bottleneck: {sm['bottleneck']}, MFU {sm['mfu']:.1%})",
         "cost",
         f"  $ per 1K tokens      ${c['tco_per_1k_tokens_usd']:.6f}",
         f"  energy per 1K tokens {c['energy_per_1k_tokens_J']:,.0f} J",

@@ -1,8 +1,9 @@
 """`chipletc inspect MODEL`: what the compiler sees in a model, before any mapping.
 
-Loads the model through the frontends (zoo name or file.py:factory), then prints its
-size, bytes, FLOPs per token and KV cache per token at one workload, the ops by kind
-and any op the lowering did not recognise.
+Loads the model through the frontends (zoo name, file.py:factory, .onnx file or Hugging
+Face checkpoint directory), names the frontend used, then prints its size, bytes, FLOPs
+per token and KV cache per token at one workload, the ops by kind, any op the lowering
+did not recognise, and the frontend's notes (e.g. checkpoint tensors it ignored).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def summarize(graph: Graph, batch: int, prompt_len: int, context_len: int, per_l
         "unrecognised_ops": [
             {"name": op.name, "source": op.attrs.get("source", "")} for op in graph.unrecognised()
         ],
+        "notes": info.notes,
     }
     if per_layer:
         out["per_layer"] = [
@@ -135,6 +137,8 @@ def _render(s: dict) -> list[str]:
         lines += [f"    {u['name']}  [{u['source']}]" for u in unknown]
     else:
         lines.append("  unrecognised ops      none")
+    if s["notes"]:
+        lines.append(f"  notes                 {s['notes']}")
     if "per_layer" in s:
         lines += [
             "",

@@ -1,8 +1,10 @@
 """Frontends: from what a user names to a verified, sharded ``ir.Graph``.
 
-``load_model`` accepts a zoo name (``gpt3-175b``) or ``path/to/file.py:factory``,
-where ``factory()`` returns a torch ``nn.Module`` mapping token ids to logits. Every
-failure a user can cause surfaces as one ``ModelError``.
+``load_model`` accepts a zoo name (``gpt3-175b``), ``path/to/file.py:factory``
+(``factory()`` returns a torch ``nn.Module`` mapping token ids to logits), an ``.onnx``
+file, or a Hugging Face checkpoint directory holding ``config.json``. All of them
+lower to the same IR; none reads weight data. Every failure a user can cause surfaces
+as one ``ModelError``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ from chipletc.ir.graph import Graph
 from chipletc.models import zoo
 
 from .fx import UnrecognisedOpsWarning, lower_module
+from .hf import lower_checkpoint
+from .onnx import lower_onnx
 
-__all__ = ["UnrecognisedOpsWarning", "load_model", "lower_module"]
+__all__ = ["UnrecognisedOpsWarning", "load_model", "lower_checkpoint", "lower_module", "lower_onnx"]
 
 
 def load_model(spec: str) -> Graph:
     """Build or import the model ``spec`` names, lower it and assign sharding."""
     path, sep, factory = spec.rpartition(":")
-    if sep and (path.endswith(".py") or Path(path).exists()):
+    if spec.endswith(".onnx"):
+        graph = lower_onnx(Path(spec))
+    elif Path(spec).is_dir():
+        if not (Path(spec) / "config.json").is_file():
+            raise ModelError(
+                f"model {spec}: a directory without config.json; give a Hugging Face "
+                "checkpoint directory, an .onnx file, a zoo name or file.py:factory"
+            )
+        graph = lower_checkpoint(Path(spec))
+    elif sep and (path.endswith(".py") or Path(path).exists()):
         module = _call_factory(Path(path), factory)
         try:
             graph = lower_module(module, f"{Path(path).stem}:{factory}")

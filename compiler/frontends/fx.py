@@ -9,7 +9,7 @@ Steps, each a function below:
    ``scaled_dot_product_attention``) become a score and a context op; a linear
    feeding ``topk`` becomes the router with its gating arithmetic; elementwise nodes
    fuse into one op while every user of a node stays inside the op; a fused group
-   with a mean or variance is a norm.
+   with a mean or variance is a norm, costed as one norm however it is written.
 3. ``_assign_blocks``: the residual stream is the dominator chain of the output;
    each attention core opens a block, and an op belongs to the block of the first
    residual-stream op it feeds.
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import heapq
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 from torch import fx, nn
@@ -50,7 +50,7 @@ from .fx_trace import (
     trace,
 )
 
-__all__ = ["UnrecognisedOpsWarning", "lower_module"]
+__all__ = ["UnrecognisedOpsWarning", "lower_module", "lower_traced", "replace_weights"]
 
 
 class UnrecognisedOpsWarning(UserWarning):
@@ -213,9 +213,24 @@ class _Lowering:
         shape = tm.shape(score)
         if shape is None or len(shape) != 4 or any(n in self.group_of for n in body):
             return
-        q, k = _operands(score)
+        q, k = (self._unscaled(x, body) for x in _operands(score))
         self._add(ATTN, [*body, *matmuls], q=q, k=k)
         self._add(CONTEXT, [ctx], v=_operands(ctx)[1])
+
+    def _unscaled(self, n: fx.Node, body: list[fx.Node]) -> fx.Node:
+        """The operand of a score matmul before constant scalings (``q * d**-0.25``).
+
+        Exporters scale Q and K instead of the scores; the scalings join the attention
+        core (appended to ``body``) so its operands are the projected heads again.
+        """
+        tm = self.tm
+        while tm.opname(n) in ("mul", "div") and n not in self.group_of:
+            live = [i for i in n.all_input_nodes if i in tm.live]
+            if len(live) != 1 or len(self.consumers(n)) != 1:
+                break
+            body.append(n)
+            n = live[0]
+        return n
 
     def _router(self, topk: fx.Node) -> None:
         """A linear whose scores reach ``topk`` is a router; its gating math joins it."""
@@ -294,7 +309,10 @@ class _Lowering:
             if flat - {acts[0]} <= act_inputs:
                 g = self.groups[self.group_of[acts[0]]]
                 g.nodes.append(n)
-                g.attrs["flops_per_element"] = int(g.attrs["flops_per_element"]) + 1
+                if tm.opname(acts[0]) == "sigmoid":  # SiLU, costed as F.silu is
+                    g.attrs["flops_per_element"] = ACTIVATIONS["silu"]
+                else:
+                    g.attrs["flops_per_element"] = int(g.attrs["flops_per_element"]) + 1
                 self.group_of[n] = g.key
         elem = [n for n in elem if n not in self.group_of]
         parent = {n: n for n in elem}
@@ -322,8 +340,7 @@ class _Lowering:
             before = self._norm_input_side(nodes, reductions[0])
             if before:
                 self._add(ELEM, before, flops_per_element=len(before))
-            rest = [n for n in nodes if n not in before]
-            self._add(NORM, rest, flops_per_element=len(rest))
+            self._add(NORM, [n for n in nodes if n not in before])
 
     def _norm_input_side(self, nodes: list[fx.Node], reduction: fx.Node) -> list[fx.Node]:
         """Nodes of a fused norm that compute its input (a residual add fused into it)."""
@@ -335,10 +352,13 @@ class _Lowering:
             x = x.all_input_nodes[0]
         if x not in inside:
             return []
-        side, stack = set(), [x]
-        while stack:
+        side, seen, stack = set(), set(), [x]
+        while stack:  # through casts too: exporters cast around a reduction
             n = stack.pop()
-            if n in inside and n not in side:
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in inside or (self.tm.is_fold(n) and n.op != "placeholder"):
                 side.add(n)
                 stack.extend(n.all_input_nodes)
         return [n for n in nodes if n in side]
@@ -677,7 +697,12 @@ def lower_module(
     length recorded in ``ModelInfo`` (else: rows of a learned position table, or 2048).
     Raises ``ModelError`` when the module cannot be traced or has no attention.
     """
-    tm = trace(module, name, example_len)
+    return lower_traced(trace(module, name, example_len), name, max_positions)
+
+
+def lower_traced(tm: TracedModule, name: str, max_positions: int | None = None) -> Graph:
+    """Lower an already traced graph (torch.fx, torch.export, or one built by the ONNX
+    frontend) by recognising its structure; warn once about ops left ``GENERIC``."""
     low = _Lowering(tm, name)
     low.group()
     attns = low.assign_blocks()
@@ -694,6 +719,25 @@ def lower_module(
             stacklevel=2,
         )
     return graph
+
+
+def replace_weights(graph: Graph, fn: Callable[[Weight], tuple[Weight, ...]]) -> Graph:
+    """A copy of ``graph`` with every weight replaced by ``fn(weight)``.
+
+    Frontends that know more than a traced shape use it: an ONNX initializer's dtype, a
+    checkpoint's tensor names and exact bytes (one traced weight may be several stored
+    tensors, e.g. stacked experts). A tied weight must map to exactly one tensor.
+    """
+    out = graph.copy()
+    for op in graph.ops:
+        if not op.weights and op.tied is None:
+            continue
+        weights = tuple(new for w in op.weights for new in fn(w))
+        tied = None
+        if op.tied is not None:
+            (tied,) = fn(op.tied)
+        out.replace_op(replace(op, weights=weights, tied=tied))
+    return out
 
 
 def _mark_head(low: _Lowering) -> None:
@@ -761,8 +805,6 @@ def _build(low: _Lowering, attns: list[_Group], max_positions: int | None) -> Gr
                 expert_fraction[key] = (op.dims["top_k"], op.dims["num_experts"])
         elif g.kind in (NORM, ACT, ELEM):
             kind = {NORM: OpKind.NORM, ACT: OpKind.ACTIVATION, ELEM: OpKind.ELEMENTWISE}[g.kind]
-            if g.kind == NORM and len(g.nodes) == 1:
-                attrs.pop("flops_per_element", None)
             attrs["inputs"] = max(1, len(inputs))
             width = tm.per_token(g.out) or 1
             # Between expert matmuls only top_k of the E experts compute for a token.

@@ -1,0 +1,172 @@
+"""`chipletc explore`: map models onto every design of a space; Pareto front and report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from chipletc.compiler.partition import Objective
+
+from .common import add_storage_args, positive_float, positive_int
+from .compile import options_from
+from .output import write_outputs
+
+HELP = "explore a chiplet design space for MODELs: Pareto front, best designs, baselines"
+JOURNAL = "journal.jsonl"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explore", help=HELP, description=HELP + ".")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="zoo names (chipletc models), .onnx files or checkpoint directories")
+    p.add_argument("--space", metavar="SPACE.yaml",
+                   help="design space file (default: the paper's 7 nm space, shipped)")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="write points.csv, pareto.png, report.html and summary.json to DIR; "
+                   "a rerun with the same DIR resumes an interrupted run")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="processes (local) or CPUs (a Ray instance it starts); default 1")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes (default) or Ray (RAY_ADDRESS joins a cluster)")
+    p.add_argument("--objective", choices=[o.value for o in Objective], default="tco",
+                   help="each design's mapping minimizes this (default tco)")
+    p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P",
+                   help="prompt tokens (default 1024)")
+    p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G",
+                   help="generated tokens (default 1024; context P + G = 2048 as the paper)")
+    p.add_argument("--max-latency-ms", type=positive_float, metavar="MS",
+                   help="bound on decode time per token")
+    p.add_argument("--min-throughput", type=positive_float, metavar="TOK_S",
+                   help="bound on generated tokens/s of one replica")
+    p.add_argument("--max-batch", type=positive_int, default=1024, metavar="B",
+                   help="largest batch tried; batches are powers of two (default 1024)")
+    p.add_argument("--max-servers", type=positive_int, metavar="N",
+                   help="fewest of this and the space's max_servers")
+    p.add_argument("--pad-heads", action="store_true",
+                   help="allow tp that does not divide the heads, padding them")
+    add_storage_args(p)
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME:K=V,...",
+                   help="override a rented baseline per chip, e.g. "
+                   "a100:price=0.87,tokens_per_s=211 ($ per GPU-hour, tokens/s per GPU); "
+                   "repeatable")
+    p.add_argument("--no-baselines", action="store_true", help="skip the GPU/TPU baselines")
+    p.add_argument("--progress", action="store_true",
+                   help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("--stop-after", type=positive_int, metavar="N",
+                   help="evaluate at most N designs this run, then stop (resume with -o DIR)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    # compile's pins stay free: each design gets its own optimal mapping
+    p.set_defaults(func=run, tp=None, pp=None, batch=None, micro_batch=None, max_chiplets=None,
+                   time_limit=20.0)
+
+
+class ProgressBar:
+    """A one-line bar on ``stream`` with the rate and the time left."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+        self.start = time.perf_counter()
+        self.first: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done  # resumed designs do not count toward the rate
+        elapsed = time.perf_counter() - self.start
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+        eta = f"{(total - done) / rate:,.0f} s" if rate > 0 else "?"
+        fill = int(self.width * done / total) if total else self.width
+        self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done:,}/{total:,} "
+                          f"designs  {rate:,.1f}/s  ETA {eta}   ")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipletc.compiler.explore import (
+        ExploreOptions,
+        baseline_rows,
+        explore,
+        load_space,
+        parse_override,
+        summary,
+        to_csv,
+        to_html,
+        to_json,
+        to_png,
+    )
+
+    from .common import load_graph
+
+    overrides = [parse_override(text) for text in args.baseline]
+    space = load_space(args.space)
+    search = options_from(args)
+    graphs = [load_graph(argparse.Namespace(**{**vars(args), "model": name}))
+              for name in args.models]
+    opts = ExploreOptions(search=search, workers=args.workers, executor=args.executor,
+                          stop_after=args.stop_after)
+    journal = None
+    if args.out:
+        out = Path(args.out)
+        write_outputs(out, {})  # creates DIR, or says it cannot
+        journal = out / JOURNAL
+    show = args.progress or sys.stderr.isatty()
+    result = explore(graphs, space, opts, journal, ProgressBar(sys.stderr) if show else None)
+    if not result.complete:
+        print(f"stopped after {result.evaluated_now:,} designs this run; rerun the same "
+              f"command{' with -o ' + args.out if args.out else ''} to resume", file=sys.stderr)
+        return 0
+    baselines: dict[str, list[dict[str, Any]]] = {}
+    if not args.no_baselines:
+        for graph in graphs:
+            baselines[graph.info.name] = baseline_rows(graph, search, overrides)
+    doc = summary(result, baselines)
+    if args.out:
+        png = to_png(result.points, result.models)
+        write_outputs(args.out, {
+            "points.csv": to_csv(result.points),
+            "pareto.png": png,
+            "report.html": to_html(doc, png),
+            "summary.json": to_json(doc),
+        })
+    print(to_json(doc) if args.json else format_summary(doc, args.out), end="")
+    return 0
+
+
+def format_summary(doc: dict[str, Any], out: str | None) -> str:
+    """The text form: counts, the paper's table per model, baselines with factors."""
+    from chipletc.compiler.explore.report import TABLE_COLUMNS
+
+    removed = ", ".join(f"{k} {v:,}" for k, v in doc["removed_by_constraint"].items())
+    lines = [f"space {doc['space']}: {doc['designs']:,} designs, {doc['survivors']:,} meet "
+             f"the constraints (removed: {removed or 'none'})"]
+    for model, entry in doc["models"].items():
+        counts = ", ".join(f"{k} {v:,}" for k, v in sorted(entry["evaluated"].items()))
+        lines += ["", f"{model}: {counts}"]
+        if "best" not in entry:
+            continue
+        heads = [h for _, h, _ in TABLE_COLUMNS]
+        widths = [max(len(h), 9) for h in heads]
+        lines.append(" " * 16 + "  ".join(h.rjust(w) for h, w in zip(heads, widths,
+                                                                     strict=True)))
+        for label in ("tco", "latency"):
+            p = entry["best"][label]
+            cells = [fmt.format(p[k] * 1e3 if k == "decode_s_per_token" else p[k])
+                     for k, _, fmt in TABLE_COLUMNS]
+            lines.append(f"  {label + '-optimal':<14}" + "  ".join(
+                c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+        lines.append(f"  Pareto front: {len(entry['pareto'])} designs")
+        for r in entry["baselines"]:
+            if r["status"] != "ok":
+                lines.append(f"  vs {r['baseline']:<7} {r['status']}")
+                continue
+            lines.append(
+                f"  vs {r['baseline']:<7} {r['source']:<9} ${r['usd_per_chip_hour']:.3g}/chip-h, "
+                f"{r['tokens_per_s_per_chip']:,.4g} tokens/s/chip: "
+                f"${r['usd_per_1k_tokens']:.3g}/1K -> best design {r['factor']:.3g}x cheaper")
+    if out:
+        lines += ["", f"wrote {out}/points.csv, pareto.png, report.html, summary.json"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,190 @@
+"""`chipletc simulate`: replay a given mapping (no search) event by event."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from chipletc.backends.sim import SimResult, simulate
+from chipletc.compiler.place import build_plan
+from chipletc.compiler.schedule import lower_schedule
+from chipletc.ir.dtypes import parse_dtype
+from chipletc.ir.errors import PlanError, UsageError
+from chipletc.ir.graph import Graph
+from chipletc.ir.mapping import ModelMapping, even_stages
+from chipletc.ir.plan import Plan
+from chipletc.ir.target import Target
+
+from .common import add_storage_args, load_graph, positive_int
+from .output import write_outputs
+
+HELP = "simulate MODEL under a given tp/pp/batch mapping, or the mapping of a plan.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from chipletc.backends.targets import DEFAULT_TARGET
+
+    p = sub.add_parser("simulate", help=HELP, description=HELP + ".")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
+        "Hugging Face checkpoint directory; omit with --plan",
+    )
+    p.add_argument("--plan", metavar="FILE", help="simulate the mapping of a plan.json")
+    p.add_argument(
+        "--target",
+        "-t",
+        default=DEFAULT_TARGET,
+        metavar="T",
+        help=f"preset name or YAML file (default {DEFAULT_TARGET})",
+    )
+    p.add_argument("--tp", type=positive_int, default=1, metavar="N", help="tensor-parallel width")
+    p.add_argument("--pp", type=positive_int, default=1, metavar="N", help="pipeline stages")
+    p.add_argument(
+        "--stages",
+        metavar="A-B,...",
+        help="blocks per stage, inclusive ranges (default: an even split)",
+    )
+    p.add_argument("--batch", type=positive_int, default=1, metavar="B")
+    p.add_argument("--micro-batch", type=positive_int, metavar="M", help="default: the batch")
+    p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P")
+    p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G")
+    p.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
+    add_storage_args(p)
+    p.add_argument("-o", "--out", metavar="DIR", help="write DIR/plan.json and DIR/simulation.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _parse_stages(text: str, pp: int) -> tuple[tuple[int, int], ...]:
+    try:
+        out = tuple((int(a), int(b)) for a, b in (part.split("-") for part in text.split(",")))
+    except ValueError:
+        raise UsageError(f"--stages: expected ranges like 0-47,48-95 ({text!r})") from None
+    if len(out) != pp:
+        raise UsageError(f"--stages: {len(out)} ranges for --pp {pp}")
+    return out
+
+
+def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int]:
+    from chipletc.backends.targets import load_target
+    from chipletc.compiler.frontends import load_model
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise PlanError(f"--plan {path}: cannot read a plan ({err})") from None
+    plan = Plan.from_dict(doc)
+    graph = load_model(plan.model["name"])
+    weights = plan.model.get("weights_dtype", "")
+    kv = plan.model.get("kv_dtype")
+    graph = graph.with_dtypes(
+        weights=parse_dtype(weights) if weights and "," not in weights else None,
+        kv=parse_dtype(kv) if kv else None,
+    )
+    m = plan.mapping
+    mapping = ModelMapping(
+        tp=int(m["tp"]),
+        pp=int(m["pp"]),
+        stages=tuple((int(a), int(b)) for a, b in m["stages"]),
+        batch=int(m["batch"]),
+        micro_batch=int(m["micro_batch"]),
+        pad_heads=bool(m.get("pad_heads", False)),
+    )
+    w = plan.workload
+    return graph, load_target(plan.target["name"]), mapping, int(w["prompt_len"]), int(w["gen_len"])
+
+
+def _from_flags(args: argparse.Namespace) -> tuple[Graph, Target, ModelMapping, int, int]:
+    from chipletc.backends.targets import load_target
+
+    if args.model is None:
+        raise UsageError("simulate: give MODEL (or --plan DIR/plan.json)")
+    graph = load_graph(args)
+    target = load_target(args.target)
+    stages = (
+        _parse_stages(args.stages, args.pp)
+        if args.stages
+        else even_stages(graph.num_blocks, args.pp)
+    )
+    mapping = ModelMapping(
+        tp=args.tp,
+        pp=args.pp,
+        stages=stages,
+        batch=args.batch,
+        micro_batch=args.micro_batch or args.batch,
+        pad_heads=args.pad_heads,
+    )
+    return graph, target, mapping, args.prompt_len, args.gen_len
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plan and args.model:
+        raise UsageError("simulate: give MODEL or --plan, not both")
+    graph, target, mapping, prompt_len, gen_len = (
+        _from_plan(args.plan) if args.plan else _from_flags(args)
+    )
+    schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
+    result = simulate(schedule, target)
+    doc = summary(graph, target, mapping, prompt_len, gen_len, result)
+    if args.out:
+        plan = build_plan(graph, target, mapping, prompt_len, gen_len)
+        write_outputs(
+            args.out,
+            {"plan.json": plan.to_json(), "simulation.json": json.dumps(doc, indent=1) + "\n"},
+        )
+    print(json.dumps(doc, indent=1) if args.json else format_summary(doc, args.out))
+    return 0
+
+
+def summary(
+    graph: Graph,
+    target: Target,
+    mapping: ModelMapping,
+    prompt_len: int,
+    gen_len: int,
+    result: SimResult,
+) -> dict[str, Any]:
+    """The JSON `chipletc simulate --json` prints and -o writes as simulation.json."""
+    return {
+        "model": graph.info.name,
+        "target": target.name,
+        "workload": {"prompt_len": prompt_len, "gen_len": gen_len},
+        "mapping": {
+            "tp": mapping.tp,
+            "pp": mapping.pp,
+            "batch": mapping.batch,
+            "micro_batch": mapping.micro_batch,
+            "stages": [list(s) for s in mapping.stages],
+            "pad_heads": mapping.pad_heads,
+        },
+        **result.to_dict(),
+    }
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:.4g} ms" if s < 1 else f"{s:.4g} s"
+
+
+def format_summary(doc: dict[str, Any], out: str | None) -> str:
+    m, w = doc["mapping"], doc["workload"]
+    parts = ", ".join(f"{k} {v:.0%}" for k, v in doc["attribution"].items())
+    lines = [
+        f"{doc['model']} on {doc['target']}  (prompt {w['prompt_len']}, generate {w['gen_len']})",
+        f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}",
+        "simulated",
+        f"  time to first token  {_seconds(doc['prefill_s'])}",
+        f"  decode per token     {_seconds(doc['decode_s_per_token'])}"
+        f"   (first step {_seconds(doc['decode_step_s']['first'])}, "
+        f"last {_seconds(doc['decode_step_s']['last'])})",
+        f"  end to end           {_seconds(doc['end_to_end_s'])}",
+        f"  throughput           {doc['tokens_per_s']:,.1f} tokens/s   MFU {doc['mfu']:.1%}",
+        f"  bottleneck           {doc['bottleneck']}   ({parts})",
+    ]
+    if out:
+        lines.append(f"wrote {out}/plan.json, {out}/simulation.json")
+    return "\n".join(lines)

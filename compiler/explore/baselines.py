@@ -1,0 +1,114 @@
+"""Rented GPU and TPU clouds beside the chiplet designs, with user-overridable numbers.
+
+Each baseline preset is mapped like a design (``run.map_model``: the optimal mapping
+under the same options, its simulated throughput, ``cost_per_1k_tokens`` at the
+preset's rent). An override replaces the two numbers the public debate about the
+paper's 94x turns on, both **per chip** (per GPU or TPU chip), the way they are quoted:
+the rent per chip-hour (the presets rent whole servers, so it is multiplied by the
+chips of a server) and the achieved generated tokens per second per chip (multiplied
+by the chips of the servers the mapping uses). ``a100:price=0.87,tokens_per_s=211``
+is the critique thread's A100 (REFERENCE.md section 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chipletc.backends.targets import load_target
+from chipletc.compiler.compile import cost_per_1k_tokens
+from chipletc.compiler.partition import SearchOptions
+from chipletc.ir.errors import UsageError
+from chipletc.ir.graph import Graph
+
+from .run import map_model
+from .tables import ProblemBuilder
+
+__all__ = ["BASELINES", "BaselineOverride", "baseline_rows", "parse_override"]
+
+BASELINES = {
+    "a100": "a100-80gb-x8",
+    "h100": "h100-x8",
+    "h200": "h200-x8",
+    "tpu-v4": "tpu-v4",
+}
+"""Short name -> rented target preset."""
+
+_FIELDS = {"price": "usd_per_chip_hour", "tokens_per_s": "tokens_per_s_per_chip"}
+
+
+@dataclass(frozen=True)
+class BaselineOverride:
+    name: str
+    usd_per_chip_hour: float | None = None
+    tokens_per_s_per_chip: float | None = None
+
+
+def parse_override(text: str) -> BaselineOverride:
+    """``"a100:price=0.87,tokens_per_s=211"`` -> an override (price per chip-hour)."""
+    where = f"--baseline {text}"
+    name, sep, rest = text.partition(":")
+    if name not in BASELINES:
+        raise UsageError(f"{where}: unknown baseline ({name!r}); use one of "
+                         f"{', '.join(BASELINES)}")
+    values: dict[str, float] = {}
+    for item in filter(None, rest.split(",")) if sep else ():
+        key, eq, raw = item.partition("=")
+        if key not in _FIELDS or not eq:
+            raise UsageError(f"{where}: bad item ({item!r}); use price=USD_PER_CHIP_HOUR "
+                             "and/or tokens_per_s=PER_CHIP")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{where}: {key} must be a number ({raw!r})") from None
+        if not value > 0:
+            raise UsageError(f"{where}: {key} must be positive ({raw!r})")
+        values[_FIELDS[key]] = value
+    if not values:
+        raise UsageError(f"{where}: nothing to override; e.g. a100:price=0.87,tokens_per_s=211")
+    return BaselineOverride(name, **values)
+
+
+def baseline_rows(
+    graph: Graph,
+    options: SearchOptions,
+    overrides: Sequence[BaselineOverride] = (),
+    names: Sequence[str] = tuple(BASELINES),
+) -> list[dict[str, Any]]:
+    """One row per baseline: simulated figures at the preset's rent, then any override."""
+    by_name = {o.name: o for o in overrides}
+    builder = ProblemBuilder(graph, options)
+    rows = []
+    for name in names:
+        target = load_target(BASELINES[name])
+        row: dict[str, Any] = {"model": graph.info.name, "baseline": name,
+                               "target": target.name, "source": "simulated"}
+        row.update(map_model(graph, builder, target))
+        chips_per_server = target.chips_per_server
+        rent = target.economics.rent_usd_per_hour
+        row["usd_per_chip_hour"] = None if rent is None else rent / chips_per_server
+        if row["status"] == "ok":
+            row["tokens_per_s_per_chip"] = row["tokens_per_s"] / (
+                row["servers"] * chips_per_server)
+        rows.append(row)
+        override = by_name.get(name)
+        if override is None or row["status"] != "ok":
+            continue
+        price = override.usd_per_chip_hour or row["usd_per_chip_hour"]
+        per_chip = override.tokens_per_s_per_chip or row["tokens_per_s_per_chip"]
+        rented = dataclasses.replace(target, economics=dataclasses.replace(
+            target.economics, rent_usd_per_hour=price * chips_per_server))
+        tokens_per_s = per_chip * row["servers"] * chips_per_server
+        cost = cost_per_1k_tokens(rented, row["servers"], tokens_per_s)
+        rows.append({
+            **row,
+            "source": "override",
+            "usd_per_chip_hour": price,
+            "tokens_per_s_per_chip": per_chip,
+            "tokens_per_s": tokens_per_s,
+            "usd_per_1k_tokens": cost["tco_per_1k_tokens_usd"],
+            "J_per_1k_tokens": None,
+        })
+    return rows
