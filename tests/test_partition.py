@@ -79,7 +79,7 @@ def test_known_optimum_single_stage():
         ("gpt3-175b", SearchOptions()),
         ("gpt3-175b", SearchOptions(objective=Objective.LATENCY)),
         ("gpt3-175b", SearchOptions(objective=Objective.THROUGHPUT, prompt_len=2048, gen_len=256)),
-        # CP-SAT's presolve once lost the optimum here (see cpsat.py)
+        # once lost by CP-SAT's presolve (an objective written per batch, see cpsat.py)
         ("gpt3-175b", SearchOptions(max_chiplets=1536)),
     ],
 )

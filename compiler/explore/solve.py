@@ -26,7 +26,13 @@ import itertools
 import numpy as np
 
 from chipletc.compiler.partition.cpsat import solve_cpsat
-from chipletc.compiler.partition.evaluate import Evaluation, e2e_bound, evaluate, latency_bound
+from chipletc.compiler.partition.evaluate import (
+    Evaluation,
+    e2e_bound,
+    evaluate,
+    latency_bound,
+    score,
+)
 from chipletc.compiler.partition.exhaustive import MAX_LAYERS_UNLIKE_BLOCKS, solve_exhaustive
 from chipletc.compiler.partition.problem import Objective, PartitionProblem, plausible
 
@@ -211,14 +217,8 @@ def _score(
         feasible &= step <= latency_bound(p)
     if o.min_tokens_per_s is not None:
         feasible &= e2e <= e2e_bound(p, b)
-    scale = max(p.batches) // b
-    if o.objective is Objective.TCO:
-        obj = servers[:, None] * e2e * scale
-    elif o.objective is Objective.LATENCY:
-        obj = step
-    else:
-        obj = e2e * scale
-    obj = np.where(feasible, obj, _NONE)
+    obj = np.where(feasible, score(o.objective, servers[:, None], step, e2e,
+                                   max(p.batches) // b), _NONE)
     idx = int(np.argmin(obj))
     value = int(obj.flat[idx])
     if value == _NONE:

@@ -80,8 +80,10 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
                 m.add_bool_or([use_b[j].Not(), use_m[k].Not()])
 
     def pair(a: cp_model.IntVar, b: cp_model.IntVar, name: str) -> cp_model.IntVar:
+        """z = a and b."""
         z = m.new_bool_var(name)
-        m.add_multiplication_equality(z, [a, b])
+        m.add_bool_and([a, b]).only_enforce_if(z)
+        m.add_bool_or([a.Not(), b.Not(), z])
         return z
 
     z_tb = {(i, j): pair(use_tp[i], use_b[j], f"z_tb_{i}_{j}") for i in T for j in B}
@@ -236,10 +238,13 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
             m.add_multiplication_equality(cost, [servers, e2e])
         else:
             cost = e2e
-        top = p.max_servers * big * bmax
-        objective = m.new_int_var(0, top, "objective")
-        for j in B:
-            m.add(objective == (bmax // p.batches[j]) * cost).only_enforce_if(use_b[j])
+        # objective = (max batch / batch) x cost, as a product: the same relation
+        # written as one equality per batch, each enforced by its batch literal, led
+        # CP-SAT's presolve to drop feasible batches
+        scale = m.new_int_var(1, bmax, "scale")
+        m.add(scale == sum((bmax // p.batches[j]) * use_b[j] for j in B))
+        objective = m.new_int_var(0, p.max_servers * big * bmax, "objective")
+        m.add_multiplication_equality(objective, [scale, cost])
     m.minimize(objective)
 
     # -- hint: a greedy mapping, so the search starts from a good incumbent --------------
@@ -260,10 +265,6 @@ def solve_cpsat(p: PartitionProblem) -> SolveResult:
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
-    # Presolve is off: on this model (GPT-3 on the default target, --max-chiplets 1536)
-    # it drops feasible batches and reports a worse "optimum"; the search without it
-    # agrees with the exhaustive reference and is as fast (see tests/test_partition.py).
-    solver.parameters.cp_model_presolve = False
     # a deterministic limit, so that a run stopped by it still repeats exactly
     solver.parameters.max_deterministic_time = o.time_limit_s
     code = solver.solve(m)
