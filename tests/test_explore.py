@@ -16,7 +16,6 @@ from chipletc.compiler.cli import main as cli
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.explore import (
     ExploreOptions,
-    ProblemBuilder,
     baseline_rows,
     explore,
     load_space,
@@ -32,6 +31,7 @@ from chipletc.compiler.explore import (
 from chipletc.compiler.explore.space import screen
 from chipletc.compiler.partition import Objective, SearchOptions, build_problem
 from chipletc.compiler.partition.exhaustive import solve_exhaustive
+from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import InfeasibleError, TargetError, UsageError
 
 MODEL = "gpt3-175b"

@@ -9,6 +9,7 @@ them; ``report`` turns the points into a CSV, a Pareto front, the paper's table,
 PNG and one self-contained HTML page.
 """
 
+
 from .baselines import BASELINES, BaselineOverride, baseline_rows, parse_override
 from .report import (
     best_designs,
@@ -23,7 +24,6 @@ from .report import (
 from .run import CAPACITY, EXECUTORS, NO_MAPPING, ExploreOptions, ExploreResult, explore
 from .solve import solve_optimal
 from .space import CONSTRAINTS, DEFAULT_SPACE, Design, Space, load_space, parse_space
-from .tables import ProblemBuilder
 
 __all__ = [
     "BASELINES",
@@ -36,7 +36,6 @@ __all__ = [
     "Design",
     "ExploreOptions",
     "ExploreResult",
-    "ProblemBuilder",
     "Space",
     "baseline_rows",
     "best_designs",

@@ -20,11 +20,11 @@ from typing import Any
 from chipletc.backends.targets import load_target
 from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.partition import SearchOptions
+from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import UsageError
 from chipletc.ir.graph import Graph
 
 from .run import map_model
-from .tables import ProblemBuilder
 
 __all__ = ["BASELINES", "BaselineOverride", "baseline_rows", "parse_override"]
 

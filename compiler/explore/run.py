@@ -28,6 +28,7 @@ from typing import Any
 from chipletc.backends.cost import cost_rate_usd_per_s, server_cost
 from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.partition import SearchOptions
+from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
@@ -35,7 +36,7 @@ from chipletc.ir.tech import MIB
 
 from .solve import solve_optimal
 from .space import CONSTRAINTS, Space, screen
-from .tables import ProblemBuilder
+from .tables import figures
 
 __all__ = ["CAPACITY", "EXECUTORS", "NO_MAPPING", "ExploreOptions", "ExploreResult", "explore",
            "map_model"]
@@ -147,7 +148,7 @@ def map_model(graph: Graph, builder: ProblemBuilder, target: Target,
     best = solve_optimal(problem)
     if best is None:
         return {"status": NO_MAPPING}
-    fig = builder.figures(target, problem, best)
+    fig = figures(builder, target, problem, best)
     cost = cost_per_1k_tokens(target, best.servers, fig.tokens_per_s)
     tp = problem.tps[best.ti]
     return {

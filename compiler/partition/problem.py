@@ -38,7 +38,15 @@ from chipletc.ir.sharding import check_tp, rank_cost, rank_weight_bytes
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
-__all__ = ["Objective", "PartitionProblem", "SearchOptions", "build_problem", "plausible"]
+__all__ = [
+    "Objective",
+    "PartitionProblem",
+    "ProblemBuilder",
+    "SearchOptions",
+    "StageSeconds",
+    "build_problem",
+    "plausible",
+]
 
 
 class Objective(str, Enum):
@@ -183,18 +191,6 @@ def candidate_tps(graph: Graph, target: Target, opts: SearchOptions) -> list[int
     return out
 
 
-_ZERO_ROW: dict[str, object] = {
-    "bd": None,
-    "bp": None,
-    "prd": 0.0,
-    "prp": 0.0,
-    "pod": 0.0,
-    "pop": 0.0,
-    "hd": (0.0, 0.0),
-    "hp": (0.0, 0.0),
-}
-
-
 def plausible(p: PartitionProblem, ti: int, bi: int, mi: int) -> bool:
     """Whether a (tp, batch, micro-batch) choice is worth scoring at all."""
     return p.tp_ok[ti] and p.mb_ok[mi] and p.batches[bi] % p.micro_batches[mi] == 0
@@ -204,192 +200,292 @@ def _ns(seconds: float, unit_ns: int) -> int:
     return max(0, math.ceil(seconds * 1e9 / unit_ns - 1e-9))
 
 
-def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> PartitionProblem:
-    info = graph.info
-    groups = graph.groups()
-    L = graph.num_blocks
-    if L == 0:
-        raise InfeasibleError(f"model {info.name}: no transformer blocks to place")
-    sigs: dict[tuple, int] = {}
-    kind_of_block = tuple(sigs.setdefault(_signature(groups[b]), len(sigs)) for b in range(L))
-    reps: dict[int, int] = {}  # kind -> its first block, which stands for all of them
-    for b, k in enumerate(kind_of_block):
-        reps.setdefault(k, b)
-    kinds = sorted(reps)
+@dataclass(frozen=True)
+class StageSeconds:
+    """Seconds of one micro-batch at one tp: per block kind, pre and post, both phases."""
 
-    tps = candidate_tps(graph, target, opts)
-    if not tps:
-        raise InfeasibleError(
-            f"target {target.name}: no tensor-parallel width splits {info.num_heads} heads "
-            f"({info.num_kv_heads} KV heads) within a server of {target.chips_per_server} chiplets"
+    bd: tuple[float, ...]
+    bp: tuple[float, ...]
+    prd: float
+    prp: float
+    pod: float
+    pop: float
+    whole_d: float  # a stage holding everything: the bound of any stage
+    whole_p: float
+
+
+@dataclass(frozen=True)
+class _TpTables:
+    block_weight: tuple[int, ...]
+    pre_weight: int
+    post_weight: int
+    tied_weight: int
+    block_kv: tuple[tuple[int, ...], ...]  # [batch][kind]
+    blocks_total0: int  # all blocks at the smallest batch
+    blocks_max0: int
+
+
+class ProblemBuilder:
+    """Partition problems of one graph and options over many targets."""
+
+    def __init__(self, graph: Graph, options: SearchOptions) -> None:
+        self.graph, self.opts = graph, options
+        info = graph.info
+        self.groups = graph.groups()
+        L = graph.num_blocks
+        if L == 0:
+            raise InfeasibleError(f"model {info.name}: no transformer blocks to place")
+        sigs: dict[tuple, int] = {}
+        self.kind_of_block = tuple(
+            sigs.setdefault(_signature(self.groups[b]), len(sigs)) for b in range(L)
         )
-    batches = [opts.batch] if opts.batch is not None else _pow2_upto(opts.max_batch)
-    if opts.micro_batch is not None:
-        if all(b % opts.micro_batch for b in batches):
-            raise UsageError(f"--micro-batch: {opts.micro_batch} divides no allowed batch")
-        mbs = [opts.micro_batch]
-    else:
-        mbs = sorted({m for b in batches for m in _pow2_upto(b) if b % m == 0})
-
-    ctx_max = opts.prompt_len + opts.gen_len
-    heads, kvh = info.num_heads, info.num_kv_heads
-    act_b = graph.act_dtype.bits / 8
-
-    def weight_bytes(ops: list[Op], tp: int, tied_copy: bool = False) -> int:
-        return rank_weight_bytes(ops, tp, opts.pad_heads, heads, kvh, tied_copy)
-
-    def kv_per_seq_token(ops: list[Op], tp: int) -> float:
-        """KV bytes one token of one sequence adds on one rank (attention's own rule)."""
-        wl = Workload.decode(1, 1)
-        total = 0.0
-        for op in ops:
-            whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
-            total += rank_cost(op, whole, tp, opts.pad_heads, heads, kvh).kv_write_bytes
-        return total
-
-    block_weight = tuple(tuple(weight_bytes(groups[reps[k]], tp) for k in kinds) for tp in tps)
-    pre_weight = tuple(weight_bytes(groups["pre"], tp) for tp in tps)
-    post_weight = tuple(weight_bytes(groups["post"], tp) for tp in tps)
-    tied_weight = tuple(
-        weight_bytes(groups["post"], tp, True) - post
-        for tp, post in zip(tps, post_weight, strict=True)
-    )
-    block_kv = tuple(
-        tuple(
-            tuple(math.ceil(b * ctx_max * kv_per_seq_token(groups[reps[k]], tp)) for k in kinds)
-            for b in batches
+        reps: dict[int, int] = {}
+        for b, k in enumerate(self.kind_of_block):
+            reps.setdefault(k, b)
+        self.reps = reps
+        self.kinds = sorted(reps)
+        opts = options
+        self.batches = [opts.batch] if opts.batch is not None else _pow2_upto(opts.max_batch)
+        if opts.micro_batch is not None:
+            if all(b % opts.micro_batch for b in self.batches):
+                raise UsageError(f"--micro-batch: {opts.micro_batch} divides no allowed batch")
+            self.mbs = [opts.micro_batch]
+        else:
+            self.mbs = sorted({m for b in self.batches for m in _pow2_upto(b) if b % m == 0})
+        if opts.pp is not None and opts.pp > L:
+            raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
+        self.act_b = graph.act_dtype.bits / 8
+        self.workspace = tuple(
+            math.ceil(2 * m * opts.prompt_len * info.d_model * self.act_b) for m in self.mbs
         )
-        for tp in tps
-    )
-    workspace = tuple(math.ceil(2 * m * opts.prompt_len * info.d_model * act_b) for m in mbs)
+        self._tp: dict[int, _TpTables] = {}
+        self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._rows: dict[tuple, StageSeconds] = {}
 
-    max_servers = min(
-        target.max_servers,
-        opts.max_servers or target.max_servers,
-        -(-(opts.max_chiplets or 10**9) // target.chips_per_server),
-    )
-    chip_limit = min(opts.max_chiplets or 10**9, max_servers * target.chips_per_server)
-    if opts.pp is not None and opts.pp > L:
-        raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
-    max_stages = min(opts.pp or L, max(1, chip_limit // min(tps)))
+    # --- what no target changes -------------------------------------------------------
 
-    # Prune what cannot hold the model at any batch (necessary conditions only, so both
-    # solvers keep the same optimum): tp values whose chiplets cannot hold all blocks at
-    # the smallest batch, micro-batches whose workspace leaves no room for one block.
-    cap = target.memory_capacity_bytes
-    ws_min = min(workspace)
-    tp_ok = []
-    for i, tp in enumerate(tps):
-        stages = min(max_stages, chip_limit // tp)
-        blocks = [block_weight[i][k] + block_kv[i][0][k] for k in kind_of_block]
-        total = sum(blocks) + pre_weight[i] + post_weight[i]  # (+ tied copy if pp > 1)
-        biggest = max(blocks)
-        tp_ok.append(
-            stages >= 1
-            and total + stages * ws_min <= stages * cap
-            and biggest + ws_min + max(pre_weight[i], post_weight[i] + tied_weight[i]) <= cap
+    def _tp_tables(self, tp: int) -> _TpTables:
+        found = self._tp.get(tp)
+        if found is not None:
+            return found
+        g, opts, groups = self.graph, self.opts, self.groups
+        heads, kvh = g.info.num_heads, g.info.num_kv_heads
+        ctx_max = opts.prompt_len + opts.gen_len
+
+        def weight_bytes(ops: list[Op], tied_copy: bool = False) -> int:
+            return rank_weight_bytes(ops, tp, opts.pad_heads, heads, kvh, tied_copy)
+
+        def kv_per_seq_token(ops: list[Op]) -> float:
+            wl = Workload.decode(1, 1)
+            total = 0.0
+            for op in ops:
+                whole = op.cost(wl, g.kv_dtype, g.act_dtype)
+                total += rank_cost(op, whole, tp, opts.pad_heads, heads, kvh).kv_write_bytes
+            return total
+
+        block_weight = tuple(weight_bytes(groups[self.reps[k]]) for k in self.kinds)
+        post = weight_bytes(groups["post"])
+        kv_tok = [kv_per_seq_token(groups[self.reps[k]]) for k in self.kinds]
+        block_kv = tuple(
+            tuple(math.ceil(b * ctx_max * kv_tok[k]) for k in self.kinds) for b in self.batches
         )
-    smallest_block = min(
-        block_weight[i][k] + block_kv[i][0][k] for i in range(len(tps)) for k in kinds
-    )
-    mb_ok = [w + smallest_block <= cap for w in workspace]
+        blocks0 = [block_weight[k] + block_kv[0][k] for k in self.kind_of_block]
+        found = _TpTables(
+            block_weight=block_weight,
+            pre_weight=weight_bytes(groups["pre"]),
+            post_weight=post,
+            tied_weight=weight_bytes(groups["post"], True) - post,
+            block_kv=block_kv,
+            blocks_total0=sum(blocks0),
+            blocks_max0=max(blocks0),
+        )
+        self._tp[tp] = found
+        return found
 
-    # Times in seconds for the plausible (tp, micro-batch) pairs; zero elsewhere.
-    ctx_dc = decode_context(opts.prompt_len, opts.gen_len)
-    sec: dict[str, list] = {k: [] for k in ("bd", "bp", "prd", "prp", "pod", "pop", "hd", "hp")}
-    cluster = target.link_levels()[-1]
-    eff = target.efficiency.link
-    for i, tp in enumerate(tps):
-        rows: dict[str, list] = {k: [] for k in sec}
-        server_level = level_for(target, 2 * tp)
-        for j, m in enumerate(mbs):
-            if not (tp_ok[i] and mb_ok[j]):
-                for key, zero in _ZERO_ROW.items():
-                    rows[key].append([0.0] * len(kinds) if key in ("bd", "bp") else zero)
-                continue
-            wl_d = Workload.decode(m, ctx_dc)
-            wl_p = Workload.prefill(m, opts.prompt_len)
+    def _candidate_tps(self, target: Target) -> tuple[int, ...]:
+        key = (target.level(target.tp_domain).domain_chips, target.chips_per_server)
+        found = self._tps.get(key)
+        if found is None:
+            found = tuple(candidate_tps(self.graph, target, self.opts))
+            self._tps[key] = found
+        return found
 
-            def t(ops: list[Op], wl: Workload, tp: int = tp) -> float:
-                return group_time(graph, ops, target, tp, wl, opts.pad_heads).total_s
+    # --- what a target changes, memoized on what it depends on -------------------------
 
-            rows["bd"].append([t(groups[reps[k]], wl_d) for k in kinds])
-            rows["bp"].append([t(groups[reps[k]], wl_p) for k in kinds])
-            rows["prd"].append(t(groups["pre"], wl_d))
-            rows["prp"].append(t(groups["pre"], wl_p))
-            rows["pod"].append(t(groups["post"], wl_d))
-            rows["pop"].append(t(groups["post"], wl_p))
-            bytes_d = m * info.d_model * act_b
-            bytes_p = m * opts.prompt_len * info.d_model * act_b
-            rows["hd"].append(
-                (
+    def row(self, target: Target, tp: int, m: int) -> StageSeconds:
+        """``group_time`` of each kind, pre and post at (tp, m), memoized on what it reads
+        of the target: peak rate, memory bandwidth, efficiencies, the tp link level."""
+        chip = target.chiplet
+        level = level_for(target, tp)
+        key = (
+            tp,
+            m,
+            chip.peak_flops(self.graph.act_dtype),
+            target.memory_bw_Bps,
+            target.efficiency,
+            level.bw_Bps,
+            level.latency_s,
+            level.topology,
+        )
+        found = self._rows.get(key)
+        if found is not None:
+            return found
+        opts, groups = self.opts, self.groups
+        wl_d = Workload.decode(m, decode_context(opts.prompt_len, opts.gen_len))
+        wl_p = Workload.prefill(m, opts.prompt_len)
+
+        def t(ops: list[Op], wl: Workload) -> float:
+            return group_time(self.graph, ops, target, tp, wl, opts.pad_heads).total_s
+
+        bd = tuple(t(groups[self.reps[k]], wl_d) for k in self.kinds)
+        bp = tuple(t(groups[self.reps[k]], wl_p) for k in self.kinds)
+        prd, prp = t(groups["pre"], wl_d), t(groups["pre"], wl_p)
+        pod, pop = t(groups["post"], wl_d), t(groups["post"], wl_p)
+        found = StageSeconds(
+            bd,
+            bp,
+            prd,
+            prp,
+            pod,
+            pop,
+            whole_d=sum(bd[k] for k in self.kind_of_block) + prd + pod,
+            whole_p=sum(bp[k] for k in self.kind_of_block) + prp + pop,
+        )
+        self._rows[key] = found
+        return found
+
+    def build(self, target: Target, cost_rate_usd_s: float | None = None) -> PartitionProblem:
+        """The problem on ``target``; pass ``cost_rate_usd_s`` when already known."""
+        g, opts = self.graph, self.opts
+        info = g.info
+        tps = self._candidate_tps(target)
+        if not tps:
+            raise InfeasibleError(
+                f"target {target.name}: no tensor-parallel width splits {info.num_heads} heads "
+                f"({info.num_kv_heads} KV heads) within a server of "
+                f"{target.chips_per_server} chiplets"
+            )
+        tabs = [self._tp_tables(tp) for tp in tps]
+        L = g.num_blocks
+        max_servers = min(
+            target.max_servers,
+            opts.max_servers or target.max_servers,
+            -(-(opts.max_chiplets or 10**9) // target.chips_per_server),
+        )
+        chip_limit = min(opts.max_chiplets or 10**9, max_servers * target.chips_per_server)
+        max_stages = min(opts.pp or L, max(1, chip_limit // min(tps)))
+        cap = target.memory_capacity_bytes
+        ws_min = min(self.workspace)
+        tp_ok = []
+        for tp, tab in zip(tps, tabs, strict=True):
+            stages = min(max_stages, chip_limit // tp)
+            total = tab.blocks_total0 + tab.pre_weight + tab.post_weight
+            tp_ok.append(
+                stages >= 1
+                and total + stages * ws_min <= stages * cap
+                and tab.blocks_max0
+                + ws_min
+                + max(tab.pre_weight, tab.post_weight + tab.tied_weight)
+                <= cap
+            )
+        smallest_block = min(
+            tab.block_weight[k] + tab.block_kv[0][k] for tab in tabs for k in self.kinds
+        )
+        mb_ok = [w + smallest_block <= cap for w in self.workspace]
+
+        nk = len(self.kinds)
+        zero_row = StageSeconds((0.0,) * nk, (0.0,) * nk, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        zero_hop = (0.0, 0.0)
+        rows: list[list[StageSeconds]] = []
+        hops_d: list[list[tuple[float, float]]] = []
+        hops_p: list[list[tuple[float, float]]] = []
+        cluster = target.link_levels()[-1]
+        eff = target.efficiency.link
+        bmax = max(self.batches)
+        stage_ub_s, e2e_ub_s = 0.0, 0.0
+        for i, tp in enumerate(tps):
+            server_level = level_for(target, 2 * tp)
+            r_row, d_row, p_row = [], [], []
+            for j, m in enumerate(self.mbs):
+                if not (tp_ok[i] and mb_ok[j]):
+                    r_row.append(zero_row)
+                    d_row.append(zero_hop)
+                    p_row.append(zero_hop)
+                    continue
+                row = self.row(target, tp, m)
+                bytes_d = m * info.d_model * self.act_b
+                bytes_p = m * opts.prompt_len * info.d_model * self.act_b
+                hd = (
                     transfer_time_s(bytes_d, server_level, eff),
                     transfer_time_s(bytes_d, cluster, eff),
                 )
-            )
-            rows["hp"].append(
-                (
+                hp = (
                     transfer_time_s(bytes_p, server_level, eff),
                     transfer_time_s(bytes_p, cluster, eff),
                 )
-            )
-        for k in sec:
-            sec[k].append(rows[k])
+                r_row.append(row)
+                d_row.append(hd)
+                p_row.append(hp)
+                # bounds of a stage and of a whole run over the plausible pairs; the time
+                # unit keeps servers x end-to-end x (max batch / batch) below 2**52, where
+                # CP-SAT's floating-point LP still represents every integer exactly
+                stage_ub_s = max(stage_ub_s, row.whole_d)
+                stage_ub_s = max(stage_ub_s, row.whole_p)
+                pipe_d = row.whole_d + (max_stages - 1) * max(hd)
+                pipe_p = row.whole_p + (max_stages - 1) * max(hp)
+                micro = bmax // m if bmax >= m else 1
+                e2e_ub_s = max(e2e_ub_s, micro * pipe_p + opts.gen_len * micro * pipe_d)
+            rows.append(r_row)
+            hops_d.append(d_row)
+            hops_p.append(p_row)
+        unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 2**52))
 
-    # Upper bounds of a stage and of a whole run, in seconds, over the plausible pairs;
-    # the time unit keeps servers x end-to-end x (max batch / batch) below 2**52, where
-    # CP-SAT's floating-point LP still represents every integer exactly.
-    bmax = max(batches)
-    stage_ub_s, e2e_ub_s = 0.0, 0.0
-    for i in range(len(tps)):
-        for j, m in enumerate(mbs):
-            pipe = {}
-            for phase, blk, a, b, hop in (
-                ("d", "bd", "prd", "pod", "hd"),
-                ("p", "bp", "prp", "pop", "hp"),
-            ):
-                whole = sum(sec[blk][i][j][k] for k in kind_of_block) + sec[a][i][j] + sec[b][i][j]
-                stage_ub_s = max(stage_ub_s, whole)
-                pipe[phase] = whole + (max_stages - 1) * max(sec[hop][i][j])
-            micro = bmax // m if bmax >= m else 1
-            e2e_ub_s = max(e2e_ub_s, micro * pipe["p"] + opts.gen_len * micro * pipe["d"])
-    unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 2**52))
+        def q(x: float) -> int:
+            return _ns(x, unit_ns)
 
-    def q(x: float) -> int:
-        return _ns(x, unit_ns)
+        def table(field: str) -> tuple:
+            return tuple(tuple(tuple(q(x) for x in getattr(r, field)) for r in rs) for rs in rows)
 
-    def q2(pair: tuple[float, float]) -> tuple[int, int]:
-        return (q(pair[0]), q(pair[1]))
+        def column(field: str) -> tuple:
+            return tuple(tuple(q(getattr(r, field)) for r in rs) for rs in rows)
 
-    return PartitionProblem(
-        options=opts,
-        num_layers=L,
-        kind_of_block=kind_of_block,
-        tps=tuple(tps),
-        batches=tuple(batches),
-        micro_batches=tuple(mbs),
-        capacity_bytes=target.memory_capacity_bytes,
-        chips_per_server=target.chips_per_server,
-        max_servers=max_servers,
-        max_stages=max_stages,
-        time_unit_ns=unit_ns,
-        stage_ub=q(stage_ub_s) + 1,
-        e2e_ub=q(e2e_ub_s) + 1,
-        tp_ok=tuple(tp_ok),
-        mb_ok=tuple(mb_ok),
-        cost_per_server_unit=cost_rate_usd_per_s(target) * unit_ns * 1e-9,
-        block_weight=block_weight,
-        pre_weight=pre_weight,
-        post_weight=post_weight,
-        tied_weight=tied_weight,
-        block_kv=block_kv,
-        workspace=workspace,
-        block_decode=tuple(tuple(tuple(q(x) for x in r) for r in rows) for rows in sec["bd"]),
-        block_prefill=tuple(tuple(tuple(q(x) for x in r) for r in rows) for rows in sec["bp"]),
-        pre_decode=tuple(tuple(q(x) for x in rows) for rows in sec["prd"]),
-        pre_prefill=tuple(tuple(q(x) for x in rows) for rows in sec["prp"]),
-        post_decode=tuple(tuple(q(x) for x in rows) for rows in sec["pod"]),
-        post_prefill=tuple(tuple(q(x) for x in rows) for rows in sec["pop"]),
-        hop_decode=tuple(tuple(q2(x) for x in rows) for rows in sec["hd"]),
-        hop_prefill=tuple(tuple(q2(x) for x in rows) for rows in sec["hp"]),
-    )
+        def hop(hops: list[list[tuple[float, float]]]) -> tuple:
+            return tuple(tuple((q(a), q(b)) for a, b in hs) for hs in hops)
+
+        rate = cost_rate_usd_s if cost_rate_usd_s is not None else cost_rate_usd_per_s(target)
+        return PartitionProblem(
+            options=opts,
+            num_layers=L,
+            kind_of_block=self.kind_of_block,
+            tps=tps,
+            batches=tuple(self.batches),
+            micro_batches=tuple(self.mbs),
+            capacity_bytes=cap,
+            chips_per_server=target.chips_per_server,
+            max_servers=max_servers,
+            max_stages=max_stages,
+            time_unit_ns=unit_ns,
+            stage_ub=q(stage_ub_s) + 1,
+            e2e_ub=q(e2e_ub_s) + 1,
+            tp_ok=tuple(tp_ok),
+            mb_ok=tuple(mb_ok),
+            cost_per_server_unit=rate * unit_ns * 1e-9,
+            block_weight=tuple(t.block_weight for t in tabs),
+            pre_weight=tuple(t.pre_weight for t in tabs),
+            post_weight=tuple(t.post_weight for t in tabs),
+            tied_weight=tuple(t.tied_weight for t in tabs),
+            block_kv=tuple(t.block_kv for t in tabs),
+            workspace=self.workspace,
+            block_decode=table("bd"),
+            block_prefill=table("bp"),
+            pre_decode=column("prd"),
+            pre_prefill=column("prp"),
+            post_decode=column("pod"),
+            post_prefill=column("pop"),
+            hop_decode=hop(hops_d),
+            hop_prefill=hop(hops_p),
+        )
+
+
+def build_problem(graph: Graph, target: Target, opts: SearchOptions) -> PartitionProblem:
+    return ProblemBuilder(graph, opts).build(target)
