@@ -10,7 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,hf]'
+	$(PY) -m pip install -q -e '.[test,hf,explore,ray]'
+	# MLCommons Chakra's protobufs, without the ~100 packages its analysis tools pull
+	$(PY) -m pip install -q --no-deps mlc-chakra
 	touch $(STAMP)
 
 run: $(STAMP)
