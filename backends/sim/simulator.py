@@ -1,10 +1,19 @@
-"""Discrete-event replay of a schedule: micro-batches through stages, prefill then decode.
+"""Replay of a schedule: micro-batches through stages, prefill then decode.
 
 One representative chiplet stands for each stage's tensor-parallel group (its ranks
 do the same work at the same time), so a plan of thousands of chiplets replays as
-``pp`` servers of work. The simulation is a heap of events whose handlers return new
-events, in the manner of vidur's ``simulator.py``; all state lives on the
-``Simulation`` object.
+``pp`` servers of work. Two engines compute the same replay:
+
+* ``"events"``, the reference: a heap of events whose handlers return new events, in
+  the manner of vidur's ``simulator.py``; all state lives on the ``Simulation`` object.
+  One event per stage pass, so 16 M events for a 126-stage plan with 128 micro-batches
+  and 1,024 decode steps (tens of seconds).
+* ``"scan"``, the default: the same FIFO queues solved as max-plus prefix scans with
+  numpy, one per server (or micro-batch) and step (``scan.py`` says why it is exact).
+  It needs every link resource to belong to one boundary; ``simulate`` falls back to
+  the events where boundaries share server ports.
+
+The model both engines replay:
 
 * Event: a micro-batch arrives at a stage for one step (prefill, or decode step i).
   The stage serves arrivals first come, first served: a pass starts when both the
@@ -29,18 +38,28 @@ collectives own their links during its pass), and a return transfer of sampled t
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from chipletc.ir.errors import IRError
+import numpy as np
+
+from chipletc.ir.errors import IRError, UsageError
 from chipletc.ir.schedule import Schedule, ScheduleKind, TimelineRecord
 from chipletc.ir.target import Target
 
+from .scan import finish_times, route_times, step_matrices
 from .timing import PassTime, hop_time_s, pass_tables
 
-__all__ = ["SimResult", "Simulation", "simulate"]
+__all__ = ["ENGINES", "TIMELINE_STEPS", "SimResult", "Simulation", "simulate"]
 
 _ATTRIBUTION = ("compute", "memory", "overhead", "links", "bubble")
+ENGINES = ("scan", "events")
+TIMELINE_STEPS = 16  # decode steps in the default timeline window (after prefill)
+
+Engine = Literal["scan", "events"]
+Replay = Callable[[range], Iterator[TimelineRecord]]
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,9 @@ class SimResult:
     between the batch completing decode step ``i - 1`` and step ``i``. ``attribution``
     splits the chiplets' time (mean over stages) into compute- and memory-bound op
     time, fixed per-op overhead, links (collectives and the stage's outgoing
-    transfers) and pipeline bubble (idle); it sums to 1.
+    transfers) and pipeline bubble (idle); it sums to 1. ``events`` counts the stage
+    passes replayed. ``replay`` recomputes the timeline of a window of steps on demand
+    (see ``timeline``): a whole run of a large plan is tens of millions of intervals.
     """
 
     prefill_s: float
@@ -70,15 +91,25 @@ class SimResult:
     utilisation: dict[str, dict[str, float]]
     stage_busy_s: tuple[float, ...]
     events: int
-    rows: tuple[tuple[str, int, int, int, str, float, float], ...] = field(repr=False)
+    replay: Replay = field(repr=False, compare=False)
 
     @property
     def bottleneck(self) -> str:
         return max(self.attribution, key=self.attribution.__getitem__)
 
-    def timeline(self) -> list[TimelineRecord]:
-        """Every stage pass and transfer as a ``TimelineRecord``, in event order."""
-        return [TimelineRecord(*row) for row in self.rows]
+    def timeline(self, steps: range | None = None) -> Iterator[TimelineRecord]:
+        """Every stage pass and transfer of the steps in ``steps``, lazily.
+
+        Step -1 is prefill, ``i >= 0`` decode step ``i``; steps outside the run are
+        ignored. The default is prefill and the first ``TIMELINE_STEPS`` decode steps;
+        ``range(-1, len(self.decode_step_s))`` is the whole run. Records come step by
+        step; within a step by stage, then micro-batch, a pass before its outgoing
+        transfer. Each call replays again: the scans up to the window's last step, or
+        the whole event replay for ``engine="events"``.
+        """
+        if steps is None:
+            steps = range(-1, TIMELINE_STEPS)
+        return self.replay(steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures ``chipletc simulate --json`` prints (no timeline)."""
@@ -104,35 +135,71 @@ class SimResult:
         }
 
 
-class Simulation:
-    """The state of one replay; ``run()`` drains the event heap and returns the result."""
+@dataclass(frozen=True)
+class _Route:
+    """What both engines replay: pass times per stage and step, the boundaries' hops."""
 
-    def __init__(self, schedule: Schedule, target: Target) -> None:
+    passes: list[list[PassTime]]  # per stage: prefill, then decode step 0, 1, ...
+    pass_s: list[list[float]]
+    hops: list[tuple[float, float]]  # (prefill, decode) per boundary
+    hop_bytes: list[tuple[float, float]]
+    links: list[tuple[str, ...]]  # link resources per boundary
+    chip_names: list[str]
+    link_names: list[str]
+
+    @property
+    def shares_links(self) -> bool:
+        """Whether a link resource serves more than one boundary (scan cannot replay it)."""
+        uses = Counter(r for rs in self.links for r in rs)
+        return any(n > 1 for n in uses.values())
+
+
+def _route(schedule: Schedule, target: Target) -> _Route:
+    passes = pass_tables(schedule, target)
+    per_server = target.chips_per_server
+    hops, hop_bytes, links = [], [], []
+    for s in range(schedule.pp - 1):
+        st = schedule.stages[s]
+        send_pf, send_dc = st.prefill[-1], st.decode[-1]
+        if send_pf.kind is not ScheduleKind.SEND or send_dc.kind is not ScheduleKind.SEND:
+            raise IRError(f"schedule: stage {s} does not end with a send to stage {s + 1}")
+        hops.append((hop_time_s(send_pf, target), hop_time_s(send_dc, target)))
+        hop_bytes.append((send_pf.link_bytes, send_dc.link_bytes))
+        src = st.representative // per_server
+        dst = schedule.stages[s + 1].representative // per_server
+        if send_dc.level == "cluster" and src != dst:
+            links.append((f"server{src}.out", f"server{dst}.in"))
+        else:
+            links.append((f"stage{s}->stage{s + 1}",))
+    return _Route(
+        passes=passes,
+        pass_s=[[p.total_s for p in table] for table in passes],
+        hops=hops,
+        hop_bytes=hop_bytes,
+        links=links,
+        chip_names=[f"chiplet:{st.representative}" for st in schedule.stages],
+        link_names=[f"link:{rs[0]}" for rs in links],
+    )
+
+
+class Simulation:
+    """The state of one event replay; ``run()`` drains the event heap and returns the
+    result. Intervals of the steps in ``record`` are kept in ``rows`` (none by default)."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        target: Target,
+        record: range = range(0),
+        route: _Route | None = None,
+    ) -> None:
         self.schedule = schedule
         self.target = target
-        self.passes: list[list[PassTime]] = pass_tables(schedule, target)
-        pp, per_server = schedule.pp, target.chips_per_server
-        self.hops: list[tuple[float, float]] = []  # (prefill, decode) per boundary
-        self.links: list[tuple[str, ...]] = []  # link resources per boundary
-        self.hop_bytes: list[tuple[float, float]] = []
-        for s in range(pp - 1):
-            st = schedule.stages[s]
-            send_pf, send_dc = st.prefill[-1], st.decode[-1]
-            if send_pf.kind is not ScheduleKind.SEND or send_dc.kind is not ScheduleKind.SEND:
-                raise IRError(f"schedule: stage {s} does not end with a send to stage {s + 1}")
-            self.hops.append((hop_time_s(send_pf, target), hop_time_s(send_dc, target)))
-            self.hop_bytes.append((send_pf.link_bytes, send_dc.link_bytes))
-            src = st.representative // per_server
-            dst = schedule.stages[s + 1].representative // per_server
-            if send_dc.level == "cluster" and src != dst:
-                self.links.append((f"server{src}.out", f"server{dst}.in"))
-            else:
-                self.links.append((f"stage{s}->stage{s + 1}",))
-        self.pass_s = [[p.total_s for p in table] for table in self.passes]
-        self.chip_names = [f"chiplet:{st.representative}" for st in schedule.stages]
-        self.link_names = [f"link:{rs[0]}" for rs in self.links]
+        self.route = route or _route(schedule, target)
+        self.record = record
+        pp = schedule.pp
         self.stage_free = [0.0] * pp
-        self.link_free: dict[str, float] = {r: 0.0 for rs in self.links for r in rs}
+        self.link_free: dict[str, float] = {r: 0.0 for rs in self.route.links for r in rs}
         self.link_busy: dict[str, float] = dict.fromkeys(self.link_free, 0.0)
         self.heap: list[tuple[float, int, int, int]] = []
         self.prefill_done = [0.0] * schedule.num_micro_batches
@@ -144,22 +211,26 @@ class Simulation:
 
     def _arrive(self, now: float, step: int, mb: int, s: int) -> list[tuple[float, int, int, int]]:
         """A micro-batch reaches stage ``s`` for ``step`` (-1: prefill); returns what follows."""
+        route = self.route
         start = max(now, self.stage_free[s])
-        end = start + self.pass_s[s][step + 1]
+        end = start + route.pass_s[s][step + 1]
         self.stage_free[s] = end
-        phase = "prefill" if step < 0 else "decode"
-        self.rows.append((self.chip_names[s], s, mb, step, phase, start, end))
+        keep = step in self.record
+        if keep:
+            phase = "prefill" if step < 0 else "decode"
+            self.rows.append((route.chip_names[s], s, mb, step, phase, start, end))
         if s < self.schedule.pp - 1:
-            links = self.links[s]
+            links = route.links[s]
             t0 = end
             for r in links:
                 t0 = max(t0, self.link_free[r])
-            dur = self.hops[s][0 if step < 0 else 1]
+            dur = route.hops[s][0 if step < 0 else 1]
             t1 = t0 + dur
             for r in links:
                 self.link_free[r] = t1
                 self.link_busy[r] += dur
-            self.rows.append((self.link_names[s], s, mb, step, "send", t0, t1))
+            if keep:
+                self.rows.append((route.link_names[s], s, mb, step, "send", t0, t1))
             return [(t1, step, mb, s + 1)]
         if step < 0:
             self.prefill_done[mb] = end
@@ -169,7 +240,7 @@ class Simulation:
             return [(end, step + 1, mb, 0)]
         return []
 
-    def run(self) -> SimResult:
+    def _drain(self) -> None:
         for mb in range(self.schedule.num_micro_batches):
             heapq.heappush(self.heap, (0.0, -1, mb, 0))
         heap = self.heap
@@ -178,70 +249,157 @@ class Simulation:
             self.events += 1
             for ev in self._arrive(now, step, mb, s):
                 heapq.heappush(heap, ev)
-        return self._result()
 
-    # -- results ----------------------------------------------------------------------
+    def run(self) -> SimResult:
+        self._drain()
+        sch, target, route = self.schedule, self.target, self.route
+        slim = replace(route, passes=[])  # the replay needs no op-level tables
 
-    def _result(self) -> SimResult:
-        sch, target = self.schedule, self.target
-        m_count = sch.num_micro_batches
-        prefill = max(self.prefill_done)
-        end = max(self.step_done[-1] if sch.gen_len else prefill, prefill)
-        steps, prev = [], prefill
-        for t in self.step_done:
-            steps.append(t - prev)
-            prev = t
-        stage_totals = [sum(table[1:], table[0]).scaled(m_count) for table in self.passes]
-        sends = [0.0] * sch.pp
-        for s, (h_pf, h_dc) in enumerate(self.hops):
-            sends[s] = m_count * (h_pf + sch.gen_len * h_dc)
-        transfer_bytes = m_count * sum(b_pf + sch.gen_len * b_dc for b_pf, b_dc in self.hop_bytes)
-        parts = dict.fromkeys(_ATTRIBUTION, 0.0)
-        for tot, send in zip(stage_totals, sends, strict=True):
-            parts["compute"] += tot.compute_s
-            parts["memory"] += tot.memory_s
-            parts["overhead"] += tot.overhead_s
-            parts["links"] += tot.collective_s + send
-            parts["bubble"] += max(0.0, end - tot.total_s - send)
-        whole = sum(parts.values()) or 1.0
-        attribution = {k: v / whole for k, v in parts.items()}
-        chips = sch.tp * sch.pp
-        peak = target.chiplet.peak_flops(sch.act_dtype)
-        model_flops = sum(t.model_flops for t in stage_totals)
-        executed = sch.tp * sum(t.flops for t in stage_totals)
-        busy = tuple(t.total_s for t in stage_totals)
-        moved = sum(t.memory_bytes for t in stage_totals)
-        link_busy = max(self.link_busy.values(), default=0.0)
-        span = end or 1.0
-        util = {
-            target.chiplet.name or "chiplet": {
-                "count": float(chips),
-                "busy": sum(busy) / (sch.pp * span),
-                "flops": executed / (chips * peak * span),
-                "memory_bw": moved / (sch.pp * target.memory_bw_Bps * span),
-                "busiest_link": link_busy / span,
-            }
-        }
-        return SimResult(
-            prefill_s=prefill,
-            decode_s=end - prefill,
-            decode_s_per_token=(end - prefill) / sch.gen_len if sch.gen_len else 0.0,
-            decode_step_s=tuple(steps),
-            end_to_end_s=end,
-            tokens_per_s=sch.batch * sch.gen_len / span,
-            mfu=model_flops / (chips * peak * span),
-            model_flops=model_flops,
-            executed_flops=executed,
-            collective_bytes=sum(t.collective_bytes for t in stage_totals),
-            transfer_bytes=transfer_bytes,
-            attribution=attribution,
-            utilisation=util,
-            stage_busy_s=busy,
-            events=self.events,
-            rows=tuple(self.rows),
+        def replay(steps: range) -> Iterator[TimelineRecord]:
+            sim = Simulation(sch, target, steps, slim)
+            sim._drain()
+            # the scan engine's order: step, stage, micro-batch, a pass before its send
+            sim.rows.sort(key=lambda r: (r[3], r[1], r[2], r[4] == "send"))
+            return (TimelineRecord(*row) for row in sim.rows)
+
+        return _summarise(
+            sch,
+            target,
+            route,
+            max(self.prefill_done),
+            self.step_done,
+            max(self.link_busy.values(), default=0.0),
+            self.events,
+            replay,
         )
 
 
-def simulate(schedule: Schedule, target: Target) -> SimResult:
-    """Replay ``schedule`` on ``target``: prefill of every micro-batch, then its decode."""
-    return Simulation(schedule, target).run()
+def _scan(schedule: Schedule, target: Target, route: _Route) -> SimResult:
+    """The replay by max-plus scans (``scan.py``); every link serves one boundary."""
+    m_count, gen = schedule.num_micro_batches, schedule.gen_len
+    pass_s = np.array(route.pass_s, dtype=float).reshape(schedule.pp, gen + 1)
+    hop_s = np.array(route.hops, dtype=float).reshape(schedule.pp - 1, 2)
+    tau = route_times(pass_s, hop_s)
+    prefill_done, step_done = finish_times(tau, m_count)
+    busiest = max((m_count * (pf + gen * dc) for pf, dc in route.hops), default=0.0)
+    chips, links = route.chip_names, route.link_names
+
+    def replay(steps: range) -> Iterator[TimelineRecord]:
+        return _scan_records(chips, links, m_count, tau, steps)
+
+    return _summarise(
+        schedule,
+        target,
+        route,
+        float(prefill_done.max()),
+        step_done.tolist(),
+        busiest,
+        m_count * (gen + 1) * schedule.pp,
+        replay,
+    )
+
+
+def _scan_records(
+    chips: list[str], links: list[str], m_count: int, tau: np.ndarray, steps: range
+) -> Iterator[TimelineRecord]:
+    """The timeline of ``steps`` from the scans' finish times, in ``SimResult.timeline``'s
+    order."""
+    pp = len(chips)
+    for step, arrive, free, d in step_matrices(tau, m_count, steps):
+        # a pass starts when its input is there and its server is free
+        before = np.vstack([arrive[None, :], d[:-1]])
+        queue = np.hstack([free[:, None], d[:, :-1]])
+        start, end = np.maximum(before, queue).tolist(), d.tolist()
+        phase = "prefill" if step < 0 else "decode"
+        for s in range(pp):
+            k, chip = 2 * s, chips[s]
+            for j in range(m_count):
+                yield TimelineRecord(chip, s, j, step, phase, start[k][j], end[k][j])
+                if s < pp - 1:
+                    link = links[s]
+                    yield TimelineRecord(link, s, j, step, "send", start[k + 1][j], end[k + 1][j])
+
+
+def _summarise(
+    sch: Schedule,
+    target: Target,
+    route: _Route,
+    prefill: float,
+    step_done: list[float],
+    link_busy: float,
+    events: int,
+    replay: Replay,
+) -> SimResult:
+    """The figures of a replay from its finish times; the rest follows from the route."""
+    m_count = sch.num_micro_batches
+    end = max(step_done[-1] if sch.gen_len else prefill, prefill)
+    steps, prev = [], prefill
+    for t in step_done:
+        steps.append(t - prev)
+        prev = t
+    stage_totals = [sum(table[1:], table[0]).scaled(m_count) for table in route.passes]
+    sends = [0.0] * sch.pp
+    for s, (h_pf, h_dc) in enumerate(route.hops):
+        sends[s] = m_count * (h_pf + sch.gen_len * h_dc)
+    transfer_bytes = m_count * sum(b_pf + sch.gen_len * b_dc for b_pf, b_dc in route.hop_bytes)
+    parts = dict.fromkeys(_ATTRIBUTION, 0.0)
+    for tot, send in zip(stage_totals, sends, strict=True):
+        parts["compute"] += tot.compute_s
+        parts["memory"] += tot.memory_s
+        parts["overhead"] += tot.overhead_s
+        parts["links"] += tot.collective_s + send
+        parts["bubble"] += max(0.0, end - tot.total_s - send)
+    whole = sum(parts.values()) or 1.0
+    attribution = {k: v / whole for k, v in parts.items()}
+    chips = sch.tp * sch.pp
+    peak = target.chiplet.peak_flops(sch.act_dtype)
+    model_flops = sum(t.model_flops for t in stage_totals)
+    executed = sch.tp * sum(t.flops for t in stage_totals)
+    busy = tuple(t.total_s for t in stage_totals)
+    moved = sum(t.memory_bytes for t in stage_totals)
+    span = end or 1.0
+    util = {
+        target.chiplet.name or "chiplet": {
+            "count": float(chips),
+            "busy": sum(busy) / (sch.pp * span),
+            "flops": executed / (chips * peak * span),
+            "memory_bw": moved / (sch.pp * target.memory_bw_Bps * span),
+            "busiest_link": link_busy / span,
+        }
+    }
+    return SimResult(
+        prefill_s=prefill,
+        decode_s=end - prefill,
+        decode_s_per_token=(end - prefill) / sch.gen_len if sch.gen_len else 0.0,
+        decode_step_s=tuple(steps),
+        end_to_end_s=end,
+        tokens_per_s=sch.batch * sch.gen_len / span,
+        mfu=model_flops / (chips * peak * span),
+        model_flops=model_flops,
+        executed_flops=executed,
+        collective_bytes=sum(t.collective_bytes for t in stage_totals),
+        transfer_bytes=transfer_bytes,
+        attribution=attribution,
+        utilisation=util,
+        stage_busy_s=busy,
+        events=events,
+        replay=replay,
+    )
+
+
+def simulate(schedule: Schedule, target: Target, engine: Engine = "scan") -> SimResult:
+    """Replay ``schedule`` on ``target``: prefill of every micro-batch, then its decode.
+
+    ``engine="scan"`` (default) is exact and vectorised (``scan.py``). It cannot order
+    transfers of different boundaries on one link, so where two boundaries share a
+    server's ports it replays with the events instead. That never happens with
+    ``lower_schedule``'s stage-major numbering (a boundary leaving a server is the only
+    one leaving it, and the only one entering the next), only with hand-made
+    schedules. ``engine="events"`` is the reference, one heap event per stage pass.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"simulate: unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    route = _route(schedule, target)
+    if engine == "events" or route.shares_links:
+        return Simulation(schedule, target, route=route).run()
+    return _scan(schedule, target, route)
