@@ -17,6 +17,8 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Mod
     if not (file_path.suffix == ".py" and file_path.name.startswith("bench_")):
         return None
     asked = [Path(a.split("::")[0]).resolve() for a in parent.config.args]
+    if file_path.resolve() in asked:
+        return None  # named on the command line: pytest collects it itself
     if any(a == BENCH_DIR or BENCH_DIR in a.parents for a in asked):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
