@@ -13,9 +13,10 @@ from chipletc.backends.cost import (
     tco_breakdown,
 )
 from chipletc.backends.perf import PerfEstimate, estimate
-from chipletc.backends.sim import simulate
+from chipletc.backends.sim import SimResult, simulate
 from chipletc.ir.graph import Graph
 from chipletc.ir.plan import Plan
+from chipletc.ir.schedule import Schedule
 from chipletc.ir.target import Target
 
 from .partition import Partition, SearchOptions, partition
@@ -34,7 +35,17 @@ class CompileResult:
     perf: PerfEstimate
     cost: dict[str, Any]
     plan: Plan
-    simulated: dict[str, Any]  # the event-driven replay of the mapping (backends.sim)
+    schedule: Schedule  # the mapping lowered to per-stage programs
+    sim: SimResult  # their replay (backends.sim)
+
+    @property
+    def simulated(self) -> dict[str, Any]:
+        """The simulated figures compile reports next to the analytical ones."""
+        keys = ("prefill_s", "decode_s_per_token", "end_to_end_s", "tokens_per_s", "mfu")
+        return {
+            **{k: v for k, v in self.sim.to_dict().items() if k in keys},
+            "bottleneck": self.sim.bottleneck,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary `chipletc compile --json` prints (also stored in plan.json)."""
@@ -96,13 +107,7 @@ def compile_model(
     )
     schedule = lower_schedule(graph, target, part.mapping, options.prompt_len, options.gen_len)
     sim = simulate(schedule, target)
-    simulated = {
-        k: v
-        for k, v in sim.to_dict().items()
-        if k in ("prefill_s", "decode_s_per_token", "end_to_end_s", "tokens_per_s", "mfu")
-    }
-    simulated["bottleneck"] = sim.bottleneck
-    return CompileResult(graph, target, options, part, perf, cost, plan, simulated)
+    return CompileResult(graph, target, options, part, perf, cost, plan, schedule, sim)
 
 
 def _summary(

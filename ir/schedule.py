@@ -15,6 +15,11 @@ cache without lowering again: every op cost is affine in the context.
 ``TimelineRecord`` is what a simulation leaves behind for emitters: one interval of
 one representative chiplet (or link) doing one thing.
 
+``Schedule.to_json`` writes the versioned schedule.json (schema
+``ir/schemas/schedule.schema.json``): one line per stage and one per op, ops in
+program order with their stage and phase. An op's chiplets are not repeated there: it
+runs on its stage's group (a send or receive also on ``peer_stage``'s).
+
 Not checked here: that the ops of a stage are those of its blocks (the lowering's job,
 tested by conservation of FLOPs and collective bytes).
 """
@@ -23,12 +28,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from .dtypes import DType
 from .errors import IRError
+from .plan import dumps_sections
 from .workload import Phase
 
-__all__ = ["Schedule", "ScheduleKind", "ScheduleOp", "StageSchedule", "TimelineRecord"]
+__all__ = [
+    "SCHEDULE_VERSION",
+    "Schedule",
+    "ScheduleKind",
+    "ScheduleOp",
+    "StageSchedule",
+    "TimelineRecord",
+]
+
+SCHEDULE_VERSION = "1.0"
 
 
 class ScheduleKind(str, Enum):
@@ -134,6 +150,58 @@ class Schedule:
     @property
     def num_micro_batches(self) -> int:
         return self.batch // self.micro_batch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SCHEDULE_VERSION,
+            "model": self.model,
+            "target": self.target,
+            "tp": self.tp,
+            "pp": self.pp,
+            "batch": self.batch,
+            "micro_batch": self.micro_batch,
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "decode_context": self.decode_context,
+            "act_dtype": self.act_dtype.value,
+            "stages": [
+                {"stage": st.stage, "blocks": list(st.blocks), "chiplets": list(st.chiplets)}
+                for st in self.stages
+            ],
+            "ops": [
+                _op_dict(st.stage, phase, op)
+                for st in self.stages
+                for phase in Phase
+                for op in st.program(phase)
+            ],
+        }
+
+    def to_json(self) -> str:
+        """Diffable like plan.json: one line per section, per stage and per op."""
+        return dumps_sections(self.to_dict(), listed=("stages", "ops"))
+
+
+def _op_dict(stage: int, phase: Phase, op: ScheduleOp) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "phase": phase.value,
+        "name": op.name,
+        "kind": op.kind.value,
+        "block": op.block,
+        "flops": op.flops,
+        "model_flops": op.model_flops,
+        "weight_bytes": op.weight_bytes,
+        "kv_bytes": op.kv_bytes,
+        "act_bytes": op.act_bytes,
+        "link_bytes": op.link_bytes,
+        "collective": op.collective,
+        "level": op.level,
+        "peer_stage": op.peer_stage,
+        "d_flops": op.d_flops,
+        "d_model_flops": op.d_model_flops,
+        "d_kv_bytes": op.d_kv_bytes,
+        "d_act_bytes": op.d_act_bytes,
+    }
 
 
 @dataclass(frozen=True)

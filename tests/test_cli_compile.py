@@ -46,7 +46,9 @@ def test_plan_file_is_written_and_repeats_byte_for_byte(capsys, tmp_path):
     first = (tmp_path / "a" / "plan.json").read_bytes()
     assert first == (tmp_path / "b" / "plan.json").read_bytes()
     assert json.loads(first)["version"]
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["plan.json"]
+    written = {p.name for p in (tmp_path / "a").iterdir()}
+    assert {"plan.json", "schedule.json", "trace.json", "report.md", "chakra"} <= written
+    assert not any(name.startswith(".") for name in written)  # no staging left behind
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,15 @@ import pytest
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.partition import SearchOptions
 from chipletc.ir.plan import PLAN_VERSION
+from chipletc.ir.schedule import SCHEDULE_VERSION
 from chipletc.ir.schema import SCHEMA_KINDS, load_schema, schema_text
 
 # A schema edit must bump the document's version and add its hash here.
 PINNED = {
     ("plan", "1.0"): "e400d044d55d352436d16038d5ad70d768a0cc9079f62babe7b97dbed28d695c",
+    ("schedule", "1.0"): "efcd3f0133cb4834b669af9ccdf1d33c878267cf102d0cbe0e480f9a20be9f47",
 }
-VERSIONS = {"plan": PLAN_VERSION}
+VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION}
 
 
 @pytest.mark.parametrize("kind", SCHEMA_KINDS)

@@ -25,7 +25,7 @@ from chipletc.ir.op import OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp
 from chipletc.ir.target import Target
 
-__all__ = ["PassTime", "hop_time_s", "pass_tables", "pass_time"]
+__all__ = ["PassTime", "hop_time_s", "op_times", "pass_tables", "pass_time", "step_program"]
 
 
 @dataclass(frozen=True)
@@ -91,16 +91,22 @@ def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float
     )
 
 
-def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> PassTime:
-    """Ops run one after the other on the representative; a collective overlaps only
-    the op producing its input (as the analytical model)."""
-    total, prev = PassTime(), 0.0
+def op_times(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> list[PassTime]:
+    """Each op's share of ``pass_time``, in order: emitters draw a pass op by op with
+    exactly the times the simulator added up (sends and receives take none here)."""
+    out, prev = [], 0.0
     for op in ops:
         t = _one(op, target, tp, peak, prev)
         if op.kind is ScheduleKind.COMPUTE:
             prev = t.total_s
-        total = total + t
-    return total
+        out.append(t)
+    return out
+
+
+def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> PassTime:
+    """Ops run one after the other on the representative; a collective overlaps only
+    the op producing its input (as the analytical model)."""
+    return sum(op_times(ops, target, tp, peak), PassTime())
 
 
 def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
@@ -127,7 +133,7 @@ def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
             if op.context_dependent
         )
         for step in range(schedule.gen_len):
-            shift = schedule.prompt_len + step + 1 - schedule.decode_context
+            shift = _decode_shift(schedule, step)
             total = static
             for op, count in dynamic.items():
                 key = (op, shift)
@@ -137,6 +143,21 @@ def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
             out.append(total)
         tables.append(out)
     return tables
+
+
+def step_program(schedule: Schedule, stage: int, step: int) -> tuple[ScheduleOp, ...]:
+    """Stage ``stage``'s program at ``step`` (-1: prefill), decode ops moved to the
+    step's context: what ``pass_tables`` times for that pass."""
+    st = schedule.stages[stage]
+    if step < 0:
+        return st.prefill
+    shift = _decode_shift(schedule, step)
+    return tuple(op.shifted(shift) for op in st.decode)
+
+
+def _decode_shift(schedule: Schedule, step: int) -> int:
+    """Decode step ``step`` attends over ``prompt_len + step + 1`` positions."""
+    return schedule.prompt_len + step + 1 - schedule.decode_context
 
 
 def _check_producers(program: tuple[ScheduleOp, ...]) -> None:

@@ -16,7 +16,7 @@ from chipletc import __version__
 from chipletc.ir.errors import ChipletcError
 
 # Sub-command modules, in the order `chipletc --help` lists them.
-COMMANDS = ("models", "inspect", "compile", "simulate", "targets", "cost", "explore")
+COMMANDS = ("models", "inspect", "compile", "simulate", "targets", "cost", "explore", "schema")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from chipletc.backends.emit import output_files
+from chipletc.backends.perf import estimate
 from chipletc.backends.sim import SimResult, simulate
+from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.place import build_plan
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.dtypes import parse_dtype
@@ -18,6 +22,7 @@ from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
 from .common import add_storage_args, load_graph, positive_int
+from .compile import add_output_args
 from .output import write_outputs
 
 HELP = "simulate MODEL under a given tp/pp/batch mapping, or the mapping of a plan.json"
@@ -55,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G")
     p.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
     add_storage_args(p)
-    p.add_argument("-o", "--out", metavar="DIR", help="write DIR/plan.json and DIR/simulation.json")
+    add_output_args(p)  # -o DIR also gets simulation.json
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -133,10 +138,22 @@ def run(args: argparse.Namespace) -> int:
     doc = summary(graph, target, mapping, prompt_len, gen_len, result)
     if args.out:
         plan = build_plan(graph, target, mapping, prompt_len, gen_len)
-        write_outputs(
-            args.out,
-            {"plan.json": plan.to_json(), "simulation.json": json.dumps(doc, indent=1) + "\n"},
+        analytical = estimate(graph, target, mapping, prompt_len, gen_len)
+        servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
+        cost = cost_per_1k_tokens(target, servers, analytical.tokens_per_s)
+        files = output_files(
+            plan,
+            schedule,
+            result,
+            target,
+            analytical,
+            cost,
+            None,
+            steps=args.trace_steps,
+            ranks=args.ranks,
         )
+        files["simulation.json"] = json.dumps(doc, indent=1) + "\n"
+        write_outputs(args.out, files)
     print(json.dumps(doc, indent=1) if args.json else format_summary(doc, args.out))
     return 0
 
@@ -186,5 +203,8 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         f"  bottleneck           {doc['bottleneck']}   ({parts})",
     ]
     if out:
-        lines.append(f"wrote {out}/plan.json, {out}/simulation.json")
+        lines.append(
+            f"wrote {out}/: plan.json, schedule.json, simulation.json, trace.json, report.md, "
+            "chakra/"
+        )
     return "\n".join(lines)
