@@ -54,12 +54,6 @@ class ModelMapping:
     def num_chiplets(self) -> int:
         return self.tp * self.pp
 
-    def stage_of(self, block: int) -> int:
-        for s, (first, last) in enumerate(self.stages):
-            if first <= block <= last:
-                return s
-        raise UsageError(f"mapping: block {block} is in no stage")
-
 
 def even_stages(num_layers: int, pp: int) -> tuple[tuple[int, int], ...]:
     """Split blocks as evenly as possible, the earlier stages taking the remainder."""

@@ -126,13 +126,12 @@ class _Evaluator:
         points = []
         for graph, builder in zip(self.graphs, self.builders, strict=True):
             point = {"model": graph.info.name, **common}
-            point.update(map_model(graph, builder, target, rate))
+            point.update(map_model(graph, builder, target))
             points.append(point)
         return points
 
 
-def map_model(graph: Graph, builder: ProblemBuilder, target: Target,
-              rate_usd_per_s: float | None = None) -> dict[str, Any]:
+def map_model(graph: Graph, builder: ProblemBuilder, target: Target) -> dict[str, Any]:
     """The optimal mapping of ``graph`` on ``target`` and compile's figures for it, flat.
 
     ``status`` is "ok", ``CAPACITY`` (all servers together hold less than the weights:
@@ -142,7 +141,7 @@ def map_model(graph: Graph, builder: ProblemBuilder, target: Target,
     if capacity < graph.weight_bytes:
         return {"status": CAPACITY}
     try:
-        problem = builder.build(target, rate_usd_per_s)
+        problem = builder.build(target)
     except (InfeasibleError, UsageError):
         return {"status": NO_MAPPING}
     best = solve_optimal(problem)

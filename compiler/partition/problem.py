@@ -24,13 +24,13 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chipletc.backends.cost import cost_rate_usd_per_s
 from chipletc.backends.perf.analytical import (
     decode_context,
     group_time,
     level_for,
     transfer_time_s,
 )
+from chipletc.compiler.place import workspace_bytes
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.op import Op
@@ -108,7 +108,6 @@ class PartitionProblem:
     e2e_ub: int  # no run takes longer (time units)
     tp_ok: tuple[bool, ...]  # tp values that could hold the model at all
     mb_ok: tuple[bool, ...]  # micro-batches whose workspace leaves room for a block
-    cost_per_server_unit: float  # dollars per server per time unit
     # memory per rank, bytes: [tp][kind]; pre/post [tp]; kv per block [tp][batch][kind]
     block_weight: tuple[tuple[int, ...], ...]
     pre_weight: tuple[int, ...]
@@ -255,9 +254,7 @@ class ProblemBuilder:
         if opts.pp is not None and opts.pp > L:
             raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
         self.act_b = graph.act_dtype.bits / 8
-        self.workspace = tuple(
-            math.ceil(2 * m * opts.prompt_len * info.d_model * self.act_b) for m in self.mbs
-        )
+        self.workspace = tuple(workspace_bytes(graph, m, opts.prompt_len) for m in self.mbs)
         self._tp: dict[int, _TpTables] = {}
         self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
         self._rows: dict[tuple, StageSeconds] = {}
@@ -354,8 +351,8 @@ class ProblemBuilder:
         self._rows[key] = found
         return found
 
-    def build(self, target: Target, cost_rate_usd_s: float | None = None) -> PartitionProblem:
-        """The problem on ``target``; pass ``cost_rate_usd_s`` when already known."""
+    def build(self, target: Target) -> PartitionProblem:
+        """The problem on ``target``."""
         g, opts = self.graph, self.opts
         info = g.info
         tps = self._candidate_tps(target)
@@ -452,7 +449,6 @@ class ProblemBuilder:
         def hop(hops: list[list[tuple[float, float]]]) -> tuple:
             return tuple(tuple((q(a), q(b)) for a, b in hs) for hs in hops)
 
-        rate = cost_rate_usd_s if cost_rate_usd_s is not None else cost_rate_usd_per_s(target)
         return PartitionProblem(
             options=opts,
             num_layers=L,
@@ -469,7 +465,6 @@ class ProblemBuilder:
             e2e_ub=q(e2e_ub_s) + 1,
             tp_ok=tuple(tp_ok),
             mb_ok=tuple(mb_ok),
-            cost_per_server_unit=rate * unit_ns * 1e-9,
             block_weight=tuple(t.block_weight for t in tabs),
             pre_weight=tuple(t.pre_weight for t in tabs),
             post_weight=tuple(t.post_weight for t in tabs),
