@@ -15,7 +15,7 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, Role, Shard, Weight
 from chipletc.ir.plan import ChipletPlacement, Plan, TensorInfo, WeightShard
-from chipletc.ir.sharding import rank_cost, rank_weight_bytes
+from chipletc.ir.sharding import kv_replicated, rank_cost, rank_weight_bytes
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
@@ -57,7 +57,9 @@ def _shard_dim(op: Op, w: Weight) -> int | None:
     return None
 
 
-def _op_shards(op: Op, rank: int, tp: int, kv_heads: int) -> list[tuple[Weight, tuple, int]]:
+def _op_shards(
+    op: Op, rank: int, tp: int, heads: int, kv_heads: int
+) -> list[tuple[Weight, tuple, int]]:
     """(weight, slice, copies) for what rank ``rank`` holds of ``op``'s weights."""
     out = []
     expert_weights = [w for w in op.weights if len(w.shape) >= 2]
@@ -80,7 +82,7 @@ def _op_shards(op: Op, rank: int, tp: int, kv_heads: int) -> list[tuple[Weight, 
         if dim is None:
             out.append((w, full, tp))
             continue
-        if op.role in (Role.K, Role.V, Role.KV) and kv_heads < tp:
+        if op.role in (Role.K, Role.V, Role.KV) and kv_replicated(tp, heads, kv_heads):
             group = tp // kv_heads  # ranks sharing one KV head
             lo, hi = _split(w.shape[dim], kv_heads, rank // group)
             copies = group
@@ -123,7 +125,7 @@ def build_plan(
             tied_copy = pp > 1 and s == pp - 1
             shards, kv_b = [], 0.0
             for op in ops:
-                for w, slc, n_copies in _op_shards(op, r, tp, info.num_kv_heads):
+                for w, slc, n_copies in _op_shards(op, r, tp, info.num_heads, info.num_kv_heads):
                     shards.append(WeightShard(w.name, slc, _bytes(w, slc)))
                     copies[w.name] = n_copies
                 if op.tied is not None and tied_copy:

@@ -19,6 +19,7 @@ __all__ = [
     "check_tp",
     "collectives_after",
     "head_factor",
+    "kv_replicated",
     "rank_cost",
     "rank_weight_bytes",
     "rank_weight_fraction",
@@ -41,8 +42,17 @@ def check_tp(heads: int, kv_heads: int, tp: int, pad_heads: bool) -> None:
             f"tp: {tp} does not divide the {heads} attention heads; "
             f"choose a divisor of {heads} or allow --pad-heads"
         )
-    if not pad_heads and kv_heads % tp and tp % kv_heads:
+    # Padding pads query heads (and the K/V heads of multi-head attention with them);
+    # the few K/V heads of grouped or multi-query attention are split or replicated.
+    grouped = kv_heads < heads
+    if (grouped or not pad_heads) and kv_heads % tp and tp % kv_heads:
         raise UsageError(f"tp: {tp} and the {kv_heads} KV heads do not divide one another")
+
+
+def kv_replicated(tp: int, heads: int, kv_heads: int) -> bool:
+    """Whether each rank keeps whole K/V heads shared with other ranks (tp > KV heads of
+    grouped or multi-query attention); multi-head K/V split, or pad, like the queries."""
+    return kv_heads < heads and kv_heads < tp
 
 
 def head_factor(heads: int, tp: int, pad_heads: bool) -> float:
@@ -74,7 +84,7 @@ def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads:
     if op.shard is Shard.EXPERT:
         experts = op.dims["num_experts"]
         return _ceil_div(experts, tp) / experts
-    if op.role in (Role.K, Role.V, Role.KV) and kv_heads < tp:
+    if op.role in (Role.K, Role.V, Role.KV) and kv_replicated(tp, heads, kv_heads):
         return 1.0 / kv_heads  # each rank keeps a whole KV head: they are replicated
     factor = head_factor(heads, tp, pad_heads) if op.role in _HEAD_ROLES else 1.0
     return factor / tp

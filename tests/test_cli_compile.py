@@ -80,8 +80,12 @@ def test_unwritable_dir_leaves_nothing_behind(capsys, tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-def test_bad_flag_value_is_an_argparse_error(capsys):
+@pytest.mark.parametrize(
+    "argv", [["compile", "gpt2-xl", "--tp", "0"], ["compile", "gpt2-xl", "--solver", "foo"], []]
+)
+def test_bad_flags_give_one_line_too(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
-        main(["compile", "gpt2-xl", "--tp", "0"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "must be at least 1" in capsys.readouterr().err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chipletc: error:")

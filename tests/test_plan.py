@@ -36,6 +36,13 @@ def test_every_zoo_model_is_placed_or_explained(zoo_graph, default_target, name)
     assert all(c.used_bytes <= c.capacity_bytes for c in plan.chiplets)
 
 
+def test_padded_heads_over_more_ranks_than_heads(zoo_graph, default_target):
+    """40 heads (and 40 K/V heads) padded to 64 ranks: each rank holds at most one."""
+    graph = zoo_graph("llama2-13b")
+    part = partition(graph, default_target, SearchOptions(tp=64, pad_heads=True, max_batch=16))
+    build_plan(graph, default_target, part.mapping, 1024, 1024).validate()
+
+
 @pytest.fixture(scope="module")
 def small_plan() -> Plan:
     graph = make_graph(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from chipletc import __version__
 from chipletc.ir.errors import ChipletcError
@@ -19,13 +20,23 @@ from chipletc.ir.errors import ChipletcError
 COMMANDS = ("models", "inspect", "compile", "simulate", "targets", "cost", "explore", "schema")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Flag errors as one line, like every other error a user can cause."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("chipletc").strip()
+        self.exit(2, f"chipletc: error: {where + ': ' if where else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="chipletc",
         description="Map transformers onto SRAM-only chiplet systems and cost them per token.",
     )
     parser.add_argument("--version", action="version", version=f"chipletc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
     for name in COMMANDS:
         importlib.import_module(f"chipletc.compiler.cli.{name}").register(sub)
     return parser
