@@ -95,11 +95,15 @@ def exposed_collective_s(collective_s: float, producer_s: float, eff: Efficiency
     return collective_s - min(eff.collective_overlap * collective_s, producer_s)
 
 
-def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float) -> float:
-    """A point-to-point send between pipeline stages."""
+def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float, senders: int) -> float:
+    """A send between pipeline stages by a group of ``senders`` chips.
+
+    Every rank of the group holds the activation, so each sends its 1/senders slice
+    over its own share of the level's bandwidth (``LinkLevel.bw_Bps`` is per chip).
+    """
     if nbytes <= 0:
         return 0.0
-    return nbytes / (level.bw_Bps * link_eff) + level.latency_s
+    return nbytes / (level.bw_Bps * senders * link_eff) + level.latency_s
 
 
 @dataclass(frozen=True)
@@ -268,8 +272,8 @@ def estimate(
         stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads))
         stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]
-    hop_pf = [transfer_time_s(m * prompt_len * d * act, lv, eff) for lv in levels]
-    hop_dc = [transfer_time_s(m * d * act, lv, eff) for lv in levels]
+    hop_pf = [transfer_time_s(m * prompt_len * d * act, lv, eff, tp) for lv in levels]
+    hop_dc = [transfer_time_s(m * d * act, lv, eff, tp) for lv in levels]
     k = mapping.num_micro_batches
     prefill_s, _ = pipeline_times([g.total_s for g in stage_pf], hop_pf, k)
     _, step_s = pipeline_times([g.total_s for g in stage_dc], hop_dc, k)

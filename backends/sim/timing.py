@@ -169,5 +169,7 @@ def _check_producers(program: tuple[ScheduleOp, ...]) -> None:
 
 
 def hop_time_s(op: ScheduleOp, target: Target) -> float:
-    """A send between stages, alone on its link."""
-    return transfer_time_s(op.link_bytes, target.level(op.level), target.efficiency.link)
+    """A send between stages, alone on its link, by the sending group (half of the
+    chiplets the op names: both groups take part)."""
+    senders = len(op.chiplets) // 2
+    return transfer_time_s(op.link_bytes, target.level(op.level), target.efficiency.link, senders)

@@ -56,10 +56,10 @@ def figures(
     eff = target.efficiency.link
     levels = [stage_transfer_level(target, tp, s) for s in range(best.pp - 1)]
     hop_p = [
-        transfer_time_s(m * opts.prompt_len * info.d_model * builder.act_b, lv, eff)
+        transfer_time_s(m * opts.prompt_len * info.d_model * builder.act_b, lv, eff, tp)
         for lv in levels
     ]
-    hop_d = [transfer_time_s(m * info.d_model * builder.act_b, lv, eff) for lv in levels]
+    hop_d = [transfer_time_s(m * info.d_model * builder.act_b, lv, eff, tp) for lv in levels]
     k = batch // m
     prefill_s, _ = pipeline_times(stage_p, hop_p, k)
     _, step_s = pipeline_times(stage_d, hop_d, k)

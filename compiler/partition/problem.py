@@ -413,12 +413,12 @@ class ProblemBuilder:
                 bytes_d = m * info.d_model * self.act_b
                 bytes_p = m * opts.prompt_len * info.d_model * self.act_b
                 hd = (
-                    transfer_time_s(bytes_d, server_level, eff),
-                    transfer_time_s(bytes_d, cluster, eff),
+                    transfer_time_s(bytes_d, server_level, eff, tp),
+                    transfer_time_s(bytes_d, cluster, eff, tp),
                 )
                 hp = (
-                    transfer_time_s(bytes_p, server_level, eff),
-                    transfer_time_s(bytes_p, cluster, eff),
+                    transfer_time_s(bytes_p, server_level, eff, tp),
+                    transfer_time_s(bytes_p, cluster, eff, tp),
                 )
                 r_row.append(row)
                 d_row.append(hd)
