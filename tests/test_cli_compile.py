@@ -89,3 +89,28 @@ def test_bad_flags_give_one_line_too(capsys, argv):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("chipletc: error:")
+
+
+def test_simulate_plan_replays_the_compiled_system(capsys, tmp_path, monkeypatch):
+    """A plan records how its model and target were named and its weight sparsity."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text("base: cc-7nm-gpt3\nserver: {packages_per_lane: 10}\n")
+    code, out, _ = run(
+        capsys,
+        "compile",
+        "gpt2-xl",
+        "--target",
+        "small.yaml",
+        "--weight-sparsity",
+        "0.5",
+        "-o",
+        "d",
+        "--json",
+    )
+    assert code == 0
+    compiled = json.loads(out)["simulated"]
+    code, out, _ = run(capsys, "simulate", "--plan", "d/plan.json", "--json")
+    assert code == 0
+    replayed = json.loads(out)
+    assert replayed["decode_s_per_token"] == pytest.approx(compiled["decode_s_per_token"], rel=1e-9)
+    assert replayed["prefill_s"] == pytest.approx(compiled["prefill_s"], rel=1e-9)

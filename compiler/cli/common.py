@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from chipletc.ir.dtypes import parse_dtype
 from chipletc.ir.errors import UsageError
 from chipletc.ir.graph import Graph
+from chipletc.ir.plan import Plan
 
-__all__ = ["add_model_args", "add_storage_args", "load_graph", "positive_int"]
+__all__ = [
+    "add_model_args",
+    "add_storage_args",
+    "load_graph",
+    "plan_sources",
+    "positive_int",
+    "with_sources",
+]
 
 
 def positive_int(text: str) -> int:
@@ -70,3 +79,22 @@ def load_graph(args: argparse.Namespace) -> Graph:
             raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
         graph = graph.with_sparsity(sparsity)
     return graph
+
+
+def with_sources(plan: Plan, model: str, target: str, sparsity: float) -> Plan:
+    """The plan, recording how MODEL and the target were named and the weight sparsity,
+    so that `chipletc simulate --plan` rebuilds the same system."""
+    return replace(
+        plan,
+        model={**plan.model, "source": model, "weight_sparsity": sparsity},
+        target={**plan.target, "source": target},
+    )
+
+
+def plan_sources(plan: Plan) -> tuple[str, str, float]:
+    """(model, target, sparsity) as ``with_sources`` recorded them; names otherwise."""
+    return (
+        str(plan.model.get("source", plan.model["name"])),
+        str(plan.target.get("source", plan.target["name"])),
+        float(plan.model.get("weight_sparsity", 0.0)),
+    )

@@ -10,7 +10,14 @@ from chipletc.backends.emit import DEFAULT_STEPS, RANKS, output_files
 from chipletc.compiler.compile import CompileResult, compile_model
 from chipletc.compiler.partition import SOLVERS, Objective, SearchOptions
 
-from .common import add_model_args, add_storage_args, load_graph, positive_float, positive_int
+from .common import (
+    add_model_args,
+    add_storage_args,
+    load_graph,
+    positive_float,
+    positive_int,
+    with_sources,
+)
 from .output import write_outputs
 
 HELP = "find the best tp/pp/batch mapping of MODEL onto a target and write its plan"
@@ -150,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     result = compile_model(graph, target, options_from(args), args.solver)
     if args.out:
-        plan = result.plan
+        plan = with_sources(result.plan, args.model, args.target, args.weight_sparsity)
         files = output_files(
             plan,
             result.schedule,

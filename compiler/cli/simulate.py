@@ -21,7 +21,7 @@ from chipletc.ir.mapping import ModelMapping, even_stages
 from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
-from .common import add_storage_args, load_graph, positive_int
+from .common import add_storage_args, load_graph, plan_sources, positive_int, with_sources
 from .compile import add_output_args
 from .output import write_outputs
 
@@ -75,7 +75,7 @@ def _parse_stages(text: str, pp: int) -> tuple[tuple[int, int], ...]:
     return out
 
 
-def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int]:
+def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
     from chipletc.backends.targets import load_target
     from chipletc.compiler.frontends import load_model
 
@@ -84,13 +84,16 @@ def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int]:
     except (OSError, ValueError) as err:
         raise PlanError(f"--plan {path}: cannot read a plan ({err})") from None
     plan = Plan.from_dict(doc)
-    graph = load_model(plan.model["name"])
+    model_spec, target_spec, sparsity = sources = plan_sources(plan)
+    graph = load_model(model_spec)
     weights = plan.model.get("weights_dtype", "")
     kv = plan.model.get("kv_dtype")
     graph = graph.with_dtypes(
         weights=parse_dtype(weights) if weights and "," not in weights else None,
         kv=parse_dtype(kv) if kv else None,
     )
+    if sparsity:
+        graph = graph.with_sparsity(sparsity)
     m = plan.mapping
     mapping = ModelMapping(
         tp=int(m["tp"]),
@@ -101,10 +104,13 @@ def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int]:
         pad_heads=bool(m.get("pad_heads", False)),
     )
     w = plan.workload
-    return graph, load_target(plan.target["name"]), mapping, int(w["prompt_len"]), int(w["gen_len"])
+    target = load_target(target_spec)
+    return graph, target, mapping, int(w["prompt_len"]), int(w["gen_len"]), sources
 
 
-def _from_flags(args: argparse.Namespace) -> tuple[Graph, Target, ModelMapping, int, int]:
+def _from_flags(
+    args: argparse.Namespace,
+) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
     from chipletc.backends.targets import load_target
 
     if args.model is None:
@@ -124,20 +130,21 @@ def _from_flags(args: argparse.Namespace) -> tuple[Graph, Target, ModelMapping, 
         micro_batch=args.micro_batch or args.batch,
         pad_heads=args.pad_heads,
     )
-    return graph, target, mapping, args.prompt_len, args.gen_len
+    sources = (args.model, args.target, args.weight_sparsity)
+    return graph, target, mapping, args.prompt_len, args.gen_len, sources
 
 
 def run(args: argparse.Namespace) -> int:
     if args.plan and args.model:
         raise UsageError("simulate: give MODEL or --plan, not both")
-    graph, target, mapping, prompt_len, gen_len = (
+    graph, target, mapping, prompt_len, gen_len, sources = (
         _from_plan(args.plan) if args.plan else _from_flags(args)
     )
     schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
     result = simulate(schedule, target)
     doc = summary(graph, target, mapping, prompt_len, gen_len, result)
     if args.out:
-        plan = build_plan(graph, target, mapping, prompt_len, gen_len)
+        plan = with_sources(build_plan(graph, target, mapping, prompt_len, gen_len), *sources)
         analytical = estimate(graph, target, mapping, prompt_len, gen_len)
         servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
         cost = cost_per_1k_tokens(target, servers, analytical.tokens_per_s)
