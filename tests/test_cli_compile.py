@@ -114,3 +114,17 @@ def test_simulate_plan_replays_the_compiled_system(capsys, tmp_path, monkeypatch
     replayed = json.loads(out)
     assert replayed["decode_s_per_token"] == pytest.approx(compiled["decode_s_per_token"], rel=1e-9)
     assert replayed["prefill_s"] == pytest.approx(compiled["prefill_s"], rel=1e-9)
+
+
+def test_output_is_all_or_nothing_and_replaces_old_rank_files(capsys, tmp_path):
+    out = tmp_path / "o"
+    (out / "report.md").mkdir(parents=True)  # a folder where a file must go
+    code, _, err = run(capsys, "compile", "gpt2-small", "-o", str(out))
+    assert code == 2 and "report.md is a folder" in err
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]  # nothing else written
+    (out / "report.md").rmdir()
+    (out / "chakra").mkdir()
+    (out / "chakra" / "chipletc.999.et").write_bytes(b"stale")
+    assert run(capsys, "compile", "gpt2-small", "-o", str(out))[0] == 0
+    assert not (out / "chakra" / "chipletc.999.et").exists()
+    assert (out / "chakra").is_dir() and (out / "plan.json").is_file()

@@ -1,8 +1,12 @@
 """Write a command's output files all at once, or not at all.
 
-Files are first written into a hidden staging folder inside DIR, then moved into place
-one rename each; on any failure the staging folder is removed, so no half-written file
-is ever left behind. An unwritable DIR is a ``UsageError`` (one line, exit code 2).
+Files are first written into a hidden staging folder inside DIR. Then every top-level
+entry is checked against what DIR already holds (a file where a folder goes, or the
+reverse, fails before anything is replaced), and only then moved into place: a file by
+one rename, a folder (such as ``chakra/``) by replacing the old folder whole, so no
+stale rank file of an earlier run survives. On any failure the staging folder is
+removed and no half-written file is left behind. An unwritable DIR is a ``UsageError``
+(one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ def write_outputs(directory: str | Path, files: Mapping[str, str | bytes]) -> li
         staging = Path(tempfile.mkdtemp(prefix=".chipletc-", dir=root))
     except OSError as err:
         raise UsageError(f"-o {directory}: cannot write there ({err.strerror or err})") from None
-    written = []
     try:
         for rel, content in files.items():
             path = staging / rel
@@ -35,13 +38,19 @@ def write_outputs(directory: str | Path, files: Mapping[str, str | bytes]) -> li
                 path.write_bytes(content)
             else:
                 path.write_text(content, encoding="utf-8")
-        for rel in files:
-            final = root / rel
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / rel, final)
-            written.append(final)
+        entries = sorted({Path(rel).parts[0] for rel in files})
+        for name in entries:
+            new, old = staging / name, root / name
+            if old.exists() and old.is_dir() != new.is_dir():
+                kind = "a folder" if old.is_dir() else "a file"
+                raise UsageError(f"-o {directory}: {name} is {kind} there; move it away")
+        for name in entries:
+            new, old = staging / name, root / name
+            if new.is_dir() and old.exists():
+                shutil.rmtree(old)
+            os.replace(new, old)
     except OSError as err:
         raise UsageError(f"-o {directory}: cannot write there ({err.strerror or err})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return written
+    return [root / rel for rel in files]
