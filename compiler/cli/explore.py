@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--stop-after", type=positive_int, metavar="N",
-                   help="evaluate at most N designs this run, then stop (resume with -o DIR)")
+                   help="evaluate about N designs this run (whole chunks, at least one), then stop; resume with -o DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     # compile's pins stay free: each design gets its own optimal mapping
     p.set_defaults(func=run, tp=None, pp=None, batch=None, micro_batch=None, max_chiplets=None,
@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     show = args.progress or sys.stderr.isatty()
     result = explore(graphs, space, opts, journal, ProgressBar(sys.stderr) if show else None)
     if not result.complete:
-        print(f"stopped after {result.evaluated_now:,} designs this run; rerun the same "
-              f"command{' with -o ' + args.out if args.out else ''} to resume", file=sys.stderr)
+        hint = "rerun the same command to resume" if args.out else "give -o DIR to resume"
+        print(f"stopped after {result.evaluated_now:,} designs this run; {hint}", file=sys.stderr)
         return 0
     baselines: dict[str, list[dict[str, Any]]] = {}
     if not args.no_baselines:

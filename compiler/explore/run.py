@@ -246,8 +246,8 @@ def explore(
     if options.stop_after is not None:
         budget, kept = options.stop_after, []
         for c in todo:
-            if budget < len(chunks[c]):
-                break
+            if budget < len(chunks[c]) and kept:
+                break  # whole chunks only, but at least one, so every run makes progress
             kept.append(c)
             budget -= len(chunks[c])
         todo = kept
