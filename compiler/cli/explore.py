@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--stop-after", type=positive_int, metavar="N",
-                   help="evaluate about N designs this run (whole chunks, at least one), then stop; resume with -o DIR")
+                   help="evaluate about N designs this run (whole chunks, at least one), "
+                   "then stop; resume with -o DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     # compile's pins stay free: each design gets its own optimal mapping
     p.set_defaults(func=run, tp=None, pp=None, batch=None, micro_batch=None, max_chiplets=None,
