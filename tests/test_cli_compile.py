@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chipletc.compiler.cli.main import main
+from chipletc.cli.main import main
 
 REQUIRED = {
     "mapping": ("tp", "pp", "batch", "micro_batch", "stages"),

@@ -8,7 +8,7 @@ import pytest
 from test_targets import BAD_FILES  # the bad-file cases, each with its expected message
 
 from chipletc.backends.targets import DEFAULT_TARGET, list_targets
-from chipletc.compiler.cli import main as cli
+from chipletc.cli import main as cli
 
 JSON_KEYS = {
     "die": ["area_mm2", "dies_per_wafer", "yield", "cost_usd"],

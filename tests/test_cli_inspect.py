@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chipletc.compiler.cli.main import main
+from chipletc.cli.main import main
 from chipletc.models.zoo import list_models
 
 BAD_MODULES = """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chipletc.compiler.cli import main as cli
+from chipletc.cli import main as cli
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.explore import (
     ExploreOptions,

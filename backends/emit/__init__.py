@@ -1,5 +1,5 @@
 """Emitters: what downstream tools read, as pure functions of a plan, its schedule and
-its simulation (each returns a str, bytes or a dict; ``compiler.cli.output`` writes).
+its simulation (each returns a str, bytes or a dict; ``cli.output`` writes).
 
 ``output_files`` gathers them into the layout `chipletc compile|simulate -o DIR` writes:
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from chipletc.backends.emit import output_files
 from chipletc.backends.sim import simulate
 from chipletc.backends.targets import DEFAULT_TARGET, load_target
-from chipletc.compiler.cli.output import write_outputs
+from chipletc.cli.output import write_outputs
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.frontends import load_model
 from chipletc.compiler.partition import SearchOptions

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
     )
     for name in COMMANDS:
-        importlib.import_module(f"chipletc.compiler.cli.{name}").register(sub)
+        importlib.import_module(f"chipletc.cli.{name}").register(sub)
     return parser
 
 

@@ -1,1 +1,0 @@
-"""chipletc.compiler.cli"""
