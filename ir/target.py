@@ -210,7 +210,7 @@ class PackageSpec:
 @dataclass(frozen=True)
 class ServerParts:
     """The non-silicon bill of a server; defaults are the Chiplet Cloud authors' code
-    (from ASIC Clouds), REFERENCE.md section 2."""
+    (from ASIC Clouds, Magaki et al., ISCA 2016)."""
 
     pcb_usd: float = 50.0  # per board; Server.PCBCost
     pcb_count: int = 2  # x2 boards when chips have IO (authors' code)
@@ -252,8 +252,8 @@ class Cooling:
     """
 
     kind: str = "air"
-    ambient_c: float = 30.0  # ASIC Clouds (REFERENCE.md section 2)
-    die_max_c: float = 90.0  # ASIC Clouds (REFERENCE.md section 2)
+    ambient_c: float = 30.0  # ASIC Clouds (Magaki et al., ISCA 2016)
+    die_max_c: float = 90.0  # ASIC Clouds (Magaki et al., ISCA 2016)
     airflow_m3_per_s_per_lane: float = 0.0094  # 20 CFM, see backends/targets YAML notes
     heatsink_K_per_W: float = 0.5  # die-to-air, one package; see YAML notes
 

@@ -120,7 +120,7 @@ class TechNode:
 
 @dataclass(frozen=True)
 class Economics:
-    """Who pays what over a server's life; defaults are REFERENCE.md section 2.
+    """Who pays what over a server's life; defaults from the authors' code (docs/constants.md).
 
     Owned hardware uses the ASIC-Cloud style TCO of the Chiplet Cloud authors' code:
     server capex with monthly-amortized loan interest, a one-off server opex of
@@ -136,7 +136,7 @@ class Economics:
     dc_capex_usd_per_W: float = 10.0  # authors' code (TCO.DCCapex)
     dc_amortization_years: float = 12.0  # authors' code (TCO.DCAmortPeriod)
     dc_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
-    dc_opex_usd_per_W_month: float = 0.04  # REFERENCE.md section 2 formula
+    dc_opex_usd_per_W_month: float = 0.04  # authors' code (their TCO formula)
     server_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
     server_life_years: float = 1.5  # authors' code (Server.SrvLife)
     server_opex_frac: float = 0.05  # authors' code (TCO.SrvOpexRate), once per life

@@ -1,4 +1,4 @@
-"""Accuracy of the simulator against published measurements (REFERENCE.md section 5).
+"""Accuracy of the simulator against published measurements (FasterTransformer; Pope et al.).
 
 Each table is simulated with the preset's calibrated efficiency factors; the test
 prints predicted vs measured with the error (``pytest -s`` shows it) and asserts a mean

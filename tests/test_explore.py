@@ -236,7 +236,7 @@ def test_baseline_override_moves_the_factor(gpt3, small_run):
     simulated, override = rows
     assert simulated["source"] == "simulated" and simulated["usd_per_chip_hour"] == 1.1
     assert override["source"] == "override"
-    # $0.87 per GPU-hour at 211 tokens/s per GPU (REFERENCE.md section 1 critique)
+    # $0.87 per GPU-hour at 211 tokens/s per GPU (the public critique of the paper's GPU baseline)
     assert override["usd_per_1k_tokens"] == pytest.approx(0.87 / 3600 / 211 * 1000, rel=1e-12)
     doc = summary(small_run, {MODEL: rows})
     factors = [r["factor"] for r in doc["models"][MODEL]["baselines"]]

@@ -9,7 +9,7 @@ from chipletc.ir.errors import ModelError
 from chipletc.models import zoo
 
 # (L, d, H, KV, d_head, ffn, vocab, learned position rows or 0, bias, tied, traits)
-# Written from REFERENCE.md section 4 and the papers, not from the zoo code.
+# Written from the papers (docs/constants.md, Models), not from the zoo code.
 HYPER = {
     "gpt2-small": (12, 768, 12, 12, 64, 3072, 50257, 1024, True, True, ""),
     "gpt2-medium": (24, 1024, 16, 16, 64, 4096, 50257, 1024, True, True, ""),

@@ -1,7 +1,7 @@
 """The cost model: die, package, server bill, wall power, thermal budget and TCO.
 
 Pure functions of ``chipletc.ir`` data; every figure comes with its breakdown. See
-each module's docstring for its model and sources (REFERENCE.md section 2).
+each module's docstring for its model and sources (docs/model.md, docs/constants.md).
 """
 
 from .chiplet import chiplet_by_area, chiplet_by_performance

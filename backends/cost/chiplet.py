@@ -32,7 +32,7 @@ __all__ = [
     "chiplet_by_performance",
 ]
 
-# Chip-to-chip IO of the Chiplet Cloud design space (REFERENCE.md section 1):
+# Chip-to-chip IO of the Chiplet Cloud design space (Chiplet Cloud, arXiv 2307.02666):
 CC_LINK_COUNT = 16  # links per chiplet
 CC_LINK_BW_BPS = 12.5e9  # per link, one direction
 CC_LINK_MM2 = 0.3  # die area per link

@@ -8,7 +8,7 @@ lies in the intersection of the four disks of radius r around the die's corners,
     N = [pi r^2 - 4 r^2 asin(a / 2r) - 2 a sqrt(r^2 - a^2/4) + a^2] / a^2.
 
 It matches an exact count of whole dies averaged over grid offsets to 0.2 % from 20 to
-900 mm2 (tests/test_cost.py counts them). The textbook formula of REFERENCE.md,
+900 mm2 (tests/test_cost.py counts them). The common textbook formula,
 pi (d/2)^2 / a^2 - pi d / sqrt(2 a^2), subtracts about 11 % too many edge dies and
 undercounts by up to 5 % at 800 mm2, so it is not used.
 """

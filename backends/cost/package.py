@@ -25,7 +25,7 @@ from .die import die_yield, expected_dies_per_wafer
 
 __all__ = ["HBM_STACK_MM2", "PackageCost", "package_cost"]
 
-# Chiplet Actuary constants (REFERENCE.md section 2; authors' code PackageConstants).
+# Chiplet Actuary constants (Feng and Ma, DAC 2022; authors' code PackageConstants).
 OS_AREA_FACTOR = 4.0  # organic substrate area / die area
 OS_USD_PER_MM2 = 0.005
 OS_LAYER_FACTORS = ((30 * 30, 2.0), (17 * 17, 1.75), (0, 1.5))  # (area above mm2, factor)

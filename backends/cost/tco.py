@@ -1,6 +1,6 @@
 """Total cost of ownership of one server, and its cost per second.
 
-Owned hardware (REFERENCE.md section 2, the Chiplet Cloud authors' code): for a server
+Owned hardware (the Chiplet Cloud authors' code, after ASIC Clouds): for a server
 of cost C and wall power P over a life of L years,
 
     TCO = C + I(C, r_srv, L) + opex_frac C

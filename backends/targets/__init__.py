@@ -9,7 +9,7 @@ A target file is a mapping with the sections of ``chipletc.ir.target.Target``::
     package: {chiplets_per_package: 1, substrate: organic}
     server: {packages_per_lane: 18, lanes: 8, ..., parts: {...}, cooling: {...}}
     system: {max_servers: 16}
-    economics: {rent_usd_per_hour: 8.8}   # optional, defaults to REFERENCE.md section 2
+    economics: {rent_usd_per_hour: 8.8}   # optional; owned by default (docs/constants.md)
     efficiency: {compute: 0.9, memory: 1.0, link: 0.9}
 
 ``chiplet`` is either ``by_area`` (die area, MAC-area ratio, operational intensity),

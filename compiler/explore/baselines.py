@@ -7,7 +7,7 @@ paper's 94x turns on, both **per chip** (per GPU or TPU chip), the way they are 
 the rent per chip-hour (the presets rent whole servers, so it is multiplied by the
 chips of a server) and the achieved generated tokens per second per chip (multiplied
 by the chips of the servers the mapping uses). ``a100:price=0.87,tokens_per_s=211``
-is the critique thread's A100 (REFERENCE.md section 1).
+is the public critique's A100 (docs/constants.md).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "paper-7nm.yaml"
-"""The Chiplet Cloud paper's 7 nm design space (REFERENCE.md section 1)."""
+"""The Chiplet Cloud paper's 7 nm design space (arXiv 2307.02666)."""
 
 CONSTRAINTS = ("chiplet geometry", "reticle", "power density", "lane thermal", "server power")
 """Design constraints in the order ``screen`` checks them."""
