@@ -350,8 +350,10 @@ class Efficiency:
     matmuls; 0 for kernels that finish before NCCL starts). ``activation_traffic`` is
     the fraction of activation bytes that reach the weight memory (1: every op reads
     and writes them there, as separate GPU kernels do; less when a compiler fuses
-    elementwise ops into matmuls). Calibrated values and their sources are in each
-    preset's YAML and in docs/accuracy.md.
+    elementwise ops into matmuls). ``network`` is the achievable fraction of the NICs'
+    line rate between servers (RDMA reaches ~96 %; None: the same as ``link``).
+    Calibrated values and their sources are in each preset's YAML and in
+    docs/accuracy.md.
     """
 
     compute: float
@@ -361,14 +363,22 @@ class Efficiency:
     collective_overhead_s: float = 0.0
     collective_overlap: float = 0.0
     activation_traffic: float = 1.0
+    network: float | None = None
 
     def __post_init__(self) -> None:
         for f in ("compute", "memory", "link"):
             require_fraction(f, getattr(self, f))
+        if self.network is not None:
+            require_fraction("network", self.network)
         for f in ("op_overhead_s", "collective_overhead_s"):
             require_nonnegative(f, getattr(self, f))
         for f in ("collective_overlap", "activation_traffic"):
             require_fraction(f, getattr(self, f), allow_zero=True)
+
+    @property
+    def network_fraction(self) -> float:
+        """Achievable fraction of NIC line rate (``network``, else ``link``)."""
+        return self.link if self.network is None else self.network
 
 
 @dataclass(frozen=True)

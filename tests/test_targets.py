@@ -83,7 +83,7 @@ def test_gpu_and_tpu_presets_keep_weights_in_hbm_and_are_rented():
         assert t.memory_capacity_bytes == t.chiplet.hbm_bytes
         assert t.memory_bw_Bps == t.chiplet.hbm_bw_Bps
         assert t.economics.rent_usd_per_hour > 0
-    assert load_target("h200-x8").chiplet.hbm_bytes == 141e9
+    assert load_target("h200-x8").chiplet.hbm_bytes == 141 * 2**30  # "141GB" is GiB
 
 
 def test_a100_link_levels():

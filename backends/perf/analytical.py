@@ -13,14 +13,10 @@ contends for a link.
   quantization). Activations are read from and written to that same memory (HBM on a
   GPU or TPU, SRAM on a Chiplet Cloud design), scaled by
   ``efficiency.activation_traffic`` where a compiler fuses elementwise ops away.
-* Tensor-parallel collectives follow the alpha-beta model on the innermost link level
-  whose domain holds the group: a ring all-reduce moves ``2 (g-1)/g`` of the buffer
-  per rank in ``2 (g-1)`` steps; all-gather and all-to-all half of that. On a torus
-  of ``k`` dimensions the multi-dimensional ring runs the dimensions at once over the
-  chip's links at that level (``LinkLevel.bw_Bps`` already sums them) in
-  ``k (g^(1/k) - 1)`` steps per phase. Each collective adds
-  ``efficiency.collective_overhead_s`` of software time, and up to
-  ``efficiency.collective_overlap`` of it hides under the op that produces its input.
+* Tensor-parallel collectives and stage-to-stage sends are timed by
+  ``backends.perf.collectives`` (ring, torus, multi-rail, hierarchical and tree
+  algorithms, the fastest per message); up to ``efficiency.collective_overlap`` of a
+  collective hides under the op that produces its input.
 * A pipeline of ``pp`` stages and ``M`` micro-batches: prefill takes the sum of stage
   times plus ``(M - 1)`` times the slowest stage; one decode step (every sequence gets
   one token) takes ``max(sum of stage times, M x slowest stage)``, since a micro-batch
@@ -37,74 +33,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from chipletc.backends.perf.collectives import (
+    collective_time_s,
+    exposed_collective_s,
+    level_for,
+    transfer_time_s,
+)
 from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, OpCost
 from chipletc.ir.sharding import collectives_after, rank_cost
-from chipletc.ir.target import Efficiency, LinkLevel, Target
+from chipletc.ir.target import LinkLevel, Target
 from chipletc.ir.workload import Workload
 
 __all__ = [
     "GroupTime",
     "OpTime",
     "PerfEstimate",
-    "collective_time_s",
     "decode_context",
     "estimate",
-    "exposed_collective_s",
     "group_time",
-    "level_for",
     "op_time",
     "stage_ops",
     "stage_transfer_level",
-    "transfer_time_s",
 ]
-
-_TORUS_DIMS = {"torus2d": 2, "torus3d": 3}
-
-
-def level_for(target: Target, group_chips: int) -> LinkLevel:
-    """The innermost link level whose domain holds ``group_chips`` chips."""
-    levels = target.link_levels()
-    for level in levels:
-        if level.domain_chips >= group_chips:
-            return level
-    return levels[-1]
-
-
-def collective_time_s(
-    kind: str, nbytes: float, group: int, level: LinkLevel, eff: Efficiency
-) -> float:
-    """Alpha-beta time of one collective over ``group`` ranks; ``nbytes`` per rank."""
-    if group <= 1 or nbytes <= 0:
-        return 0.0
-    dims = _TORUS_DIMS.get(level.topology, 1)
-    bw = level.bw_Bps * eff.link
-    steps = dims * (group ** (1.0 / dims) - 1.0)
-    share = (group - 1) / group
-    if kind == "all_reduce":
-        wire = 2.0 * share * nbytes / bw + 2.0 * steps * level.latency_s
-    else:
-        wire = share * nbytes / bw + steps * level.latency_s
-    return wire + eff.collective_overhead_s
-
-
-def exposed_collective_s(collective_s: float, producer_s: float, eff: Efficiency) -> float:
-    """What a collective adds after the op producing its input: up to
-    ``eff.collective_overlap`` of it hides under that op."""
-    return collective_s - min(eff.collective_overlap * collective_s, producer_s)
-
-
-def transfer_time_s(nbytes: float, level: LinkLevel, link_eff: float, senders: int) -> float:
-    """A send between pipeline stages by a group of ``senders`` chips.
-
-    Every rank of the group holds the activation, so each sends its 1/senders slice
-    over its own share of the level's bandwidth (``LinkLevel.bw_Bps`` is per chip).
-    """
-    if nbytes <= 0:
-        return 0.0
-    return nbytes / (level.bw_Bps * senders * link_eff) + level.latency_s
-
 
 @dataclass(frozen=True)
 class OpTime:
@@ -177,7 +129,6 @@ def group_time(
     """
     info = graph.info
     peak = target.chiplet.peak_flops(graph.act_dtype)
-    level = level_for(target, tp)
     total = GroupTime()
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
@@ -186,7 +137,7 @@ def group_time(
         busy = t.total_s
         t_l = sum(
             exposed_collective_s(
-                collective_time_s(c.kind, c.bytes, tp, level, target.efficiency),
+                collective_time_s(c.kind, c.bytes, tp, target),
                 busy,
                 target.efficiency,
             )
@@ -266,14 +217,13 @@ def estimate(
     wl_dc = Workload.decode(m, decode_context(prompt_len, gen_len))
     act = graph.act_dtype.bits / 8
     d = graph.info.d_model
-    eff = target.efficiency.link
     stage_pf, stage_dc = [], []
     for ops in stage_ops(graph, mapping):
         stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads))
         stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]
-    hop_pf = [transfer_time_s(m * prompt_len * d * act, lv, eff, tp) for lv in levels]
-    hop_dc = [transfer_time_s(m * d * act, lv, eff, tp) for lv in levels]
+    hop_pf = [transfer_time_s(m * prompt_len * d * act, lv, target, tp) for lv in levels]
+    hop_dc = [transfer_time_s(m * d * act, lv, target, tp) for lv in levels]
     k = mapping.num_micro_batches
     prefill_s, _ = pipeline_times([g.total_s for g in stage_pf], hop_pf, k)
     _, step_s = pipeline_times([g.total_s for g in stage_dc], hop_dc, k)

@@ -1,10 +1,11 @@
 """How long one stage pass and one stage-to-stage transfer take, from a schedule.
 
-The physics is ``backends.perf.analytical``'s (``op_time``, ``collective_time_s``,
-``transfer_time_s``): this module only adds it up per pass, so the simulator and the
-analytical model cannot drift apart. A decode pass is re-evaluated at every step's
-context: ops whose cost does not depend on the context are summed once per stage, and
-the context-dependent ones (attention) once per distinct op and step.
+The physics is ``backends.perf``'s (``analytical.op_time``,
+``collectives.collective_time_s`` and ``collectives.transfer_time_s``): this module
+only adds it up per pass, so the simulator and the analytical model cannot drift
+apart. A decode pass is re-evaluated at every step's context: ops whose cost does not
+depend on the context are summed once per stage, and the context-dependent ones
+(attention) once per distinct op and step.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from chipletc.backends.perf.analytical import (
+from chipletc.backends.perf.analytical import op_time
+from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
-    op_time,
     transfer_time_s,
 )
 from chipletc.ir.errors import IRError
@@ -67,7 +68,7 @@ def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float
     hide under it)."""
     if op.kind is ScheduleKind.COLLECTIVE:
         eff = target.efficiency
-        t = collective_time_s(op.collective, op.link_bytes, tp, target.level(op.level), eff)
+        t = collective_time_s(op.collective, op.link_bytes, tp, target)
         t = exposed_collective_s(t, producer_s, eff)
         return PassTime(total_s=t, collective_s=t, collective_bytes=op.link_bytes)
     if op.kind is not ScheduleKind.COMPUTE:
@@ -172,4 +173,4 @@ def hop_time_s(op: ScheduleOp, target: Target) -> float:
     """A send between stages, alone on its link, by the sending group (half of the
     chiplets the op names: both groups take part)."""
     senders = len(op.chiplets) // 2
-    return transfer_time_s(op.link_bytes, target.level(op.level), target.efficiency.link, senders)
+    return transfer_time_s(op.link_bytes, target.level(op.level), target, senders)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chipletc.backends.perf.analytical import (
-    pipeline_times,
-    stage_transfer_level,
-    transfer_time_s,
-)
+from chipletc.backends.perf.analytical import pipeline_times, stage_transfer_level
+from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.compiler.partition.evaluate import Evaluation
 from chipletc.compiler.partition.problem import PartitionProblem, ProblemBuilder
 from chipletc.ir.target import Target
@@ -53,13 +50,12 @@ def figures(
             dec, pre = dec + row.pod, pre + row.pop
         stage_d.append(dec)
         stage_p.append(pre)
-    eff = target.efficiency.link
     levels = [stage_transfer_level(target, tp, s) for s in range(best.pp - 1)]
     hop_p = [
-        transfer_time_s(m * opts.prompt_len * info.d_model * builder.act_b, lv, eff, tp)
+        transfer_time_s(m * opts.prompt_len * info.d_model * builder.act_b, lv, target, tp)
         for lv in levels
     ]
-    hop_d = [transfer_time_s(m * info.d_model * builder.act_b, lv, eff, tp) for lv in levels]
+    hop_d = [transfer_time_s(m * info.d_model * builder.act_b, lv, target, tp) for lv in levels]
     k = batch // m
     prefill_s, _ = pipeline_times(stage_p, hop_p, k)
     _, step_s = pipeline_times(stage_d, hop_d, k)

@@ -24,12 +24,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chipletc.backends.perf.analytical import (
-    decode_context,
-    group_time,
-    level_for,
-    transfer_time_s,
-)
+from chipletc.backends.perf.analytical import decode_context, group_time
+from chipletc.backends.perf.collectives import collective_key, level_for, transfer_time_s
 from chipletc.compiler.place import workspace_bytes
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
@@ -311,18 +307,15 @@ class ProblemBuilder:
 
     def row(self, target: Target, tp: int, m: int) -> StageSeconds:
         """``group_time`` of each kind, pre and post at (tp, m), memoized on what it reads
-        of the target: peak rate, memory bandwidth, efficiencies, the tp link level."""
+        of the target: peak rate, memory bandwidth, efficiencies, the fabric."""
         chip = target.chiplet
-        level = level_for(target, tp)
         key = (
             tp,
             m,
             chip.peak_flops(self.graph.act_dtype),
             target.memory_bw_Bps,
             target.efficiency,
-            level.bw_Bps,
-            level.latency_s,
-            level.topology,
+            collective_key(target, tp),
         )
         found = self._rows.get(key)
         if found is not None:
@@ -397,7 +390,6 @@ class ProblemBuilder:
         hops_d: list[list[tuple[float, float]]] = []
         hops_p: list[list[tuple[float, float]]] = []
         cluster = target.link_levels()[-1]
-        eff = target.efficiency.link
         bmax = max(self.batches)
         stage_ub_s, e2e_ub_s = 0.0, 0.0
         for i, tp in enumerate(tps):
@@ -413,12 +405,12 @@ class ProblemBuilder:
                 bytes_d = m * info.d_model * self.act_b
                 bytes_p = m * opts.prompt_len * info.d_model * self.act_b
                 hd = (
-                    transfer_time_s(bytes_d, server_level, eff, tp),
-                    transfer_time_s(bytes_d, cluster, eff, tp),
+                    transfer_time_s(bytes_d, server_level, target, tp),
+                    transfer_time_s(bytes_d, cluster, target, tp),
                 )
                 hp = (
-                    transfer_time_s(bytes_p, server_level, eff, tp),
-                    transfer_time_s(bytes_p, cluster, eff, tp),
+                    transfer_time_s(bytes_p, server_level, target, tp),
+                    transfer_time_s(bytes_p, cluster, target, tp),
                 )
                 r_row.append(row)
                 d_row.append(hd)
