@@ -12,7 +12,7 @@ from chipletc.compiler.partition import Objective
 
 from .common import add_storage_args, positive_float, positive_int
 from .compile import options_from
-from .output import write_outputs
+from .output import shown_dir, write_outputs
 
 HELP = "explore a chiplet design space for MODELs: Pareto front, best designs, baselines"
 JOURNAL = "journal.jsonl"
@@ -21,12 +21,14 @@ JOURNAL = "journal.jsonl"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help=HELP, description=HELP + ".")
     p.add_argument("models", nargs="+", metavar="MODEL",
-                   help="zoo names (chipletc models), .onnx files or checkpoint directories")
+                   help="zoo names (chipletc models), path/to/file.py:factory, .onnx files "
+                   "or checkpoint directories")
     p.add_argument("--space", metavar="SPACE.yaml",
                    help="design space file (default: the paper's 7 nm space, shipped)")
     p.add_argument("-o", "--out", metavar="DIR",
-                   help="write points.csv, pareto.png, report.html and summary.json to DIR; "
-                   "a rerun with the same DIR resumes an interrupted run")
+                   help=f"write points.csv, pareto.png, report.html and summary.json to DIR, "
+                   f"and {JOURNAL} as designs finish: a rerun with the same DIR resumes an "
+                   "interrupted run")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="processes (local) or CPUs (a Ray instance it starts); default 1")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -169,5 +171,5 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
                 f"{r['tokens_per_s_per_chip']:,.4g} tokens/s/chip: "
                 f"${r['usd_per_1k_tokens']:.3g}/1K -> best design {r['factor']:.3g}x cheaper")
     if out:
-        lines += ["", f"wrote {out}/points.csv, pareto.png, report.html, summary.json"]
+        lines += ["", f"wrote {shown_dir(out)}points.csv, pareto.png, report.html, summary.json"]
     return "\n".join(lines) + "\n"

@@ -19,12 +19,19 @@ from pathlib import Path
 
 from chipletc.ir.errors import UsageError
 
-__all__ = ["write_outputs"]
+__all__ = ["shown_dir", "write_outputs"]
+
+
+def shown_dir(directory: str | Path) -> str:
+    """``directory`` as the user gave it, ending in exactly one separator ("out/")."""
+    return os.path.join(directory, "")
 
 
 def write_outputs(directory: str | Path, files: Mapping[str, str | bytes]) -> list[Path]:
     """Write ``files`` (relative path -> content) under ``directory``; return their paths."""
     root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"-o {directory}: is a file, not a directory; give a folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".chipletc-", dir=root))

@@ -23,7 +23,7 @@ from chipletc.ir.target import Target
 
 from .common import add_storage_args, load_graph, plan_sources, positive_int, with_sources
 from .compile import add_output_args
-from .output import write_outputs
+from .output import shown_dir, write_outputs
 
 HELP = "simulate MODEL under a given tp/pp/batch mapping, or the mapping of a plan.json"
 
@@ -211,7 +211,7 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
     ]
     if out:
         lines.append(
-            f"wrote {out}/: plan.json, schedule.json, simulation.json, trace.json, report.md, "
-            "chakra/"
+            f"wrote {shown_dir(out)}: plan.json, schedule.json, simulation.json, trace.json, "
+            "report.md, chakra/"
         )
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def test_inspect_human_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "frontend torch.fx" in out and "6.74G" in out
     assert "6.74 GB int8" in out  # one byte per weight
-    assert "KV cache / token      262.14 KB (fp8)" in out
+    assert "KV cache / token      262.14 kB (fp8)" in out
     assert "unrecognised ops      none" in out
 
 

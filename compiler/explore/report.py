@@ -32,7 +32,7 @@ COST, LATENCY = "usd_per_1k_tokens", "decode_s_per_token"
 
 TABLE_COLUMNS = (
     ("die_mm2", "die mm2", "{:.0f}"),
-    ("sram_mb", "SRAM MB/chip", "{:.0f}"),
+    ("sram_mib", "SRAM MiB/chip", "{:.0f}"),
     ("tops", "TOPS/chip", "{:.1f}"),
     ("chips_per_server", "chips/server", "{}"),
     ("servers", "servers", "{}"),

@@ -114,7 +114,7 @@ class _Evaluator:
         common: dict[str, Any] = {"design": index, **space.as_dict(design)}
         common.update(
             die_mm2=chip.area_mm2,
-            sram_mb=chip.sram_bytes / MIB,
+            sram_mib=chip.sram_bytes / MIB,
             tops=max(chip.flops_per_s.values()) / 1e12,
             sram_bw_GBps=chip.sram_bw_Bps / 1e9,
             chip_w=chip.power_w,

@@ -1,7 +1,7 @@
 """Lowering a weightless GPT-3-size ONNX file: wall time (budget 10 s).
 
 The file is built with onnx.helper (``make_gpt_onnx``): 175B bf16 parameters as
-initializers whose external data file does not exist, so the file is a few hundred KB.
+initializers whose external data file does not exist, so the file is a few hundred kB.
 Lowering runs in a fresh interpreter so the time includes reading and shape inference
 but not torch's first import.
 """
@@ -40,7 +40,7 @@ def test_gpt3_size_onnx_lowers_in_budget(tmp_path: Path) -> None:
     )
     r = json.loads(proc.stdout)
     print(
-        f"\ngpt3-175b as a weightless ONNX file ({path.stat().st_size / 1e3:.0f} KB): lowered in "
+        f"\ngpt3-175b as a weightless ONNX file ({path.stat().st_size / 1e3:.0f} kB): lowered in "
         f"{r['seconds']:.2f} s, {r['ops']} ops, {r['params'] / 1e9:.2f}B parameters"
     )
     assert r["seconds"] < 10.0
