@@ -1,10 +1,24 @@
-"""Small IR builders for tests: transformer graphs written op by op, without torch."""
+"""Small builders for tests: transformer graphs written op by op (without torch), and zoo
+models at test size exported to ONNX."""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
 
 from chipletc.ir.dtypes import DType
 from chipletc.ir.graph import Graph, ModelInfo
 from chipletc.ir.op import Op, OpKind, Role, Shard, Weight
+from chipletc.models import zoo
+from chipletc.models.config import ModelConfig
+from chipletc.models.transformer import Transformer
+
+# conftest's ``cli`` fixture: ``cli(*argv)`` -> (exit code, stdout, stderr)
+CliRun = Callable[..., tuple[int, str, str]]
 
 
 def make_graph(
@@ -155,3 +169,44 @@ def make_target(
     if rent_usd_per_hour is not None:
         data["economics"] = {"rent_usd_per_hour": rent_usd_per_hour}
     return target_from_dict(data, "toy")
+
+
+# -- zoo models at test size, exported to ONNX ---------------------------------------------
+
+
+def tiny(name: str, layers: int = 2) -> ModelConfig:
+    """A zoo family at test size: d 64, 4 heads of 16 (2 KV heads where the family has GQA)."""
+    cfg = zoo.with_layers(zoo.get_config(name), layers)
+    kv = 2 if cfg.num_kv_heads < cfg.num_heads else 4
+    cfg = replace(
+        cfg, d_model=64, num_heads=4, num_kv_heads=kv, head_dim=16, ffn_dim=128,
+        vocab_size=100, max_positions=64,
+    )  # fmt: skip
+    if cfg.moe is not None:
+        cfg = replace(cfg, moe=replace(cfg.moe, num_experts=4, expert_ffn_dim=96))
+    return cfg
+
+
+def export_onnx(cfg: ModelConfig, path: Path, *, meta: bool = True, opset: int = 20) -> Path:
+    """torch.onnx.export (dynamo) of a zoo model in bf16, without the exporter's optimizer.
+
+    On meta tensors the weights become graph inputs; on CPU they are initializers in an
+    external file, which is then deleted so only their dims and dtypes remain.
+    """
+    device = "meta" if meta else "cpu"
+    with torch.device(device):
+        module = Transformer(cfg).to(torch.bfloat16).eval()
+    ids = torch.zeros(1, 8, dtype=torch.long, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (ids,), dynamo=True, optimize=False, opset_version=opset, verbose=False
+        )
+    program.save(
+        str(path),
+        include_initializers=not meta,
+        keep_initializers_as_inputs=meta,
+        external_data=not meta,
+    )
+    Path(f"{path}.data").unlink(missing_ok=True)
+    return path

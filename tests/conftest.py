@@ -1,4 +1,5 @@
-"""Shared fixtures: zoo models are lowered once per session (lowering costs ~1 s each)."""
+"""Shared fixtures: zoo models are lowered once per session (lowering costs ~1 s each, GPT-3
+~5 s), and the CLI runs in process on those cached models."""
 
 from __future__ import annotations
 
@@ -11,16 +12,30 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/builders.py
 
+from builders import CliRun
+
+from chipletc.cli.main import main
+from chipletc.compiler import frontends
+from chipletc.ir.graph import Graph
+from chipletc.models.zoo import list_models
+
+_load_model = frontends.load_model
+ZOO = frozenset(list_models())
+
 
 @cache
-def _lowered(name: str):
-    from chipletc.compiler.frontends import load_model
+def _lowered(name: str) -> Graph:
+    return _load_model(name)
 
-    return load_model(name)
+
+def _load_cached(spec: str) -> Graph:
+    """``load_model`` with zoo names from the session cache (graphs are immutable);
+    files and directories are read afresh, since tests write them per case."""
+    return _lowered(spec) if spec in ZOO else _load_model(spec)
 
 
 @pytest.fixture(scope="session")
-def zoo_graph() -> Callable:
+def zoo_graph() -> Callable[[str], Graph]:
     """``zoo_graph(name)`` returns the IR of a zoo model, lowered once per session."""
     return _lowered
 
@@ -30,3 +45,20 @@ def default_target():
     from chipletc.backends.targets import DEFAULT_TARGET, load_target
 
     return load_target(DEFAULT_TARGET)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRun:
+    """``cli(*argv)`` runs ``chipletc argv`` in this process and returns (exit code, stdout,
+    stderr); zoo models come from the session cache instead of being lowered per call."""
+    monkeypatch.setattr(frontends, "load_model", _load_cached)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as flag_error:  # argparse exits; the installed command does the same
+            code = flag_error.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_targets import BAD_FILES  # the bad-file cases, each with its expected message
+from builders import CliRun
 
 from chipletc.backends.targets import DEFAULT_TARGET, list_targets
-from chipletc.cli import main as cli
+from chipletc.cli import main as cli_main
 
 JSON_KEYS = {
     "die": ["area_mm2", "dies_per_wafer", "yield", "cost_usd"],
@@ -20,25 +20,19 @@ JSON_KEYS = {
 @pytest.fixture(autouse=True)
 def only_these_commands(monkeypatch):
     """Build the real parser with just the commands under test (others may be absent)."""
-    monkeypatch.setattr(cli, "COMMANDS", ("targets", "cost"))
+    monkeypatch.setattr(cli_main, "COMMANDS", ("targets", "cost"))
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_targets_lists_every_preset(capsys):
-    code, out, err = run(capsys, "targets")
+def test_targets_lists_every_preset(cli: CliRun):
+    code, out, err = cli("targets")
     assert code == 0 and not err
     for name in list_targets():
         assert name in out
     assert f"{DEFAULT_TARGET} *" in out
 
 
-def test_targets_json(capsys):
-    code, out, _ = run(capsys, "targets", "--json")
+def test_targets_json(cli: CliRun):
+    code, out, _ = cli("targets", "--json")
     data = json.loads(out)
     assert code == 0
     assert [row["name"] for row in data["targets"]] == list_targets()
@@ -46,8 +40,8 @@ def test_targets_json(capsys):
 
 
 @pytest.mark.parametrize("name", list_targets())
-def test_cost_json_has_the_documented_keys(capsys, name):
-    code, out, err = run(capsys, "cost", name, "--json")
+def test_cost_json_has_the_documented_keys(cli: CliRun, name):
+    code, out, err = cli("cost", name, "--json")
     assert code == 0 and not err
     report = json.loads(out)
     for section, keys in JSON_KEYS.items():
@@ -57,44 +51,31 @@ def test_cost_json_has_the_documented_keys(capsys, name):
     assert ("rent_usd_per_hour" in report) == rented
 
 
-def test_cost_text_shows_every_level(capsys):
-    code, out, _ = run(capsys, "cost")
+def test_cost_text_shows_every_level(cli: CliRun):
+    code, out, _ = cli("cost")
     assert code == 0
     for word in ("die", "package", "server", "TCO", "thermal", "memory"):
         assert any(line.startswith(word) for line in out.splitlines()), word
     assert DEFAULT_TARGET in out
 
 
-def test_cost_of_a_rented_target_prints_rent(capsys):
-    code, out, _ = run(capsys, "cost", "a100-80gb-x8")
+def test_cost_of_a_rented_target_prints_rent(cli: CliRun):
+    code, out, _ = cli("cost", "a100-80gb-x8")
     assert code == 0
     assert "rented at $8.80/hour" in out
     assert "if fabricated and owned" in out
 
 
-def test_cost_accepts_a_yaml_path(tmp_path, capsys):
+def test_cost_accepts_a_yaml_path(tmp_path, cli: CliRun):
     path = tmp_path / "mine.yaml"
     path.write_text("base: cc-7nm-gpt3\nserver: {packages_per_lane: 10}\n")
-    code, out, _ = run(capsys, "cost", str(path), "--json")
+    code, out, _ = cli("cost", str(path), "--json")
     assert code == 0
     report = json.loads(out)
     assert report["target"] == "mine" and report["server"]["chips"] == 80
 
 
-@pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_every_bad_file_is_one_line_and_exit_2(tmp_path, capsys, case):
-    text, expected = BAD_FILES[case]
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    code, out, err = run(capsys, "cost", str(path))
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1
-    assert err.startswith("chipletc: error: ")
-    for part in expected:
-        assert part in err
-
-
-def test_unknown_preset_is_exit_2_with_close_names(capsys):
-    code, out, err = run(capsys, "cost", "a100")
+def test_unknown_preset_is_exit_2_with_close_names(cli: CliRun):
+    code, out, err = cli("cost", "a100")
     assert code == 2 and out == ""
     assert "did you mean" in err and "a100-80gb-x8?" in err

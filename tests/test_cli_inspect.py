@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import CliRun
 
-from chipletc.cli.main import main
 from chipletc.models.zoo import list_models
 
 BAD_MODULES = """
@@ -26,27 +26,22 @@ def not_a_module():
 """
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_models_lists_the_zoo(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "models")
+def test_models_lists_the_zoo(cli: CliRun) -> None:
+    code, out, _ = cli("models")
     assert code == 0
     assert all(name in out for name in list_models())
     assert "MQA" in out and "MoE 8 top-2" in out
 
 
-def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "models", "--json")
+def test_models_json(cli: CliRun) -> None:
+    code, out, _ = cli("models", "--json")
     rows = json.loads(out)["models"]
     assert code == 0 and [r["name"] for r in rows] == list_models()
 
 
-def test_inspect_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "inspect", "gpt2-small", "--json", "--per-layer")
+def test_inspect_json(cli: CliRun) -> None:
+    code, out, err = cli("inspect", "gpt2-small", "--json", "--per-layer")
     s = json.loads(out)
     assert code == 0 and err == ""
     for key in (
@@ -61,9 +56,8 @@ def test_inspect_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["block"] for r in s["per_layer"]] == ["pre", *range(12), "post"]
 
 
-def test_inspect_human_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys, "inspect", "llama2-7b", "--batch", "4", "--prompt-len", "128",
+def test_inspect_human_table(cli: CliRun) -> None:
+    code, out, _ = cli("inspect", "llama2-7b", "--batch", "4", "--prompt-len", "128",
         "--context-len", "512", "--weights-dtype", "int8", "--kv-dtype", "fp8",
     )  # fmt: skip
     assert code == 0
@@ -73,14 +67,14 @@ def test_inspect_human_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unrecognised ops      none" in out
 
 
-def test_inspect_user_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_user_module(tmp_path: Path, cli: CliRun) -> None:
     path = tmp_path / "m.py"
     path.write_text(
         "from chipletc.models import zoo\n\n"
         "def factory():\n"
         "    return zoo.build(zoo.with_layers(zoo.get_config('mixtral-8x7b'), 2))\n"
     )
-    code, out, _ = run(capsys, "inspect", f"{path}:factory", "--json")
+    code, out, _ = cli("inspect", f"{path}:factory", "--json")
     s = json.loads(out)
     assert code == 0 and s["num_experts"] == 8 and s["experts_per_token"] == 2
 
@@ -104,10 +98,10 @@ def bad_file(tmp_path: Path) -> Path:
     ],
 )
 def test_inspect_errors_are_one_line(
-    spec: str, message: str, bad_file: Path, capsys: pytest.CaptureFixture[str]
+    spec: str, message: str, bad_file: Path, cli: CliRun
 ) -> None:
     spec = spec.format(dir=bad_file.parent, file=bad_file)
-    code, out, err = run(capsys, "inspect", spec)
+    code, out, err = cli("inspect", spec)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("chipletc: error: ")
     assert message in err

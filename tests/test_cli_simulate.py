@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from builders import CliRun
 
-from chipletc.cli.main import main
+from chipletc.backends.sim import simulate
+from chipletc.backends.targets import load_target
+from chipletc.compiler.schedule import lower_schedule
+from chipletc.ir.mapping import ModelMapping, even_stages
 
 BASE = [
     "simulate",
@@ -20,33 +24,26 @@ BASE = [
 ]
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([*args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_json_has_the_figures(capsys) -> None:
-    code, out, _ = run(capsys, *BASE, "--tp", "4", "--batch", "4", "--json")
+def test_json_is_the_library_simulation_of_the_flags(cli: CliRun, zoo_graph) -> None:
+    """The flags reach the library: the figures are those of the mapping they name."""
+    code, out, _ = cli(*BASE, "--tp", "4", "--batch", "4", "--json")
     assert code == 0
     doc = json.loads(out)
-    for key in (
-        "prefill_s",
-        "decode_s",
-        "decode_s_per_token",
-        "end_to_end_s",
-        "tokens_per_s",
-        "mfu",
-        "bottleneck",
-    ):
-        assert key in doc
-    assert doc["decode_s"] == pytest.approx(8 * doc["decode_s_per_token"])
-    assert doc["end_to_end_s"] == pytest.approx(doc["prefill_s"] + doc["decode_s"])
+    assert doc["workload"] == {"prompt_len": 64, "gen_len": 8}
+    assert (doc["mapping"]["tp"], doc["mapping"]["pp"]) == (4, 1)
+    assert (doc["mapping"]["batch"], doc["mapping"]["micro_batch"]) == (4, 4)
+    graph, target = zoo_graph("gpt2-small"), load_target("a100-80gb-x8")
+    mapping = ModelMapping(4, 1, even_stages(graph.num_blocks, 1), 4, 4)
+    ref = simulate(lower_schedule(graph, target, mapping, 64, 8), target)
+    for key in ("prefill_s", "decode_s", "decode_s_per_token", "end_to_end_s", "tokens_per_s",
+                "mfu", "bottleneck"):  # fmt: skip
+        assert doc[key] == getattr(ref, key), key
+    assert len(ref.decode_step_s) == 8  # --gen-len steps
 
 
-def test_plan_round_trip_gives_the_same_figures(capsys, tmp_path) -> None:
-    code, out, _ = run(
-        capsys,
+def test_plan_round_trip_gives_the_same_figures(cli: CliRun, tmp_path) -> None:
+    code, out, _ = cli(
         *BASE,
         "--tp",
         "2",
@@ -63,13 +60,13 @@ def test_plan_round_trip_gives_the_same_figures(capsys, tmp_path) -> None:
     assert code == 0
     first = json.loads(out)
     assert json.loads((tmp_path / "simulation.json").read_text()) == first
-    code, out, _ = run(capsys, "simulate", "--plan", str(tmp_path / "plan.json"), "--json")
+    code, out, _ = cli("simulate", "--plan", str(tmp_path / "plan.json"), "--json")
     assert code == 0
     assert json.loads(out) == first
 
 
-def test_summary_names_the_bottleneck(capsys) -> None:
-    code, out, _ = run(capsys, *BASE, "--pp", "4")
+def test_summary_names_the_bottleneck(cli: CliRun) -> None:
+    code, out, _ = cli(*BASE, "--pp", "4")
     assert code == 0
     assert "time to first token" in out and "bottleneck" in out
 
@@ -84,12 +81,12 @@ def test_summary_names_the_bottleneck(capsys) -> None:
         (["--pp", "2", "--stages", "0-3,5-11"], "not contiguous"),
     ],
 )
-def test_bad_mapping_is_one_line_and_exit_code_2(capsys, flags, message) -> None:
-    code, out, err = run(capsys, *BASE, *flags)
+def test_bad_mapping_is_one_line_and_exit_code_2(cli: CliRun, flags, message) -> None:
+    code, out, err = cli(*BASE, *flags)
     assert code == 2 and not out
     assert err.count("\n") == 1 and message in err
 
 
-def test_model_and_plan_together_is_a_usage_error(capsys, tmp_path) -> None:
-    code, _, err = run(capsys, *BASE, "--plan", str(tmp_path / "plan.json"))
+def test_model_and_plan_together_is_a_usage_error(cli: CliRun, tmp_path) -> None:
+    code, _, err = cli(*BASE, "--plan", str(tmp_path / "plan.json"))
     assert code == 2 and "not both" in err

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipletc.backends.cost import (
-    HOURS_PER_YEAR,
     chiplet_by_area,
     chiplet_by_performance,
     cost_rate_usd_per_s,
@@ -66,27 +65,43 @@ def test_electricity_share_of_cost_rate_is_the_kwh_price():
     assert per_s == pytest.approx(1.0 * e.pue * e.electricity_usd_per_kWh / 3600)
 
 
-@given(
-    price=st.floats(0.01, 1_000),
-    hours=st.floats(0, 1e5),
-)
-def test_rented_cost_is_price_times_hours(price, hours):
-    assert rent_usd(Economics(rent_usd_per_hour=price), hours) == pytest.approx(price * hours)
+def test_tco_splits_into_hand_worked_parts():
+    # Per wall watt over L = 1.5 years (m = 0.08/12): datacenter capex 10 * 1.5/12 = 1.25;
+    # its interest I(10, 8 %, 12 y) = 10 * (m (1+m)^144 / ((1+m)^144 - 1) * 144 - 1)
+    # = 10 * (0.0108245 * 144 - 1) = 5.58728, over 12 years -> 5.58728 * 1.5/12 = 0.69841;
+    # opex 0.04 * 12 * 1.5 = 0.72; electricity 0.067/1000 * 8640 h * 1.5 * PUE 1.5 =
+    # 1.30248. Sum 3.97089 $/W: $3,970.89 for 1 kW, and the $15,116.15 unit check leaves
+    # $11,145.26 for a $10,000 server (+ interest 645.26, + opex 500).
+    assert server_tco(0, 1_000, Economics()) == pytest.approx(3_970.89, abs=0.01)
+    assert server_tco(10_000, 0, Economics()) == pytest.approx(11_145.26, abs=0.02)
+
+
+def test_rent_is_hand_worked():
+    # an A100 at $1.10/hour for a day: 1.10 * 24 = $26.40
+    assert rent_usd(Economics(rent_usd_per_hour=1.10), 24) == pytest.approx(26.40)
 
 
 def test_rented_cost_rate_is_rent_per_second():
     t = load_target("a100-80gb-x8")
-    assert cost_rate_usd_per_s(t) == pytest.approx(8.80 / 3600)
-    report = cost_report(t)
-    life_h = t.economics.server_life_years * HOURS_PER_YEAR
-    assert report["server"]["tco_usd"] == pytest.approx(8.80 * life_h)
+    assert cost_rate_usd_per_s(t) == pytest.approx(0.002444444, rel=1e-6)  # 8.80 / 3600
+    # over the 1.5-year life of 12 x 30 x 24 h months: 8.80 * 12,960 h = $114,048
+    assert cost_report(t)["server"]["tco_usd"] == pytest.approx(114_048)
+
+
+def round_target():
+    """cc-7nm-gpt3 with 10 W chiplets, for figures worked by hand (128 chips, 8 lanes of
+    16 one-chip packages, host 50 W, DC-DC and PSU 95 %, fans 7.4 W per lane)."""
+    t = load_target("cc-7nm-gpt3")
+    return dataclasses.replace(t, chiplet=dataclasses.replace(t.chiplet, power_w=10.0))
 
 
 def test_owned_cost_rate_is_tco_over_life():
-    t = load_target("cc-7nm-gpt3")
-    sc = server_cost(t)
-    expected = server_tco(sc.cost_usd, sc.power_w, t.economics) / life_seconds(t.economics)
-    assert cost_rate_usd_per_s(t) == pytest.approx(expected)
+    t = round_target()
+    bill = server_cost(t).cost_usd
+    # TCO = 1.114526 C + 3.97089 P (test above), P = 1536 W (below); life 1.5 y * 8640 h
+    # * 3600 s = 46,656,000 s
+    tco = 1.114526 * bill + 3.97089 * 1536
+    assert cost_rate_usd_per_s(t) * 46_656_000 == pytest.approx(tco, rel=1e-6)
 
 
 # --- dies per wafer --------------------------------------------------------------------
@@ -261,18 +276,16 @@ def test_hbm_on_organic_raises():
 # --- server, power, thermal ------------------------------------------------------------------
 
 
-def test_server_cost_breakdown_sums_and_power_path():
-    t = load_target("cc-7nm-gpt3")
+def test_server_power_is_hand_worked():
+    t = round_target()
     sc = server_cost(t)
     assert sum(sc.breakdown.values()) == pytest.approx(sc.cost_usd)
-    assert sum(sc.power_breakdown.values()) == pytest.approx(sc.power_w)
-    parts = t.server.parts
-    chips = t.chips_per_server * t.chiplet.power_w
-    wall = ((chips + parts.host_w) / parts.dcdc_efficiency
-            + t.server.lanes * parts.fan_w_per_lane) / parts.psu_efficiency
-    assert sc.power_w == pytest.approx(wall)
-    assert server_energy_J_per_s(t) == pytest.approx(wall)
-    assert server_energy_J_per_s(t, facility=True) == pytest.approx(wall * t.economics.pue)
+    # chips 128 x 10 W = 1280 W; with the 50 W host through 95 % DC-DC: 1330 / 0.95 =
+    # 1400 W; fans 8 x 7.4 = 59.2 W; through the 95 % PSU: 1459.2 / 0.95 = 1536 W
+    assert sc.power_breakdown["dcdc_loss_w"] == pytest.approx(70.0)
+    assert sc.power_w == pytest.approx(1536.0)
+    assert server_energy_J_per_s(t) == pytest.approx(1536.0)
+    assert server_energy_J_per_s(t, facility=True) == pytest.approx(2304.0)  # PUE 1.5
 
 
 def test_nre_amortized_over_deployment():
@@ -292,19 +305,24 @@ def test_thermal_flags_hot_lane_and_power_cap():
     assert any("power" in v and "cap" in v for v in report.violations)
 
 
-def test_thermal_budget_formula():
-    t = load_target("cc-7nm-gpt3")
-    r = thermal_check(t)
-    c = t.server.cooling
-    w_per_k = 1.16 * 1007.0 * c.airflow_m3_per_s_per_lane
-    assert r.lane_budget_w == pytest.approx(
-        (c.die_max_c - c.ambient_c - r.package_w * c.heatsink_K_per_W) * w_per_k + r.package_w)
+def test_thermal_budget_is_hand_worked():
+    r = thermal_check(round_target())
+    # air carries 1.16 kg/m3 * 1007 J/(kg K) * 0.0094 m3/s = 10.98033 W/K per lane; the
+    # die may sit 90 - 30 - 10 W * 0.5 K/W = 55 K above ambient air: budget 55 * 10.98033
+    # + 10 = 613.918 W. The lane draws 16 x 10 W = 160 W; the last die breathes air
+    # warmed by 150 W: 30 + 150 / 10.98033 + 5 = 48.661 C.
+    assert r.lane_budget_w == pytest.approx(613.918, abs=1e-3)
+    assert r.lane_w == pytest.approx(160.0)
+    assert r.hottest_die_c == pytest.approx(48.661, abs=1e-3)
     assert r.ok
 
 
-def test_carbon_is_optional():
-    t = load_target("cc-7nm-gpt3")
+def test_carbon_is_optional_and_hand_worked():
+    t = round_target()
     assert "carbon" not in cost_report(t)
-    green = dataclasses.replace(t, economics=Economics(carbon_kg_per_kWh=0.4))
+    econ = dataclasses.replace(t.economics, carbon_kg_per_kWh=0.4)
+    green = dataclasses.replace(t, economics=econ)
     carbon = cost_report(green)["carbon"]
-    assert carbon["operational_kg_co2"] == pytest.approx(carbon["energy_kWh"] * 0.4)
+    # 1536 W * PUE 1.5 = 2304 W for 12,960 h = 29,859.84 kWh; at 0.4 kg/kWh 11,943.94 kg
+    assert carbon["energy_kWh"] == pytest.approx(29_859.84)
+    assert carbon["operational_kg_co2"] == pytest.approx(11_943.936)

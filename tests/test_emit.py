@@ -12,12 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from builders import make_graph, make_target
+from builders import CliRun, make_graph, make_target
 
 from chipletc.backends.emit import output_files, to_chrome_trace, to_report_md
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import simulate
-from chipletc.cli.main import main
 from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.place import build_plan
 from chipletc.compiler.schedule import lower_schedule
@@ -153,11 +152,6 @@ def test_outputs_repeat_byte_for_byte():
     assert files() == files()
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 EXPECTED = {
     "plan.json",
@@ -175,9 +169,9 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_compile_writes_every_output_the_same_twice(capsys, tmp_path):
+def test_compile_writes_every_output_the_same_twice(cli: CliRun, tmp_path):
     for d in ("a", "b"):
-        code, out, _ = run(capsys, "compile", "gpt2-small", "-o", str(tmp_path / d))
+        code, out, _ = cli("compile", "gpt2-small", "-o", str(tmp_path / d))
         assert code == 0 and "wrote" in out
     a, b = files_under(tmp_path / "a"), files_under(tmp_path / "b")
     assert a == b
@@ -191,9 +185,9 @@ def test_compile_writes_every_output_the_same_twice(capsys, tmp_path):
     assert all(REQUIRED[e["ph"]] <= e.keys() for e in events)
 
 
-def test_simulate_writes_every_output_and_its_summary(capsys, tmp_path):
+def test_simulate_writes_every_output_and_its_summary(cli: CliRun, tmp_path):
     argv = ("simulate", "gpt2-small", "--tp", "2", "--pp", "3", "--batch", "4")
-    code, _, _ = run(capsys, *argv, "--ranks", "all", "--trace-steps", "1", "-o", str(tmp_path))
+    code, _, _ = cli(*argv, "--ranks", "all", "--trace-steps", "1", "-o", str(tmp_path))
     assert code == 0
     files = files_under(tmp_path)
     ets = {f for f in files if f.endswith(".et")}
@@ -202,7 +196,7 @@ def test_simulate_writes_every_output_and_its_summary(capsys, tmp_path):
     assert json.loads(files["trace.json"])["otherData"]["decode_steps"] == 1
 
 
-def test_a_failed_write_leaves_no_file_behind(capsys, tmp_path, monkeypatch):
+def test_a_failed_write_leaves_no_file_behind(cli: CliRun, tmp_path, monkeypatch):
     real = Path.write_bytes
 
     def fail_on_traces(self, data):
@@ -212,21 +206,21 @@ def test_a_failed_write_leaves_no_file_behind(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_bytes", fail_on_traces)
     out = tmp_path / "out"
-    code, _, err = run(capsys, "simulate", "gpt2-small", "--pp", "2", "-o", str(out))
+    code, _, err = cli("simulate", "gpt2-small", "--pp", "2", "-o", str(out))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write" in err
     assert not [p for p in out.rglob("*")]
 
 
-def test_an_unwritable_dir_is_one_line_and_exit_2(capsys, tmp_path):
+def test_an_unwritable_dir_is_one_line_and_exit_2(cli: CliRun, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code, out, err = run(capsys, "simulate", "gpt2-small", "-o", str(blocker / "out"))
+    code, out, err = cli("simulate", "gpt2-small", "-o", str(blocker / "out"))
     assert code == 2 and not out
     assert err.startswith("chipletc: error: -o") and len(err.strip().splitlines()) == 1
     assert blocker.read_text() == "not a directory"
 
 
 @pytest.mark.parametrize("kind", ["plan", "schedule"])
-def test_schema_command_prints_the_shipped_schema(capsys, kind):
-    code, out, _ = run(capsys, "schema", kind)
+def test_schema_command_prints_the_shipped_schema(cli: CliRun, kind):
+    code, out, _ = cli("schema", kind)
     assert code == 0 and json.loads(out) == load_schema(kind)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_onnx_frontend import export_onnx, tiny
+from builders import export_onnx, tiny
 
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.frontends import load_model, lower_module

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 from math import prod
 from pathlib import Path
 
 import pytest
-from test_cli_inspect import run
+from builders import CliRun
 
 from chipletc.compiler.frontends import load_model
 from chipletc.compiler.frontends.hf import SUPPORTED, lower_checkpoint
@@ -87,28 +86,36 @@ def test_config_only_lowers_with_config_dtype(family: str, tmp_path: Path) -> No
     assert g.weight_bytes == 2 * g.params
 
 
-def _transformers_model(config: dict):
-    """transformers' own module for a config, on the meta device, never touching the hub."""
+@pytest.fixture
+def transformers_model(monkeypatch: pytest.MonkeyPatch):
+    """``transformers_model(config)``: transformers' own module for a config, on the meta
+    device, never touching the hub (offline for this test only)."""
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    cls = transformers.AutoConfig.for_model(**config)
-    with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(cls)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def build(config: dict):
+        cls = transformers.AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            return transformers.AutoModelForCausalLM.from_config(cls)
+
+    return build
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gpt2", "opt", "falcon"])
-def test_names_and_shapes_match_transformers(family: str, tmp_path: Path) -> None:
+def test_names_and_shapes_match_transformers(
+    family: str, tmp_path: Path, transformers_model
+) -> None:
     g = lower_checkpoint(write_config(tmp_path, family))
-    model = _transformers_model({"model_type": family, **CONFIGS[family]})
+    model = transformers_model({"model_type": family, **CONFIGS[family]})
     theirs = {n: tuple(p.shape) for n, p in model.named_parameters()}  # tied: listed once
     ours = {w.name: w.shape for _, w in g.weights()}
     assert ours == theirs
 
 
-def test_mixtral_total_matches_transformers(tmp_path: Path) -> None:
+def test_mixtral_total_matches_transformers(tmp_path: Path, transformers_model) -> None:
     g = lower_checkpoint(write_config(tmp_path, "mixtral"))
-    model = _transformers_model({"model_type": "mixtral", **CONFIGS["mixtral"]})
+    model = transformers_model({"model_type": "mixtral", **CONFIGS["mixtral"]})
     assert g.params == sum(p.numel() for p in model.parameters())
     info = g.info
     assert (info.num_experts, info.experts_per_token, info.num_kv_heads) == (4, 2, 2)
@@ -223,20 +230,20 @@ def test_header_offsets_must_fit_dtype(tmp_path: Path) -> None:
 
 
 def test_corrupt_header_fails_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: CliRun
 ) -> None:
     d = write_config(tmp_path / "m", "llama")
     (d / "model.safetensors").write_bytes(struct.pack("<Q", 9) + b'{"a": 1}x')
-    code, _out, err = run(capsys, "inspect", str(d))
+    code, _out, err = cli("inspect", str(d))
     assert code == 2 and "corrupt safetensors header" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_unsupported_architecture_lists_the_supported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: CliRun
 ) -> None:
     d = write_config(tmp_path / "m", "bert", architectures=["BertModel"])
-    code, _out, err = run(capsys, "inspect", str(d))
+    code, _out, err = cli("inspect", str(d))
     assert code == 2 and "unsupported architecture 'bert'" in err
     assert all(f in err for f in SUPPORTED)
     assert len(err.strip().splitlines()) == 1

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
-import torch
+from builders import CliRun, export_onnx, tiny
 from onnx import TensorProto, helper
-from test_cli_inspect import run
 
 from chipletc.compiler.frontends import load_model, lower_module
 from chipletc.compiler.frontends.onnx import lower_onnx
@@ -19,48 +16,8 @@ from chipletc.ir.errors import ModelError, UnsupportedOpError
 from chipletc.ir.op import OpKind, Role
 from chipletc.ir.workload import Phase
 from chipletc.models import zoo
-from chipletc.models.config import ModelConfig
-from chipletc.models.transformer import Transformer
 
 # -- builders -------------------------------------------------------------------------------
-
-
-def tiny(name: str, layers: int = 2) -> ModelConfig:
-    """A zoo family at test size: d 64, 4 heads of 16 (2 KV heads where the family has GQA)."""
-    cfg = zoo.with_layers(zoo.get_config(name), layers)
-    kv = 2 if cfg.num_kv_heads < cfg.num_heads else 4
-    cfg = replace(
-        cfg, d_model=64, num_heads=4, num_kv_heads=kv, head_dim=16, ffn_dim=128,
-        vocab_size=100, max_positions=64,
-    )  # fmt: skip
-    if cfg.moe is not None:
-        cfg = replace(cfg, moe=replace(cfg.moe, num_experts=4, expert_ffn_dim=96))
-    return cfg
-
-
-def export_onnx(cfg: ModelConfig, path: Path, *, meta: bool = True, opset: int = 20) -> Path:
-    """torch.onnx.export (dynamo) of a zoo model in bf16, without the exporter's optimizer.
-
-    On meta tensors the weights become graph inputs; on CPU they are initializers in an
-    external file, which is then deleted so only their dims and dtypes remain.
-    """
-    device = "meta" if meta else "cpu"
-    with torch.device(device):
-        module = Transformer(cfg).to(torch.bfloat16).eval()
-    ids = torch.zeros(1, 8, dtype=torch.long, device=device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (ids,), dynamo=True, optimize=False, opset_version=opset, verbose=False
-        )
-    program.save(
-        str(path),
-        include_initializers=not meta,
-        keep_initializers_as_inputs=meta,
-        external_data=not meta,
-    )
-    Path(f"{path}.data").unlink(missing_ok=True)
-    return path
 
 
 def make_gpt_onnx(
@@ -210,7 +167,7 @@ def _graph(nodes: list, inputs: list, inits: list, path: Path) -> Path:
 
 
 def test_unrecognised_op_is_generic_and_listed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: CliRun
 ) -> None:
     path = make_gpt_onnx(tmp_path / "gpt.onnx", 1, 64, 4, 128, 50, 16)
     model = onnx.load(str(path), load_external_data=False)
@@ -221,7 +178,7 @@ def test_unrecognised_op_is_generic_and_listed(
     g = lower_onnx(path)
     (generic,) = g.unrecognised()
     assert "cumsum" in str(generic.attrs["source"])
-    code, out, _err = run(capsys, "inspect", str(path))
+    code, out, _err = cli("inspect", str(path))
     assert code == 0 and "unrecognised ops      1" in out
 
 
@@ -258,21 +215,21 @@ def test_mlp_is_not_a_transformer(tmp_path: Path) -> None:
     ],
 )
 def test_bad_files_fail_in_one_line(
-    tmp_path: Path, content: bytes, message: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, content: bytes, message: str, cli: CliRun
 ) -> None:
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
-    code, _out, err = run(capsys, "inspect", str(path))
+    code, _out, err = cli("inspect", str(path))
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_truncated_export_fails_in_one_line(
-    exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exports: dict[str, Path], tmp_path: Path, cli: CliRun
 ) -> None:
     data = exports["decomposed"].read_bytes()
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: len(data) // 3])
-    code, _out, err = run(capsys, "inspect", str(path))
+    code, _out, err = cli("inspect", str(path))
     assert code == 2 and "ONNX model" in err
     assert len(err.strip().splitlines()) == 1

@@ -17,7 +17,6 @@ from chipletc.backends.perf.analytical import estimate
 from chipletc.backends.sim import TIMELINE_STEPS, SimResult, simulate
 from chipletc.backends.sim.scan import step_matrix
 from chipletc.backends.targets import load_target
-from chipletc.compiler.frontends import load_model
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.errors import UsageError
 from chipletc.ir.mapping import ModelMapping, even_stages
@@ -26,8 +25,8 @@ from chipletc.ir.workload import Workload
 
 
 @pytest.fixture(scope="module")
-def gpt3():
-    return load_model("gpt3-175b")
+def gpt3(zoo_graph):
+    return zoo_graph("gpt3-175b")
 
 
 def run(graph, target, tp=2, pp=2, batch=4, micro=2, prompt=16, gen=8):
@@ -64,6 +63,19 @@ def test_collective_bytes_equal_what_the_sharding_implies() -> None:
     assert r.collective_bytes == pytest.approx(expect, rel=1e-9)
 
 
+def assert_agree(sim: SimResult, est, decode_rel: float) -> None:
+    """Prefill runs the same ops in both: equal to rounding. Decode: the simulator steps
+    the cache from prompt+1 to prompt+gen while the analytical model takes one step at
+    the mean context rounded down, and roofline time max(compute, memory) is convex in
+    the context, so the simulator can only be slower (Jensen), by a little."""
+    assert sim.prefill_s == pytest.approx(est.prefill_s, rel=1e-9)
+    assert est.decode_s_per_token <= sim.decode_s_per_token
+    assert sim.decode_s_per_token == pytest.approx(est.decode_s_per_token, rel=decode_rel)
+    assert sim.end_to_end_s == pytest.approx(est.end_to_end_s, rel=decode_rel)
+
+
+# (tp, pp, batch, micro): decode differs by at most 1.5e-3 (tp 1, pp 4, 16 x 4), end to
+# end by at most 6.6e-4 (one chiplet); bounds at ~1.5x the worst point
 @pytest.mark.parametrize(
     ("tp", "pp", "batch", "micro"),
     [(1, 1, 1, 1), (2, 1, 8, 8), (4, 2, 4, 4), (2, 4, 8, 2), (1, 4, 16, 4)],
@@ -71,19 +83,16 @@ def test_collective_bytes_equal_what_the_sharding_implies() -> None:
 def test_analytical_and_simulated_agree_without_contention(tp, pp, batch, micro) -> None:
     g, t = make_graph(), make_target()
     m, r = run(g, t, tp, pp, batch, micro, prompt=32, gen=16)
-    e = estimate(g, t, m, 32, 16)
-    assert r.prefill_s == pytest.approx(e.prefill_s, rel=0.05)
-    assert r.decode_s_per_token == pytest.approx(e.decode_s_per_token, rel=0.05)
-    assert r.end_to_end_s == pytest.approx(e.end_to_end_s, rel=0.05)
+    assert_agree(r, estimate(g, t, m, 32, 16), decode_rel=2.5e-3)
 
 
+# decode differs by 3.0e-5 (A100) and 4.5e-5 (TPU v4): 512-token prompts dwarf the
+# half-token rounding of the mean context
 @pytest.mark.parametrize(("name", "tp"), [("a100-80gb-x8", 8), ("tpu-v4", 16)])
 def test_analytical_and_simulated_agree_on_gpt3(gpt3, name, tp) -> None:
     t = load_target(name)
     m, r = run(gpt3, t, tp=tp, pp=1, batch=8, micro=8, prompt=512, gen=32)
-    e = estimate(gpt3, t, m, 512, 32)
-    assert r.end_to_end_s == pytest.approx(e.end_to_end_s, rel=0.05)
-    assert r.prefill_s == pytest.approx(e.prefill_s, rel=0.05)
+    assert_agree(r, estimate(gpt3, t, m, 512, 32), decode_rel=7e-5)
 
 
 def test_transfers_sharing_a_link_queue() -> None:

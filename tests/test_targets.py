@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from builders import CliRun
 
 from chipletc.backends.cost import cost_report, thermal_check
 from chipletc.backends.targets import (
@@ -279,15 +280,16 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_bad_file_gives_one_clear_line(tmp_path, case):
+def test_bad_file_gives_one_clear_line_and_exit_2(tmp_path, cli: CliRun, case):
     text, expected = BAD_FILES[case]
     path = write(tmp_path, "bad.yaml", text)
-    with pytest.raises(TargetError) as info:
+    with pytest.raises(TargetError):
         load_target(path)
-    message = str(info.value)
-    assert "\n" not in message
+    code, out, err = cli("cost", path)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("chipletc: error: ")
     for part in expected:
-        assert part in message, f"{part!r} not in {message!r}"
+        assert part in err, f"{part!r} not in {err!r}"
 
 
 def test_base_loop_is_reported(tmp_path):
