@@ -169,12 +169,11 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_compile_writes_every_output_the_same_twice(cli: CliRun, tmp_path):
-    for d in ("a", "b"):
-        code, out, _ = cli("compile", "gpt2-small", "-o", str(tmp_path / d))
-        assert code == 0 and "wrote" in out
-    a, b = files_under(tmp_path / "a"), files_under(tmp_path / "b")
-    assert a == b
+def test_compile_writes_every_output(cli: CliRun, tmp_path):
+    """(Byte-identical reruns: test_cli_compile compares two processes' outputs.)"""
+    code, out, _ = cli("compile", "gpt2-small", "-o", str(tmp_path))
+    assert code == 0 and "wrote" in out
+    a = files_under(tmp_path)
     npus = math.prod(yaml.safe_load(a["chakra/network.yml"])["npus_count"])
     assert npus >= json.loads(a["plan.json"])["mapping"]["pp"]
     assert set(a) == EXPECTED | {f"chakra/chipletc.{r}.et" for r in range(npus)}

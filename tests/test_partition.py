@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 from builders import make_graph, make_target
 from hypothesis import HealthCheck, given, settings
@@ -122,8 +125,20 @@ def test_objectives_order_their_own_figure(zoo_graph, default_target):
 def test_smaller_weights_fit_where_bf16_does_not(zoo_graph, default_target):
     graph = zoo_graph("gpt3-175b")  # ~350 GB in bf16 needs ~900 chiplets of ~400 MB
     opts = SearchOptions(max_chiplets=700)
-    with pytest.raises(InfeasibleError, match="short by"):
+    with pytest.raises(InfeasibleError) as info:
         partition(graph, default_target, opts)
+    # N = tp x pp chiplets against 700 allowed (on ceil(700 / 128) = 6 servers), short by
+    # N - 700, and N at least the weight bytes over one chiplet's SRAM (349.2 GB / 397.6 MB
+    # -> 879)
+    found = re.search(
+        r"needs at least (\d+) chiplets \(tp=(\d+), pp=(\d+)\) but 700 are allowed "
+        r"\(6 servers x 128, --max-chiplets 700\); short by (\d+)$",
+        str(info.value),
+    )
+    assert found, str(info.value)
+    chips, tp, pp, short = map(int, found.groups())
+    assert chips == tp * pp and short == chips - 700
+    assert chips >= math.ceil(graph.weight_bytes / default_target.chiplet.sram_bytes) >= 879
     assert (
         partition(graph.with_dtypes(weights=DType.INT8), default_target, opts).mapping.num_chiplets
         <= 700
@@ -141,10 +156,19 @@ def test_smaller_weights_fit_where_bf16_does_not(zoo_graph, default_target):
 def test_nothing_fits_says_by_how_much(zoo_graph):
     graph = zoo_graph("gpt3-175b")
     small = make_target(sram_mb=8, max_servers=2)
-    with pytest.raises(
-        InfeasibleError, match=r"needs at least \d+ chiplets .* short by \d+|short by"
-    ):
+    with pytest.raises(InfeasibleError) as info:
         partition(graph, small, SearchOptions())
+    # 8 MiB = 8.39 MB of SRAM; a GPT-3 layer alone is 12 x 12288^2 x 2 B = 3.62 GB, 0.453 GB
+    # per chiplet at the widest tp, 8
+    found = re.search(
+        r"does not fit: at tp=8, pp=96, batch 1 the fullest chiplet needs ([\d.]+) GB of "
+        r"SRAM but has 8\.39 MB \(short by ([\d.]+) GB\)",
+        str(info.value),
+    )
+    assert found, str(info.value)
+    need_gb, short_gb = map(float, found.groups())
+    assert need_gb >= 12 * 12288**2 * 2 / 8 / 1e9
+    assert short_gb == pytest.approx(need_gb - 0.00839, abs=1e-3)  # 3 significant digits
 
 
 def test_tp_that_splits_no_heads_is_refused(zoo_graph, default_target):
