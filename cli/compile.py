@@ -146,7 +146,7 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
         batch=args.batch,
         micro_batch=args.micro_batch,
         pad_heads=args.pad_heads,
-        time_limit_s=args.time_limit,
+        deterministic_time_limit=args.time_limit,
     )
 
 

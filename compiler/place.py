@@ -12,24 +12,14 @@ from typing import Any
 
 from chipletc import __version__
 from chipletc.ir.graph import Graph
+from chipletc.ir.layout import holds_tied_copy, stage_memory, stage_ops
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, Role, Shard, Weight
 from chipletc.ir.plan import ChipletPlacement, Plan, TensorInfo, WeightShard
-from chipletc.ir.sharding import kv_replicated, rank_cost, rank_weight_bytes
+from chipletc.ir.sharding import kv_replicated, split_dim, split_range
 from chipletc.ir.target import Target
-from chipletc.ir.workload import Workload
 
-__all__ = ["build_plan", "workspace_bytes"]
-
-
-def workspace_bytes(graph: Graph, micro_batch: int, prompt_len: int) -> int:
-    """Two copies of one micro-batch's prefill residual stream (see partition/problem)."""
-    return math.ceil(2 * micro_batch * prompt_len * graph.info.d_model * graph.act_dtype.bits / 8)
-
-
-def _split(n: int, parts: int, i: int) -> tuple[int, int]:
-    """The i-th of ``parts`` near-equal contiguous ranges of ``range(n)``."""
-    return (n * i // parts, n * (i + 1) // parts)
+__all__ = ["build_plan"]
 
 
 def _full(w: Weight) -> tuple[tuple[int, int], ...]:
@@ -39,22 +29,6 @@ def _full(w: Weight) -> tuple[tuple[int, int], ...]:
 def _bytes(w: Weight, slc: tuple[tuple[int, int], ...]) -> int:
     frac = math.prod(b - a for a, b in slc) / max(w.numel, 1)
     return math.ceil(w.nbytes * frac)
-
-
-def _shard_dim(op: Op, w: Weight) -> int | None:
-    """The dimension tensor parallelism cuts for ``w``, or None when replicated."""
-    if len(w.shape) == 1:
-        # a bias follows its matmul's output features: split for column, whole for row
-        return 0 if op.shard in (Shard.COLUMN, Shard.VOCAB) else None
-    if op.shard is Shard.EXPERT:
-        return 0 if len(w.shape) == 3 else None  # stacked (E, out, in); else whole experts
-    out_features = op.dims.get("out_features")
-    out_dim = 0 if (out_features is None or w.shape[0] == out_features) else 1
-    if op.shard in (Shard.COLUMN, Shard.VOCAB):
-        return out_dim
-    if op.shard is Shard.ROW:
-        return 1 - out_dim
-    return None
 
 
 def _op_shards(
@@ -70,7 +44,7 @@ def _op_shards(
             continue
         if op.shard is Shard.EXPERT and len(w.shape) == 2:
             idx = expert_weights.index(w)
-            lo, hi = _split(len(expert_weights), tp, rank)
+            lo, hi = split_range(len(expert_weights), tp, rank)
             if lo <= idx < hi:
                 out.append((w, full, 1))
             continue
@@ -78,16 +52,16 @@ def _op_shards(
             if rank == 0:
                 out.append((w, full, 1))  # the bias is added once, after the all-reduce
             continue
-        dim = _shard_dim(op, w)
+        dim = split_dim(op, w)
         if dim is None:
             out.append((w, full, tp))
             continue
         if op.role in (Role.K, Role.V, Role.KV) and kv_replicated(tp, heads, kv_heads):
             group = tp // kv_heads  # ranks sharing one KV head
-            lo, hi = _split(w.shape[dim], kv_heads, rank // group)
+            lo, hi = split_range(w.shape[dim], kv_heads, rank // group)
             copies = group
         else:
-            lo, hi = _split(w.shape[dim], tp, rank)
+            lo, hi = split_range(w.shape[dim], tp, rank)
             copies = 1
         slc = tuple((lo, hi) if d == dim else (0, n) for d, n in enumerate(w.shape))
         if hi > lo:
@@ -105,41 +79,27 @@ def build_plan(
 ) -> Plan:
     info = graph.info
     tp, pp = mapping.tp, mapping.pp
-    groups = graph.groups()
-    ctx = prompt_len + gen_len
-    kv_wl = Workload.decode(1, 1)
     cpp = target.chips_per_package
     per_lane = target.server.packages_per_lane * cpp
     cps = target.chips_per_server
-    act = workspace_bytes(graph, mapping.micro_batch, prompt_len)
+    memory = stage_memory(graph, mapping, prompt_len, gen_len)
     copies: dict[str, int] = {}
     chiplets = []
-    for s, (first, last) in enumerate(mapping.stages):
-        ops: list[Op] = [op for b in range(first, last + 1) for op in groups[b]]
-        if s == 0:
-            ops = groups["pre"] + ops
-        if s == pp - 1:
-            ops = ops + groups["post"]
+    for s, ops in enumerate(stage_ops(graph, mapping)):
+        first, last = mapping.stages[s]
         for r in range(tp):
             cid = s * tp + r
-            tied_copy = pp > 1 and s == pp - 1
-            shards, kv_b = [], 0.0
+            shards = []
             for op in ops:
                 for w, slc, n_copies in _op_shards(op, r, tp, info.num_heads, info.num_kv_heads):
                     shards.append(WeightShard(w.name, slc, _bytes(w, slc)))
                     copies[w.name] = n_copies
-                if op.tied is not None and tied_copy:
+                if op.tied is not None and holds_tied_copy(s, pp):
                     w = op.tied
-                    lo, hi = (
-                        _split(w.shape[0], tp, r) if op.shard is Shard.VOCAB else (0, w.shape[0])
-                    )
+                    vocab = w.shape[0]
+                    lo, hi = split_range(vocab, tp, r) if op.shard is Shard.VOCAB else (0, vocab)
                     slc = ((lo, hi), *((0, n) for n in w.shape[1:]))
                     shards.append(WeightShard(w.name, slc, _bytes(w, slc), tied=True))
-                whole = op.cost(kv_wl, graph.kv_dtype, graph.act_dtype)
-                mine = rank_cost(
-                    op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads
-                )
-                kv_b += mine.kv_write_bytes * mapping.batch * ctx
             j = cid % cps
             chiplets.append(
                 ChipletPlacement(
@@ -155,11 +115,9 @@ def build_plan(
                     holds_post=s == pp - 1,
                     shards=tuple(shards),
                     # padded heads take room no tensor slice shows: count as the solver does
-                    weight_bytes=rank_weight_bytes(
-                        ops, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads, tied_copy
-                    ),
-                    kv_bytes=math.ceil(kv_b),
-                    activation_bytes=act,
+                    weight_bytes=memory[s].weight_bytes,
+                    kv_bytes=memory[s].kv_bytes,
+                    activation_bytes=memory[s].workspace_bytes,
                     capacity_bytes=target.memory_capacity_bytes,
                 )
             )

@@ -13,25 +13,24 @@ appears once, on the stage that holds its block.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
-from chipletc.backends.perf.analytical import (
-    decode_context,
-    level_for,
-    stage_ops,
-    stage_transfer_level,
-)
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
+from chipletc.ir.layout import (
+    decode_context,
+    stage_memory,
+    stage_ops,
+    stage_transfer_bytes,
+    stage_transfer_level,
+    tp_link_level,
+)
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp, StageSchedule
-from chipletc.ir.sharding import check_tp, collectives_after, rank_cost, rank_weight_bytes
+from chipletc.ir.sharding import check_tp, collectives_after, rank_cost
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
-
-from .place import workspace_bytes
 
 __all__ = ["check_mapping", "lower_schedule"]
 
@@ -44,7 +43,7 @@ def check_mapping(
     Checks: tp splits the heads (or pads them when the mapping says so); the stages
     cover the model's blocks; the replica fits the target's servers; one rank of every
     stage holds its weight shards, the KV cache of the whole batch at the full context
-    and the activation workspace (the partitioner's accounting) in its memory.
+    and the activation workspace (``ir.layout.stage_memory``) in its memory.
     """
     info = graph.info
     check_tp(info.num_heads, info.num_kv_heads, mapping.tp, mapping.pad_heads)
@@ -62,25 +61,9 @@ def check_mapping(
             f"mapping: tp {mapping.tp} x pp {mapping.pp} = {mapping.num_chiplets} chiplets, "
             f"target {target.name} has {available}; lower tp or pp"
         )
-    tp, heads, kvh = mapping.tp, info.num_heads, info.num_kv_heads
-    one = Workload.decode(1, 1)
     cap = target.memory_capacity_bytes
-    work = workspace_bytes(graph, mapping.micro_batch, prompt_len)
-    for s, ops in enumerate(stage_ops(graph, mapping)):
-        tied_copy = mapping.pp > 1 and s == mapping.pp - 1
-        weights = rank_weight_bytes(ops, tp, mapping.pad_heads, heads, kvh, tied_copy)
-        kv_token = sum(
-            rank_cost(
-                op,
-                op.cost(one, graph.kv_dtype, graph.act_dtype),
-                tp,
-                mapping.pad_heads,
-                heads,
-                kvh,
-            ).kv_write_bytes
-            for op in ops
-        )
-        need = math.ceil(weights + kv_token * mapping.batch * (prompt_len + gen_len)) + work
+    for s, mem in enumerate(stage_memory(graph, mapping, prompt_len, gen_len)):
+        need, weights = mem.total_bytes, mem.weight_bytes
         if need > cap:
             raise InfeasibleError(
                 f"mapping: stage {s} needs {need / 1e9:.3g} GB per chiplet (weights "
@@ -116,7 +99,7 @@ def _program(
     """Compute ops and their collectives; with ``slope_wl`` (one more position of
     context) each op also carries its change per position."""
     info, tp = graph.info, mapping.tp
-    level = level_for(target, tp).name
+    level = tp_link_level(target, tp).name
     out: list[ScheduleOp] = []
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
@@ -163,8 +146,6 @@ def lower_schedule(
     wl_pf = Workload.prefill(m, prompt_len)
     wl_dc = Workload.decode(m, ctx)
     wl_dc1 = Workload.decode(m, ctx + 1)
-    act = graph.act_dtype.bits / 8
-    d = graph.info.d_model
     per_stage = stage_ops(graph, mapping)
     groups = [tuple(range(s * tp, (s + 1) * tp)) for s in range(mapping.pp)]
     stages = []
@@ -173,10 +154,11 @@ def lower_schedule(
         programs = []
         for wl, slope, tokens in ((wl_pf, None, m * prompt_len), (wl_dc, wl_dc1, m)):
             prog = _program(graph, ops, target, mapping, group, wl, slope)
+            hop_bytes = stage_transfer_bytes(graph, tokens)
             if s > 0:
-                prog.insert(0, _hop(ScheduleKind.RECV, target, tp, s - 1, groups, tokens * d * act))
+                prog.insert(0, _hop(ScheduleKind.RECV, target, tp, s - 1, groups, hop_bytes))
             if s < mapping.pp - 1:
-                prog.append(_hop(ScheduleKind.SEND, target, tp, s, groups, tokens * d * act))
+                prog.append(_hop(ScheduleKind.SEND, target, tp, s, groups, hop_bytes))
             programs.append(tuple(prog))
         stages.append(StageSchedule(s, mapping.stages[s], group, programs[0], programs[1]))
     return Schedule(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .op import Op, OpCost, OpKind, Role, Shard
+from .op import Op, OpCost, OpKind, Role, Shard, Weight
 
 __all__ = [
     "Collective",
@@ -23,6 +23,8 @@ __all__ = [
     "rank_cost",
     "rank_weight_bytes",
     "rank_weight_fraction",
+    "split_dim",
+    "split_range",
 ]
 
 # Roles whose weights are laid out by heads: padding heads pads these too.
@@ -90,19 +92,67 @@ def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads:
     return factor / tp
 
 
+def split_dim(op: Op, w: Weight) -> int | None:
+    """The dimension tensor parallelism cuts ``w`` along, or None when a rank holds it
+    whole (a row-parallel bias, added once after the all-reduce, sits on rank 0)."""
+    if op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
+        return None
+    if len(w.shape) == 1:
+        # a bias follows its matmul's output features: split for column, whole for row
+        return 0 if op.shard in (Shard.COLUMN, Shard.VOCAB) else None
+    if op.shard is Shard.EXPERT:
+        return 0 if len(w.shape) == 3 else None  # stacked (E, out, in); else whole experts
+    out_features = op.dims.get("out_features")
+    out_dim = 0 if (out_features is None or w.shape[0] == out_features) else 1
+    if op.shard in (Shard.COLUMN, Shard.VOCAB):
+        return out_dim
+    if op.shard is Shard.ROW:
+        return 1 - out_dim
+    return None
+
+
+def split_range(n: int, parts: int, i: int) -> tuple[int, int]:
+    """The i-th of ``parts`` near-equal contiguous ranges of ``range(n)``."""
+    return (n * i // parts, n * (i + 1) // parts)
+
+
+def _fullest_share(op: Op, w: Weight, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> float:
+    """Fraction of ``w`` the fullest rank stores: a split dimension that tp does not
+    divide leaves some ranks one more row (``split_range``); whole tensors are whole."""
+    if tp == 1 or op.shard is Shard.REPLICATED:
+        return 1.0
+    if op.shard is Shard.EXPERT:
+        experts = op.dims["num_experts"]
+        return _ceil_div(experts, tp) / experts
+    dim = split_dim(op, w)
+    if dim is None:
+        return 1.0
+    if op.role in (Role.K, Role.V, Role.KV) and kv_replicated(tp, heads, kv_heads):
+        return 1.0 / kv_heads  # each rank keeps a whole KV head: they are replicated
+    n = w.shape[dim]
+    share = _ceil_div(n, tp) / n
+    if op.role in _HEAD_ROLES:
+        share = max(share, head_factor(heads, tp, pad_heads) / tp)
+    return share
+
+
 def rank_weight_bytes(
     ops: Iterable[Op], tp: int, pad_heads: bool, heads: int, kv_heads: int, tied_copy: bool
 ) -> int:
-    """Bytes of weights one rank stores for ``ops``.
+    """Bytes of weights the fullest rank of a tp group stores for ``ops``: the sum over
+    tensors of the largest slice any rank holds (an upper bound on every rank's bytes;
+    equal to the fullest rank's where the uneven remainders fall on one rank).
 
     With ``tied_copy`` a tied LM head among ``ops`` keeps its own (vocabulary-sharded)
     copy of the embedding table: the head sits on another stage than the embedding.
     """
     total = 0.0
     for op in ops:
-        total += op.weight_bytes * rank_weight_fraction(op, tp, pad_heads, heads, kv_heads)
+        for w in op.weights:
+            total += w.nbytes * _fullest_share(op, w, tp, pad_heads, heads, kv_heads)
         if tied_copy and op.tied is not None:
-            share = 1.0 / tp if op.shard is Shard.VOCAB else 1.0
+            n = op.tied.shape[0]
+            share = _ceil_div(n, tp) / n if op.shard is Shard.VOCAB and tp > 1 else 1.0
             total += op.tied.nbytes * share
     return math.ceil(total)
 

@@ -84,7 +84,9 @@ def test_frontends_agree_on_size_cost_and_cache(
 def test_frontends_give_the_same_plan(
     name: str, graphs: dict[str, dict[str, Graph]], default_target
 ) -> None:
-    options = SearchOptions(prompt_len=128, gen_len=128, max_batch=16, time_limit_s=10.0)
+    options = SearchOptions(
+        prompt_len=128, gen_len=128, max_batch=16, deterministic_time_limit=10.0
+    )
     plans = []
     for f in FRONTENDS:
         result = compile_model(graphs[name][f], default_target, options)

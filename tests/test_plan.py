@@ -12,6 +12,7 @@ from builders import make_graph, make_target
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.partition import SearchOptions, partition
 from chipletc.compiler.place import build_plan
+from chipletc.ir.check import check_plan
 from chipletc.ir.errors import InfeasibleError, PlanError
 from chipletc.ir.plan import Plan
 from chipletc.models.zoo import list_models
@@ -30,6 +31,7 @@ def test_every_zoo_model_is_placed_or_explained(zoo_graph, default_target, name)
         part = partition(graph, default_target, opts)
     plan = build_plan(graph, default_target, part.mapping, opts.prompt_len, opts.gen_len)
     plan.validate()
+    assert check_plan(plan, graph, default_target) == []
     held = sum(s.bytes for c in plan.chiplets for s in c.shards if not s.tied)
     replicated = sum(t.bytes * (t.copies - 1) for t in plan.tensors)
     assert held == pytest.approx(graph.weight_bytes + replicated, rel=1e-6)
@@ -43,13 +45,51 @@ def test_padded_heads_over_more_ranks_than_heads(zoo_graph, default_target):
     build_plan(graph, default_target, part.mapping, 1024, 1024).validate()
 
 
+SMALL_GRAPH = dict(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)
+SMALL_TARGET = dict(sram_mb=2, max_servers=2)
+
+
 @pytest.fixture(scope="module")
 def small_plan() -> Plan:
-    graph = make_graph(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)
-    target = make_target(sram_mb=2, max_servers=2)
+    graph = make_graph(**SMALL_GRAPH)
+    target = make_target(**SMALL_TARGET)
     part = partition(graph, target, SearchOptions(prompt_len=32, gen_len=32, max_batch=8, tp=4))
     assert part.mapping.tp == 4  # 2 KV heads over 4 ranks: KV weights replicated twice
-    return build_plan(graph, target, part.mapping, 32, 32).validate()
+    plan = build_plan(graph, target, part.mapping, 32, 32).validate()
+    assert check_plan(plan, graph, target) == []
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("change", "invariant"),
+    [
+        ("understate_weights", "4. bytes"),
+        ("understate_kv", "4. bytes"),
+        ("shard_on_wrong_stage", "2. home"),
+        ("drop_replica", "3. copies"),
+        ("over_capacity", "5. capacity"),
+    ],
+)
+def test_check_plan_names_each_broken_invariant(small_plan, change, invariant):
+    graph, target = make_graph(**SMALL_GRAPH), make_target(**SMALL_TARGET)
+    plan = small_plan
+    c0 = plan.chiplets[0]
+    if change == "understate_weights":
+        plan = _replace_chiplet(plan, 0, weight_bytes=c0.weight_bytes - 1000)
+    elif change == "understate_kv":
+        plan = _replace_chiplet(plan, 0, kv_bytes=c0.kv_bytes - 1)
+    elif change == "shard_on_wrong_stage":
+        last = next(c for c in plan.chiplets if c.stage == int(plan.mapping["pp"]) - 1)
+        assert last.stage > 0
+        plan = _replace_chiplet(plan, last.id, shards=(*last.shards, c0.shards[0]))
+    elif change == "drop_replica":
+        norm = next(t for t in plan.tensors if t.copies == 4)  # replicated on all 4 ranks
+        shards = tuple(s for s in c0.shards if s.tensor != norm.name)
+        plan = _replace_chiplet(plan, 0, shards=shards)
+    else:
+        target = make_target(sram_mb=0.5, max_servers=2)
+    problems = check_plan(plan, graph, target)
+    assert any(p.startswith(invariant) for p in problems), problems
 
 
 def _replace_chiplet(plan: Plan, i: int, **changes) -> Plan:

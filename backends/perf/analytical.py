@@ -36,26 +36,23 @@ from dataclasses import dataclass
 from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
-    level_for,
     transfer_time_s,
 )
 from chipletc.ir.graph import Graph
+from chipletc.ir.layout import decode_context, stage_ops, stage_transfer_bytes, stage_transfer_level
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, OpCost
 from chipletc.ir.sharding import collectives_after, rank_cost
-from chipletc.ir.target import LinkLevel, Target
+from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
 __all__ = [
     "GroupTime",
     "OpTime",
     "PerfEstimate",
-    "decode_context",
     "estimate",
     "group_time",
     "op_time",
-    "stage_ops",
-    "stage_transfer_level",
 ]
 
 @dataclass(frozen=True)
@@ -170,21 +167,6 @@ class PerfEstimate:
         return slow.bottleneck
 
 
-def decode_context(prompt_len: int, gen_len: int) -> int:
-    """Mean context length over the generated tokens (the cache grows by one a step)."""
-    return prompt_len + (gen_len + 1) // 2
-
-
-def stage_transfer_level(target: Target, tp: int, stage: int) -> LinkLevel:
-    """The link level between stage ``stage`` and the next, chiplets laid out in order."""
-    per_server = target.chips_per_server
-    last_of_stage = (stage + 1) * tp - 1
-    first_of_next = (stage + 1) * tp
-    if last_of_stage // per_server != first_of_next // per_server:
-        return target.link_levels()[-1]
-    return level_for(target, 2 * tp)
-
-
 def pipeline_times(
     stage_s: list[float], hops_s: list[float], micro_batches: int
 ) -> tuple[float, float]:
@@ -194,20 +176,6 @@ def pipeline_times(
     return path + (micro_batches - 1) * slowest, max(path, micro_batches * slowest)
 
 
-def stage_ops(graph: Graph, mapping: ModelMapping) -> list[list[Op]]:
-    """The IR ops of each stage, in program order: "pre" on the first, "post" on the last."""
-    groups = graph.groups()
-    out = []
-    for s, (first, last) in enumerate(mapping.stages):
-        ops = [op for b in range(first, last + 1) for op in groups[b]]
-        if s == 0:
-            ops = groups["pre"] + ops
-        if s == mapping.pp - 1:
-            ops = ops + groups["post"]
-        out.append(ops)
-    return out
-
-
 def estimate(
     graph: Graph, target: Target, mapping: ModelMapping, prompt_len: int, gen_len: int
 ) -> PerfEstimate:
@@ -215,15 +183,15 @@ def estimate(
     m, tp = mapping.micro_batch, mapping.tp
     wl_pf = Workload.prefill(m, prompt_len)
     wl_dc = Workload.decode(m, decode_context(prompt_len, gen_len))
-    act = graph.act_dtype.bits / 8
-    d = graph.info.d_model
     stage_pf, stage_dc = [], []
     for ops in stage_ops(graph, mapping):
         stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads))
         stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]
-    hop_pf = [transfer_time_s(m * prompt_len * d * act, lv, target, tp) for lv in levels]
-    hop_dc = [transfer_time_s(m * d * act, lv, target, tp) for lv in levels]
+    bytes_pf = stage_transfer_bytes(graph, m * prompt_len)
+    bytes_dc = stage_transfer_bytes(graph, m)
+    hop_pf = [transfer_time_s(bytes_pf, lv, target, tp) for lv in levels]
+    hop_dc = [transfer_time_s(bytes_dc, lv, target, tp) for lv in levels]
     k = mapping.num_micro_batches
     prefill_s, _ = pipeline_times([g.total_s for g in stage_pf], hop_pf, k)
     _, step_s = pipeline_times([g.total_s for g in stage_dc], hop_dc, k)

@@ -44,6 +44,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from chipletc.ir.layout import innermost_level as _level_for
+from chipletc.ir.layout import level_for
 from chipletc.ir.target import Efficiency, LinkLevel, Target
 
 __all__ = [
@@ -108,18 +110,6 @@ def collective_key(target: Target, group: int) -> tuple[object, ...]:
         return (fab,)
     level = _level_for(fab.levels, group)
     return (level.bw_Bps, level.latency_s, level.topology, fab.link_eff, fab.overhead_s)
-
-
-def level_for(target: Target, group_chips: int) -> LinkLevel:
-    """The innermost link level whose domain holds ``group_chips`` chips."""
-    return _level_for(target.link_levels(), group_chips)
-
-
-def _level_for(levels: tuple[LinkLevel, ...], group_chips: int) -> LinkLevel:
-    for level in levels:
-        if level.domain_chips >= group_chips:
-            return level
-    return levels[-1]
 
 
 def _ring(nbytes: float, g: int, bw: float, alpha: float) -> float:

@@ -80,7 +80,7 @@ def _lower_bound(p: PartitionProblem, ti: int, bi: int, mi: int) -> int | None:
     o, L = p.options, p.num_layers
     room = p.capacity_bytes - p.workspace[mi]
     need = L * (p.block_weight[ti][0] + p.block_kv[ti][bi][0]) + p.pre_weight[ti]
-    need += p.post_weight[ti]
+    need += p.tail_weight(ti, pp=1)  # a lower bound: no tied copy
     if room <= 0:
         return None
     lo, hi = _pp_limits(p)
@@ -125,7 +125,7 @@ def _best_triple(
     pre_p, post_p = p.pre_prefill[ti][mi], p.post_prefill[ti][mi]
     lo, hi = _pp_limits(p)
     k_first = _most_blocks(room - p.pre_weight[ti], w, L)
-    k_last = _most_blocks(room - p.post_weight[ti] - p.tied_weight[ti], w, L)
+    k_last = _most_blocks(room - p.tail_weight(ti, pp=2), w, L)  # the last of several
     k_mid = _most_blocks(room, w, L)
 
     # Candidate rows: (pp, first + last blocks, middle stage size) for every depth >= 3
@@ -146,7 +146,7 @@ def _best_triple(
         rows_s.insert(0, np.array([L], dtype=np.int64))
         rows_mid.insert(0, np.array([0], dtype=np.int64))
     best: tuple[int, tuple[int, ...]] | None = None
-    if lo <= 1 and L * w + p.pre_weight[ti] + p.post_weight[ti] <= room:
+    if lo <= 1 and L * w + p.pre_weight[ti] + p.tail_weight(ti, pp=1) <= room:
         found = _score(p, ti, mi, micro, b, np.array([1]), np.array([L]), np.array([0]),
                        np.array([[L]]), np.array([[True]]))
         if found is not None:

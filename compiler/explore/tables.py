@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chipletc.backends.perf.analytical import pipeline_times, stage_transfer_level
+from chipletc.backends.perf.analytical import pipeline_times
 from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.compiler.partition.evaluate import Evaluation
 from chipletc.compiler.partition.problem import PartitionProblem, ProblemBuilder
+from chipletc.ir.layout import stage_transfer_bytes, stage_transfer_level
 from chipletc.ir.target import Target
 
 __all__ = ["Figures", "figures"]
@@ -33,7 +34,7 @@ def figures(
     builder: ProblemBuilder, target: Target, p: PartitionProblem, best: Evaluation
 ) -> Figures:
     """``estimate``'s figures for the mapping ``best``, from the memoized stage times."""
-    opts, info = builder.opts, builder.graph.info
+    opts = builder.opts
     tp, m = p.tps[best.ti], p.micro_batches[best.mi]
     batch = p.batches[best.bi]
     row = builder.row(target, tp, m)
@@ -42,20 +43,19 @@ def figures(
     for s, n in enumerate(best.counts):
         kinds = builder.kind_of_block[first : first + n]
         first += n
-        dec = sum(row.bd[k] for k in kinds)
-        pre = sum(row.bp[k] for k in kinds)
+        dec = sum(row.block_decode[k] for k in kinds)
+        pre = sum(row.block_prefill[k] for k in kinds)
         if s == 0:
-            dec, pre = row.prd + dec, row.prp + pre
+            dec, pre = row.pre_decode + dec, row.pre_prefill + pre
         if s == best.pp - 1:
-            dec, pre = dec + row.pod, pre + row.pop
+            dec, pre = dec + row.post_decode, pre + row.post_prefill
         stage_d.append(dec)
         stage_p.append(pre)
     levels = [stage_transfer_level(target, tp, s) for s in range(best.pp - 1)]
-    hop_p = [
-        transfer_time_s(m * opts.prompt_len * info.d_model * builder.act_b, lv, target, tp)
-        for lv in levels
-    ]
-    hop_d = [transfer_time_s(m * info.d_model * builder.act_b, lv, target, tp) for lv in levels]
+    bytes_p = stage_transfer_bytes(builder.graph, m * opts.prompt_len)
+    bytes_d = stage_transfer_bytes(builder.graph, m)
+    hop_p = [transfer_time_s(bytes_p, lv, target, tp) for lv in levels]
+    hop_d = [transfer_time_s(bytes_d, lv, target, tp) for lv in levels]
     k = batch // m
     prefill_s, _ = pipeline_times(stage_p, hop_p, k)
     _, step_s = pipeline_times(stage_d, hop_d, k)

@@ -58,7 +58,8 @@ def partition(
     if result.best is None:
         if result.status == "UNKNOWN":
             raise InfeasibleError(
-                f"{solver}: no mapping found within the time limit ({options.time_limit_s:g} s); "
+                f"{solver}: no mapping found within the solver's work limit (--time-limit "
+                f"{options.deterministic_time_limit:g}, CP-SAT deterministic time, not seconds); "
                 "raise --time-limit or pin --tp/--pp"
             )
         raise InfeasibleError(explain_infeasible(graph, target, problem))

@@ -27,7 +27,7 @@ def _fullest_stage_bytes(p: PartitionProblem, ti: int, pp: int) -> int:
         )
         b += p.pre_weight[ti] if s == 0 else 0
         if s == pp - 1:
-            b += p.post_weight[ti] + (p.tied_weight[ti] if pp > 1 else 0)
+            b += p.tail_weight(ti, pp)
         worst = max(worst, b)
     return worst
 

@@ -81,7 +81,7 @@ def evaluate(
             dec += p.pre_decode[ti][mi]
             pre += p.pre_prefill[ti][mi]
         if s == pp - 1:
-            bytes_ += p.post_weight[ti] + (p.tied_weight[ti] if pp > 1 else 0)
+            bytes_ += p.tail_weight(ti, pp)
             dec += p.post_decode[ti][mi]
             pre += p.post_prefill[ti][mi]
         if bytes_ > p.capacity_bytes:

@@ -77,8 +77,8 @@ def _best_uniform(p: PartitionProblem, ti: int, bi: int, mi: int) -> Evaluation 
     micro = b // p.micro_batches[mi]
     w = p.block_weight[ti][0] + p.block_kv[ti][bi][0]
     room = p.capacity_bytes - p.workspace[mi]
-    pre_w, post_alone = p.pre_weight[ti], p.post_weight[ti]
-    post_w = post_alone + p.tied_weight[ti]  # the last of several stages copies a tied table
+    pre_w, post_alone = p.pre_weight[ti], p.tail_weight(ti, pp=1)
+    post_w = p.tail_weight(ti, pp=2)  # the last of several stages
     td, tpf = p.block_decode[ti][mi][0], p.block_prefill[ti][mi][0]
     pre_d, post_d = p.pre_decode[ti][mi], p.post_decode[ti][mi]
     pre_p, post_p = p.pre_prefill[ti][mi], p.post_prefill[ti][mi]

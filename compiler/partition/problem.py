@@ -6,10 +6,11 @@ signatures share a kind), of what precedes the blocks ("pre": embeddings) and wh
 follows them ("post": final norm, LM head). All numbers are integers: bytes, and time
 in units of ``time_unit_ns`` nanoseconds, rounded up.
 
-Memory of a stage on one rank = weight shards + KV cache of its layers for the whole
-batch at the full context (prompt + generated) + an activation workspace: two copies
-of one micro-batch's prefill residual stream (attention scores and FFN intermediates are
-tiled, flash-style, and not held whole).
+Memory of a stage on one rank is ``ir.layout``'s: weight shards + KV cache of its
+layers for the whole batch at the full context + the activation workspace, and a tied
+LM head's table copy on the last of several stages. Here it is cut into per-block,
+"pre" and "post" pieces, each rounded up to whole bytes, so a stage's sum may exceed
+``ir.layout.stage_memory`` by a few bytes (never fall short of it).
 
 Time: one micro-batch's pass through a stage, prefill at the prompt length and decode
 at the mean context (``backends.perf.analytical``). tp groups tile servers (tp divides
@@ -24,13 +25,21 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chipletc.backends.perf.analytical import decode_context, group_time
-from chipletc.backends.perf.collectives import collective_key, level_for, transfer_time_s
-from chipletc.compiler.place import workspace_bytes
+from chipletc.backends.perf.analytical import group_time
+from chipletc.backends.perf.collectives import collective_key, transfer_time_s
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
+from chipletc.ir.layout import (
+    decode_context,
+    holds_tied_copy,
+    kv_bytes_per_token,
+    neighbour_stage_level,
+    rank_weights,
+    stage_transfer_bytes,
+    workspace_bytes,
+)
 from chipletc.ir.op import Op
-from chipletc.ir.sharding import check_tp, rank_cost, rank_weight_bytes
+from chipletc.ir.sharding import check_tp
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
 
@@ -66,7 +75,9 @@ class SearchOptions:
     batch: int | None = None
     micro_batch: int | None = None
     pad_heads: bool = False
-    time_limit_s: float = 20.0
+    # CP-SAT deterministic time (its own work unit, roughly seconds on a fast core;
+    # not wall time): a run stopped by it repeats exactly
+    deterministic_time_limit: float = 20.0
 
     def __post_init__(self) -> None:
         try:
@@ -134,6 +145,12 @@ class PartitionProblem:
             counts[self.kind_of_block[b]] += 1
         return counts
 
+    def tail_weight(self, ti: int, pp: int) -> int:
+        """Bytes the last of ``pp`` stages holds beyond its blocks (tp ``tps[ti]``): what
+        follows them, and a tied head's table copy (``ir.layout.holds_tied_copy``)."""
+        tied = self.tied_weight[ti] if holds_tied_copy(pp - 1, pp) else 0
+        return self.post_weight[ti] + tied
+
     def servers_for(self, chips: int) -> int:
         return -(-chips // self.chips_per_server)
 
@@ -199,14 +216,14 @@ def _ns(seconds: float, unit_ns: int) -> int:
 class StageSeconds:
     """Seconds of one micro-batch at one tp: per block kind, pre and post, both phases."""
 
-    bd: tuple[float, ...]
-    bp: tuple[float, ...]
-    prd: float
-    prp: float
-    pod: float
-    pop: float
-    whole_d: float  # a stage holding everything: the bound of any stage
-    whole_p: float
+    block_decode: tuple[float, ...]  # [kind]
+    block_prefill: tuple[float, ...]
+    pre_decode: float
+    pre_prefill: float
+    post_decode: float
+    post_prefill: float
+    whole_decode: float  # a stage holding everything: the bound of any stage
+    whole_prefill: float
 
 
 @dataclass(frozen=True)
@@ -249,7 +266,6 @@ class ProblemBuilder:
             self.mbs = sorted({m for b in self.batches for m in _pow2_upto(b) if b % m == 0})
         if opts.pp is not None and opts.pp > L:
             raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
-        self.act_b = graph.act_dtype.bits / 8
         self.workspace = tuple(workspace_bytes(graph, m, opts.prompt_len) for m in self.mbs)
         self._tp: dict[int, _TpTables] = {}
         self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
@@ -262,23 +278,16 @@ class ProblemBuilder:
         if found is not None:
             return found
         g, opts, groups = self.graph, self.opts, self.groups
-        heads, kvh = g.info.num_heads, g.info.num_kv_heads
         ctx_max = opts.prompt_len + opts.gen_len
 
         def weight_bytes(ops: list[Op], tied_copy: bool = False) -> int:
-            return rank_weight_bytes(ops, tp, opts.pad_heads, heads, kvh, tied_copy)
-
-        def kv_per_seq_token(ops: list[Op]) -> float:
-            wl = Workload.decode(1, 1)
-            total = 0.0
-            for op in ops:
-                whole = op.cost(wl, g.kv_dtype, g.act_dtype)
-                total += rank_cost(op, whole, tp, opts.pad_heads, heads, kvh).kv_write_bytes
-            return total
+            return rank_weights(g, ops, tp, opts.pad_heads, tied_copy)
 
         block_weight = tuple(weight_bytes(groups[self.reps[k]]) for k in self.kinds)
         post = weight_bytes(groups["post"])
-        kv_tok = [kv_per_seq_token(groups[self.reps[k]]) for k in self.kinds]
+        kv_tok = [
+            kv_bytes_per_token(g, groups[self.reps[k]], tp, opts.pad_heads) for k in self.kinds
+        ]
         block_kv = tuple(
             tuple(math.ceil(b * ctx_max * kv_tok[k]) for k in self.kinds) for b in self.batches
         )
@@ -327,19 +336,19 @@ class ProblemBuilder:
         def t(ops: list[Op], wl: Workload) -> float:
             return group_time(self.graph, ops, target, tp, wl, opts.pad_heads).total_s
 
-        bd = tuple(t(groups[self.reps[k]], wl_d) for k in self.kinds)
-        bp = tuple(t(groups[self.reps[k]], wl_p) for k in self.kinds)
-        prd, prp = t(groups["pre"], wl_d), t(groups["pre"], wl_p)
-        pod, pop = t(groups["post"], wl_d), t(groups["post"], wl_p)
+        block_d = tuple(t(groups[self.reps[k]], wl_d) for k in self.kinds)
+        block_p = tuple(t(groups[self.reps[k]], wl_p) for k in self.kinds)
+        pre_d, pre_p = t(groups["pre"], wl_d), t(groups["pre"], wl_p)
+        post_d, post_p = t(groups["post"], wl_d), t(groups["post"], wl_p)
         found = StageSeconds(
-            bd,
-            bp,
-            prd,
-            prp,
-            pod,
-            pop,
-            whole_d=sum(bd[k] for k in self.kind_of_block) + prd + pod,
-            whole_p=sum(bp[k] for k in self.kind_of_block) + prp + pop,
+            block_decode=block_d,
+            block_prefill=block_p,
+            pre_decode=pre_d,
+            pre_prefill=pre_p,
+            post_decode=post_d,
+            post_prefill=post_p,
+            whole_decode=sum(block_d[k] for k in self.kind_of_block) + pre_d + post_d,
+            whole_prefill=sum(block_p[k] for k in self.kind_of_block) + pre_p + post_p,
         )
         self._rows[key] = found
         return found
@@ -393,7 +402,7 @@ class ProblemBuilder:
         bmax = max(self.batches)
         stage_ub_s, e2e_ub_s = 0.0, 0.0
         for i, tp in enumerate(tps):
-            server_level = level_for(target, 2 * tp)
+            server_level = neighbour_stage_level(target, tp)
             r_row, d_row, p_row = [], [], []
             for j, m in enumerate(self.mbs):
                 if not (tp_ok[i] and mb_ok[j]):
@@ -402,8 +411,8 @@ class ProblemBuilder:
                     p_row.append(zero_hop)
                     continue
                 row = self.row(target, tp, m)
-                bytes_d = m * info.d_model * self.act_b
-                bytes_p = m * opts.prompt_len * info.d_model * self.act_b
+                bytes_d = stage_transfer_bytes(g, m)
+                bytes_p = stage_transfer_bytes(g, m * opts.prompt_len)
                 hd = (
                     transfer_time_s(bytes_d, server_level, target, tp),
                     transfer_time_s(bytes_d, cluster, target, tp),
@@ -418,10 +427,10 @@ class ProblemBuilder:
                 # bounds of a stage and of a whole run over the plausible pairs; the time
                 # unit keeps servers x end-to-end x (max batch / batch) below 2**52, where
                 # CP-SAT's floating-point LP still represents every integer exactly
-                stage_ub_s = max(stage_ub_s, row.whole_d)
-                stage_ub_s = max(stage_ub_s, row.whole_p)
-                pipe_d = row.whole_d + (max_stages - 1) * max(hd)
-                pipe_p = row.whole_p + (max_stages - 1) * max(hp)
+                stage_ub_s = max(stage_ub_s, row.whole_decode)
+                stage_ub_s = max(stage_ub_s, row.whole_prefill)
+                pipe_d = row.whole_decode + (max_stages - 1) * max(hd)
+                pipe_p = row.whole_prefill + (max_stages - 1) * max(hp)
                 micro = bmax // m if bmax >= m else 1
                 e2e_ub_s = max(e2e_ub_s, micro * pipe_p + opts.gen_len * micro * pipe_d)
             rows.append(r_row)
@@ -463,12 +472,12 @@ class ProblemBuilder:
             tied_weight=tuple(t.tied_weight for t in tabs),
             block_kv=tuple(t.block_kv for t in tabs),
             workspace=self.workspace,
-            block_decode=table("bd"),
-            block_prefill=table("bp"),
-            pre_decode=column("prd"),
-            pre_prefill=column("prp"),
-            post_decode=column("pod"),
-            post_prefill=column("pop"),
+            block_decode=table("block_decode"),
+            block_prefill=table("block_prefill"),
+            pre_decode=column("pre_decode"),
+            pre_prefill=column("pre_prefill"),
+            post_decode=column("post_decode"),
+            post_prefill=column("post_prefill"),
             hop_decode=hop(hops_d),
             hop_prefill=hop(hops_p),
         )
