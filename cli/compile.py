@@ -190,7 +190,8 @@ def _seconds(s: float) -> str:
 
 def format_summary(r: CompileResult, out: str | None) -> str:
     s = r.summary()
-    m, sy, pf, c, so = s["mapping"], s["system"], s["performance"], s["cost"], s["solver"]
+    m, sy, pf, so = s["mapping"], s["system"], s["performance"], s["solver"]
+    c = r.cost
     sm = s["simulated"]
     stages = m["stages"]
     sizes = sorted({b - a + 1 for a, b in stages})
@@ -221,10 +222,10 @@ def format_summary(r: CompileResult, out: str | None) -> str:
         f"  throughput           {sm['tokens_per_s']:,.0f} tokens/s"
         f"   (bottleneck: {sm['bottleneck']}, MFU {sm['mfu']:.1%})",
         "cost",
-        f"  $ per 1K tokens      ${c['tco_per_1k_tokens_usd']:.6f}",
-        f"  energy per 1K tokens {c['energy_per_1k_tokens_J']:,.0f} J",
+        f"  $ per 1K tokens      ${c.tco_per_1k_tokens_usd:.6f}",
+        f"  energy per 1K tokens {c.energy_per_1k_tokens_J:,.0f} J",
     ]
-    for k, v in c["breakdown_per_1k_tokens_usd"].items():
+    for k, v in c.breakdown_per_1k_tokens_usd.items():
         lines.append(f"    {k:<22} ${v:.6f}")
     gap = "n/a" if so["gap"] is None else f"{so['gap']:.2%}"
     lines += [

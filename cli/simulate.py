@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from chipletc.backends.cost import cost_per_1k_tokens
 from chipletc.backends.emit import output_files
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import SimResult, simulate
-from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.place import build_plan
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.dtypes import parse_dtype

@@ -5,13 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chipletc.backends.cost import (
-    cost_rate_usd_per_s,
-    life_seconds,
-    server_cost,
-    server_energy_J_per_s,
-    tco_breakdown,
-)
+from chipletc.backends.cost import TokenCost, cost_per_1k_tokens
 from chipletc.backends.perf import PerfEstimate, estimate
 from chipletc.backends.sim import SimResult, simulate
 from chipletc.ir.graph import Graph
@@ -23,7 +17,7 @@ from .partition import Partition, SearchOptions, partition
 from .place import build_plan
 from .schedule import lower_schedule
 
-__all__ = ["CompileResult", "compile_model", "cost_per_1k_tokens"]
+__all__ = ["CompileResult", "compile_model"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +27,7 @@ class CompileResult:
     options: SearchOptions
     partition: Partition
     perf: PerfEstimate
-    cost: dict[str, Any]
+    cost: TokenCost  # at the analytical throughput
     plan: Plan
     schedule: Schedule  # the mapping lowered to per-stage programs
     sim: SimResult  # their replay (backends.sim)
@@ -53,35 +47,6 @@ class CompileResult:
             self.graph, self.target, self.options, self.partition, self.perf, self.cost, self.plan
         )
         return {**out, "simulated": self.simulated}
-
-
-def cost_per_1k_tokens(target: Target, num_servers: int, tokens_per_s: float) -> dict[str, Any]:
-    """Dollars and joules per 1K generated tokens, with the dollars broken down.
-
-    The only place a token's cost is computed: servers x dollars per server-second,
-    divided by generated tokens per second (throughput already counts the batch).
-    """
-    rate = cost_rate_usd_per_s(target)
-    seconds_per_1k = 1000.0 / tokens_per_s
-    econ = target.economics
-    out: dict[str, Any] = {
-        "tco_per_1k_tokens_usd": num_servers * rate * seconds_per_1k,
-        "usd_per_server_hour": rate * 3600,
-        "num_servers": num_servers,
-        "energy_per_1k_tokens_J": num_servers * server_energy_J_per_s(target) * seconds_per_1k,
-    }
-    if econ.rent_usd_per_hour is not None:
-        out["breakdown_per_1k_tokens_usd"] = {"rent_usd": out["tco_per_1k_tokens_usd"]}
-        return out
-    sc = server_cost(target)
-    life = life_seconds(econ)
-    items = tco_breakdown(sc.cost_usd, sc.power_w, econ)
-    out["server_cost_usd"] = sc.cost_usd
-    out["server_power_w"] = sc.power_w
-    out["breakdown_per_1k_tokens_usd"] = {
-        k: num_servers * v / life * seconds_per_1k for k, v in items.items()
-    }
-    return out
 
 
 def compile_model(
@@ -116,7 +81,7 @@ def _summary(
     options: SearchOptions,
     part: Partition,
     perf: PerfEstimate,
-    cost: dict[str, Any],
+    cost: TokenCost,
     plan: Plan,
 ) -> dict[str, Any]:
     m = part.mapping
@@ -150,7 +115,7 @@ def _summary(
             "tokens_per_s": perf.tokens_per_s,
             "bottleneck": perf.bottleneck,
         },
-        "cost": cost,
+        "cost": cost.to_dict(),
         "solver": {
             "name": r.solver,
             "status": r.status,

@@ -13,11 +13,11 @@ operations, at the node's native matmul type (bf16 for the Chiplet Cloud figures
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import TargetError
 
-__all__ = ["MIB", "Economics", "TechNode"]
+__all__ = ["MIB", "Economics", "Packaging", "TechNode"]
 
 MIB = 1 << 20
 """Bytes in the ``MB`` of SRAM densities and chiplet builders."""
@@ -62,6 +62,44 @@ def require_count(field: str, value: object, *, minimum: int = 1) -> None:
 
 
 @dataclass(frozen=True)
+class Packaging:
+    """Package cost constants: organic substrate, silicon interposer, bonding yields.
+
+    Chiplet Actuary's (Feng and Ma, DAC 2022) as the Chiplet Cloud authors' code sets
+    them (its ``PackageConstants``); a tech YAML overrides any of them under
+    ``packaging:``. ``chipletc.backends.cost.package_cost`` says how they combine.
+    """
+
+    organic_area_factor: float = 4.0  # organic substrate area / die area (authors' code)
+    organic_usd_per_mm2: float = 0.005  # organic substrate $ per mm2 (authors' code)
+    organic_layer_factor: float = 1.5  # several dies: substrate layers x (Chiplet Actuary)
+    organic_layer_factor_above_289mm2: float = 1.75  # substrate above 17 x 17 mm
+    organic_layer_factor_above_900mm2: float = 2.0  # substrate above 30 x 30 mm
+    organic_bond_yield: float = 0.99  # per die, C4 bumps to an organic substrate
+    c4_usd_per_mm2: float = 0.005  # C4 bumps per mm2 of die or interposer (authors' code)
+    interposer_area_factor: float = 1.1  # interposer area / (dies + HBM stacks)
+    interposer_wafer_usd: float = 1937.0  # one 55 nm wafer (authors' code)
+    interposer_wafer_diameter_mm: float = 300.0
+    interposer_scribe_mm: float = 0.1  # authors' code (wafer_dicing_gap)
+    interposer_defect_density_per_cm2: float = 0.07  # authors' code si_D0 = 0.0007 /mm2
+    interposer_cluster_alpha: float = 6.0  # negative binomial alpha (authors' code)
+    interposer_bond_yield: float = 0.95  # per die or HBM stack, micro-bumps (authors' code)
+    hbm_stack_mm2: float = 7.75 * 11.87  # HBM2e footprint, 7.75 x 11.87 mm (authors' code)
+
+    def __post_init__(self) -> None:
+        for f in ("organic_area_factor", "organic_layer_factor",
+                  "organic_layer_factor_above_289mm2", "organic_layer_factor_above_900mm2",
+                  "interposer_area_factor", "interposer_wafer_diameter_mm",
+                  "interposer_cluster_alpha", "hbm_stack_mm2"):
+            require_positive(f, getattr(self, f))
+        for f in ("organic_usd_per_mm2", "c4_usd_per_mm2", "interposer_wafer_usd",
+                  "interposer_scribe_mm", "interposer_defect_density_per_cm2"):
+            require_nonnegative(f, getattr(self, f))
+        for f in ("organic_bond_yield", "interposer_bond_yield"):
+            require_fraction(f, getattr(self, f))
+
+
+@dataclass(frozen=True)
 class TechNode:
     """A silicon technology node: wafer economics, yield and density constants.
 
@@ -86,6 +124,7 @@ class TechNode:
     test_cost_frac: float
     nre_usd: float
     source: str = ""
+    packaging: Packaging = field(default_factory=Packaging)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

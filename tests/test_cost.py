@@ -10,8 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipletc.backends.cost import (
-    chiplet_by_area,
-    chiplet_by_performance,
     cost_rate_usd_per_s,
     cost_report,
     die_cost,
@@ -28,11 +26,19 @@ from chipletc.backends.cost import (
     tco_breakdown,
     thermal_check,
 )
-from chipletc.backends.targets import load_target, load_tech
+from chipletc.backends.targets import (
+    chiplet_by_area,
+    chiplet_by_performance,
+    load_target,
+    load_tech,
+    target_from_dict,
+)
 from chipletc.ir.errors import TargetError
+from chipletc.ir.target import Target
 from chipletc.ir.tech import Economics
 
 TECH7 = load_tech("7nm")
+PACKAGING = TECH7.packaging
 
 
 # --- TCO -----------------------------------------------------------------------------
@@ -149,10 +155,6 @@ def test_dies_per_wafer_closed_form_tracks_count_closely():
     assert worst < 0.005
 
 
-def test_dies_per_wafer_accepts_a_tech_name():
-    assert dies_per_wafer(200, "7nm") == dies_per_wafer(200, TECH7)
-
-
 def test_no_die_fits_raises():
     with pytest.raises(TargetError, match="area_mm2"):
         die_cost(80_000, TECH7)
@@ -167,7 +169,7 @@ def test_yield_is_negative_binomial():
 
 
 def test_die_cost_has_test_overhead_and_public_fields():
-    d = die_cost(200, "7nm")
+    d = die_cost(200, TECH7)
     assert d.dies_per_wafer == dies_per_wafer(200, TECH7)
     assert 0 < d.yield_ < 1
     assert d.cost_usd == pytest.approx(
@@ -245,7 +247,7 @@ def test_by_area_mac_ratio_out_of_range_raises(ratio):
 
 
 def test_single_die_organic_package():
-    p = package_cost(100.0, 200, chiplets=1, substrate="organic")
+    p = package_cost(100.0, 200, chiplets=1, substrate="organic", packaging=PACKAGING)
     assert p.area_mm2 == 800
     assert p.breakdown["substrate_usd"] == pytest.approx(800 * 0.005 / 0.99)
     assert p.breakdown["bumps_usd"] == pytest.approx(200 * 0.005 / 0.99)
@@ -254,14 +256,15 @@ def test_single_die_organic_package():
 
 
 def test_multi_die_organic_uses_layer_factor():
-    one = package_cost(10.0, 100, chiplets=1).breakdown["substrate_usd"]
-    four = package_cost(10.0, 100, chiplets=4).breakdown["substrate_usd"]  # 1600 mm2 > 30x30
+    one = package_cost(10.0, 100, chiplets=1, packaging=PACKAGING).breakdown["substrate_usd"]
+    # 4 dies x 100 mm2 x 4 = 1600 mm2 of substrate, above 30 x 30 mm:
+    four = package_cost(10.0, 100, chiplets=4, packaging=PACKAGING).breakdown["substrate_usd"]
     assert four / one == pytest.approx(4 * 2.0 / 0.99**3)
 
 
 def test_interposer_bonding_yield_counts_hbm_stacks():
     p = package_cost(300.0, 800, chiplets=1, substrate="interposer", hbm_stacks=5,
-                     hbm_stack_usd=120)
+                     hbm_stack_usd=120, packaging=PACKAGING)
     assert p.bond_yield == pytest.approx(0.95**6 * 0.99)
     assert p.breakdown["hbm_usd"] == 600
     assert p.breakdown["interposer_usd"] > 0
@@ -270,7 +273,48 @@ def test_interposer_bonding_yield_counts_hbm_stacks():
 
 def test_hbm_on_organic_raises():
     with pytest.raises(TargetError, match="interposer"):
-        package_cost(300.0, 800, substrate="organic", hbm_stacks=2)
+        package_cost(300.0, 800, substrate="organic", hbm_stacks=2, packaging=PACKAGING)
+
+
+def _with_packaging(packaging: dict) -> Target:
+    """One 200 mm2 die per package on a 7 nm node whose tech section sets ``packaging``."""
+    data = {
+        "tech": {"base": "7nm", "packaging": packaging},
+        "chiplet": {"by_area": {"area_mm2": 200, "mac_ratio": 0.03,
+                                "ops_per_sram_read": 1}},
+        "server": {"packages_per_lane": 1, "lanes": 1, "server_link_count": 0,
+                   "server_link_bw_Bps": 0, "server_link_latency_s": 0, "power_cap_w": 1e4},
+        "system": {"servers": 1},
+        "efficiency": {"compute": 1, "memory": 1, "link": 1},
+        "name": "pkg",
+    }
+    return target_from_dict(data, "pkg.yaml")
+
+
+def test_packaging_constants_come_from_the_tech_yaml():
+    default = server_cost(_with_packaging({})).package
+    # An organic substrate at $0.01/mm2 (twice the default $0.005) and 4 x 200 mm2 of it:
+    # the substrate item doubles, from 800 x 0.005 / 0.99 = $4.04 to $8.08.
+    dear = server_cost(_with_packaging({"organic_usd_per_mm2": 0.01})).package
+    assert default.breakdown["substrate_usd"] == pytest.approx(800 * 0.005 / 0.99)
+    assert dear.breakdown["substrate_usd"] == pytest.approx(800 * 0.01 / 0.99)
+    assert dear.breakdown["bumps_usd"] == default.breakdown["bumps_usd"]
+    # A perfect bond loses no die: the bonding-loss item vanishes.
+    assert server_cost(_with_packaging({"organic_bond_yield": 1})).package.breakdown[
+        "bonding_loss_usd"] == 0
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("organic_bond_yield", 1.5, "(0, 1]"),
+    ("interposer_wafer_usd", -1, ">= 0"),
+    ("hbm_stack_mm2", 0, "> 0"),
+    ("organic_usd_per_mn2", 1, "did you mean organic_usd_per_mm2"),
+])
+def test_packaging_yaml_errors_name_the_field(key, value, words):
+    with pytest.raises(TargetError) as err:
+        _with_packaging({key: value})
+    assert f"tech.packaging.{key}" in str(err.value)
+    assert words in str(err.value)
 
 
 # --- server, power, thermal ------------------------------------------------------------------

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from builders import CliRun, make_graph, make_target
 
+from chipletc.backends.cost import cost_per_1k_tokens
 from chipletc.backends.emit import output_files, to_chrome_trace, to_report_md
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import simulate
-from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.place import build_plan
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.mapping import ModelMapping, even_stages

@@ -142,7 +142,7 @@ def test_points_equal_compile(gpt3, small_space, small_run):
         assert (point["tp"], point["pp"], point["batch"], point["micro_batch"]) == (
             mapping.tp, mapping.pp, mapping.batch, mapping.micro_batch)
         assert point["usd_per_1k_tokens"] == pytest.approx(
-            result.cost["tco_per_1k_tokens_usd"], rel=1e-9)
+            result.cost.tco_per_1k_tokens_usd, rel=1e-9)
         assert point["decode_s_per_token"] == pytest.approx(
             result.perf.decode_s_per_token, rel=1e-9)
 

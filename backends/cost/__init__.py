@@ -4,9 +4,9 @@ Pure functions of ``chipletc.ir`` data; every figure comes with its breakdown. S
 each module's docstring for its model and sources (docs/model.md, docs/constants.md).
 """
 
-from .chiplet import chiplet_by_area, chiplet_by_performance
 from .die import DieCost, die_cost, die_yield, dies_per_wafer, expected_dies_per_wafer
 from .package import PackageCost, package_cost
+from .per_token import TokenCost, cost_per_1k_tokens
 from .report import cost_report
 from .server import ServerCost, ThermalReport, server_cost, server_power, thermal_check
 from .tco import (
@@ -14,6 +14,7 @@ from .tco import (
     cost_rate_usd_per_s,
     life_seconds,
     loan_interest,
+    owned_cost_rate_usd_per_s,
     rent_usd,
     server_energy_J_per_s,
     server_tco,
@@ -26,8 +27,8 @@ __all__ = [
     "PackageCost",
     "ServerCost",
     "ThermalReport",
-    "chiplet_by_area",
-    "chiplet_by_performance",
+    "TokenCost",
+    "cost_per_1k_tokens",
     "cost_rate_usd_per_s",
     "cost_report",
     "die_cost",
@@ -36,6 +37,7 @@ __all__ = [
     "expected_dies_per_wafer",
     "life_seconds",
     "loan_interest",
+    "owned_cost_rate_usd_per_s",
     "package_cost",
     "rent_usd",
     "server_cost",

@@ -21,17 +21,7 @@ from dataclasses import dataclass
 from chipletc.ir.errors import TargetError
 from chipletc.ir.tech import TechNode
 
-__all__ = ["DieCost", "die_cost", "die_yield", "dies_per_wafer", "expected_dies_per_wafer",
-           "resolve_tech"]
-
-
-def resolve_tech(tech: TechNode | str) -> TechNode:
-    """A ``TechNode`` itself, or the preset / YAML file it names ("7nm")."""
-    if isinstance(tech, TechNode):
-        return tech
-    from chipletc.backends.targets import load_tech  # the loader imports this package
-
-    return load_tech(tech)
+__all__ = ["DieCost", "die_cost", "die_yield", "dies_per_wafer", "expected_dies_per_wafer"]
 
 
 def expected_dies_per_wafer(area_mm2: float, usable_diameter_mm: float, scribe_mm: float) -> float:
@@ -48,10 +38,9 @@ def expected_dies_per_wafer(area_mm2: float, usable_diameter_mm: float, scribe_m
     return max(eroded, 0.0) / (a * a)
 
 
-def dies_per_wafer(area_mm2: float, tech: TechNode | str) -> int:
+def dies_per_wafer(area_mm2: float, tech: TechNode) -> int:
     """Whole dies of ``area_mm2`` per wafer of ``tech`` (the closed form, rounded down)."""
-    t = resolve_tech(tech)
-    return math.floor(expected_dies_per_wafer(area_mm2, t.usable_diameter_mm, t.scribe_mm))
+    return math.floor(expected_dies_per_wafer(area_mm2, tech.usable_diameter_mm, tech.scribe_mm))
 
 
 def die_yield(area_mm2: float, defect_density_per_cm2: float, alpha: float) -> float:
@@ -77,23 +66,26 @@ class DieCost:
         return {"silicon_usd": self.silicon_usd, "test_usd": self.test_usd}
 
 
-def die_cost(area_mm2: float, tech: TechNode | str) -> DieCost:
-    """Cost of one good die of ``area_mm2`` in ``tech`` (a TechNode or a name like "7nm")."""
-    t = resolve_tech(tech)
-    n = dies_per_wafer(area_mm2, t)
+def die_cost(area_mm2: float, tech: TechNode) -> DieCost:
+    """Cost of one good die of ``area_mm2`` in technology node ``tech``.
+
+    A node by name ("7nm") is ``chipletc.backends.targets.load_tech``'s job: the cost
+    model takes data and never reads files.
+    """
+    n = dies_per_wafer(area_mm2, tech)
     if n < 1:
         raise TargetError(
-            f"area_mm2: no whole die fits the usable {t.usable_diameter_mm:g} mm wafer "
-            f"({area_mm2!r}); allowed <= {t.max_reticle_mm2:g} (the {t.name} reticle)"
+            f"area_mm2: no whole die fits the usable {tech.usable_diameter_mm:g} mm wafer "
+            f"({area_mm2!r}); allowed <= {tech.max_reticle_mm2:g} (the {tech.name} reticle)"
         )
-    y = die_yield(area_mm2, t.defect_density_per_cm2, t.cluster_alpha)
-    silicon = t.wafer_cost_usd / (n * y)
-    test = silicon * t.test_cost_frac
+    y = die_yield(area_mm2, tech.defect_density_per_cm2, tech.cluster_alpha)
+    silicon = tech.wafer_cost_usd / (n * y)
+    test = silicon * tech.test_cost_frac
     return DieCost(
         area_mm2=area_mm2,
         dies_per_wafer=n,
         yield_=y,
-        wafer_cost_usd=t.wafer_cost_usd,
+        wafer_cost_usd=tech.wafer_cost_usd,
         silicon_usd=silicon,
         test_usd=test,
         cost_usd=silicon + test,

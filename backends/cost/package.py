@@ -11,7 +11,9 @@ code applies it (chip-last assembly):
   micro-bump bonding yield 0.95 per die or HBM stack, then 0.99 to the substrate.
 
 Dies lost to failed bonds are charged to the package (``bonding_loss_usd``), so
-``cost_usd`` is the cost of one good packaged part including its dies and HBM.
+``cost_usd`` is the cost of one good packaged part including its dies and HBM. The
+numbers above are the defaults of ``chipletc.ir.tech.Packaging`` (sources beside each
+field); a tech YAML sets its own under ``packaging:``.
 """
 
 from __future__ import annotations
@@ -19,26 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chipletc.ir.target import SUBSTRATES
-from chipletc.ir.tech import fail, require_count, require_nonnegative, require_positive
+from chipletc.ir.tech import Packaging, fail, require_count, require_nonnegative, require_positive
 
 from .die import die_yield, expected_dies_per_wafer
 
-__all__ = ["HBM_STACK_MM2", "PackageCost", "package_cost"]
-
-# Chiplet Actuary constants (Feng and Ma, DAC 2022; authors' code PackageConstants).
-OS_AREA_FACTOR = 4.0  # organic substrate area / die area
-OS_USD_PER_MM2 = 0.005
-OS_LAYER_FACTORS = ((30 * 30, 2.0), (17 * 17, 1.75), (0, 1.5))  # (area above mm2, factor)
-OS_BOND_YIELD = 0.99  # per die (C4 to organic substrate)
-C4_USD_PER_MM2 = 0.005
-SI_AREA_FACTOR = 1.1  # interposer area / (dies + HBM)
-SI_WAFER_USD = 1937.0  # 55 nm wafer
-SI_WAFER_DIAMETER_MM = 300.0
-SI_SCRIBE_MM = 0.1  # authors' code (wafer_dicing_gap)
-SI_DEFECT_DENSITY_PER_CM2 = 0.07  # authors' code si_D0 = 0.0007 /mm2
-SI_ALPHA = 6.0
-SI_BOND_YIELD = 0.95  # per die or HBM stack (micro-bumps)
-HBM_STACK_MM2 = 7.75 * 11.87  # HBM2e footprint (authors' code)
+__all__ = ["PackageCost", "package_cost"]
 
 
 @dataclass(frozen=True)
@@ -54,10 +41,14 @@ class PackageCost:
     breakdown: dict[str, float]
 
 
-def _layer_factor(chiplets: int, area_mm2: float) -> float:
+def _layer_factor(chiplets: int, area_mm2: float, k: Packaging) -> float:
     if chiplets == 1:
         return 1.0
-    return next(f for above, f in OS_LAYER_FACTORS if area_mm2 > above)
+    if area_mm2 > 30 * 30:
+        return k.organic_layer_factor_above_900mm2
+    if area_mm2 > 17 * 17:
+        return k.organic_layer_factor_above_289mm2
+    return k.organic_layer_factor
 
 
 def package_cost(
@@ -67,8 +58,11 @@ def package_cost(
     substrate: str = "organic",
     hbm_stacks: int = 0,
     hbm_stack_usd: float = 0.0,
+    *,
+    packaging: Packaging,
 ) -> PackageCost:
-    """Cost of one package of ``chiplets`` good dies (and ``hbm_stacks`` HBM stacks)."""
+    """Cost of one package of ``chiplets`` good dies (and ``hbm_stacks`` HBM stacks), with
+    the constants of ``packaging`` (the tech node's)."""
     require_nonnegative("die_cost_usd", die_cost_usd)
     require_positive("die_area_mm2", die_area_mm2)
     require_count("chiplets", chiplets)
@@ -80,26 +74,30 @@ def package_cost(
     dies = chiplets * die_cost_usd
     hbm = hbm_stacks * hbm_stack_usd
     silicon_mm2 = chiplets * die_area_mm2
+    k = packaging
     if substrate == "organic":
-        area = OS_AREA_FACTOR * silicon_mm2
-        bond = OS_BOND_YIELD**chiplets
+        area = k.organic_area_factor * silicon_mm2
+        bond = k.organic_bond_yield**chiplets
         items = {
-            "substrate_usd": area * OS_USD_PER_MM2 * _layer_factor(chiplets, area) / bond,
+            "substrate_usd": area * k.organic_usd_per_mm2 * _layer_factor(chiplets, area, k)
+            / bond,
             "interposer_usd": 0.0,
-            "bumps_usd": silicon_mm2 * C4_USD_PER_MM2 / bond,
+            "bumps_usd": silicon_mm2 * k.c4_usd_per_mm2 / bond,
         }
     else:
-        area = SI_AREA_FACTOR * (silicon_mm2 + hbm_stacks * HBM_STACK_MM2)
-        per_wafer = expected_dies_per_wafer(area, SI_WAFER_DIAMETER_MM, SI_SCRIBE_MM)
+        area = k.interposer_area_factor * (silicon_mm2 + hbm_stacks * k.hbm_stack_mm2)
+        per_wafer = expected_dies_per_wafer(area, k.interposer_wafer_diameter_mm,
+                                            k.interposer_scribe_mm)
         if per_wafer < 1:
-            raise fail("interposer", "larger than a 300 mm wafer can hold", round(area, 1),
-                       "fewer or smaller dies")
-        si_yield = die_yield(area, SI_DEFECT_DENSITY_PER_CM2, SI_ALPHA)
-        bond = SI_BOND_YIELD ** (chiplets + hbm_stacks) * OS_BOND_YIELD
+            raise fail("interposer", f"larger than a {k.interposer_wafer_diameter_mm:g} mm "
+                       "wafer can hold", round(area, 1), "fewer or smaller dies")
+        si_yield = die_yield(area, k.interposer_defect_density_per_cm2,
+                             k.interposer_cluster_alpha)
+        bond = k.interposer_bond_yield ** (chiplets + hbm_stacks) * k.organic_bond_yield
         items = {
-            "substrate_usd": area * OS_USD_PER_MM2 / OS_BOND_YIELD,
-            "interposer_usd": SI_WAFER_USD / int(per_wafer) / si_yield / bond,
-            "bumps_usd": area * C4_USD_PER_MM2 / si_yield / bond,
+            "substrate_usd": area * k.organic_usd_per_mm2 / k.organic_bond_yield,
+            "interposer_usd": k.interposer_wafer_usd / int(per_wafer) / si_yield / bond,
+            "bumps_usd": area * k.c4_usd_per_mm2 / si_yield / bond,
         }
     breakdown = {
         "dies_usd": dies,

@@ -15,7 +15,14 @@ from typing import Any
 from chipletc.ir.target import Target
 
 from .server import server_cost, thermal_check
-from .tco import HOURS_PER_YEAR, life_seconds, rent_usd, server_tco, tco_breakdown
+from .tco import (
+    HOURS_PER_YEAR,
+    cost_rate_usd_per_s,
+    owned_cost_rate_usd_per_s,
+    rent_usd,
+    server_tco,
+    tco_breakdown,
+)
 
 __all__ = ["cost_report"]
 
@@ -41,15 +48,15 @@ def cost_report(target: Target) -> dict[str, Any]:
     }
     if econ.rent_usd_per_hour is not None:
         server["tco_usd"] = rent_usd(econ, life_h)
-        server["cost_rate_usd_per_s"] = econ.rent_usd_per_hour / 3600
+        server["cost_rate_usd_per_s"] = cost_rate_usd_per_s(target)
         server["fabricated"] = {
             "tco_usd": owned_tco,
             "tco_breakdown": owned,
-            "cost_rate_usd_per_s": owned_tco / life_seconds(econ),
+            "cost_rate_usd_per_s": owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ),
         }
     else:
         server["tco_usd"] = owned_tco
-        server["cost_rate_usd_per_s"] = owned_tco / life_seconds(econ)
+        server["cost_rate_usd_per_s"] = cost_rate_usd_per_s(target)
         server["tco_breakdown"] = owned
     report: dict[str, Any] = {
         "target": target.name,

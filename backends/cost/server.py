@@ -83,6 +83,7 @@ def server_cost(target: Target) -> ServerCost:
         substrate=target.package.substrate,
         hbm_stacks=target.chips_per_package * chip.hbm_stacks,
         hbm_stack_usd=chip.hbm_stack_usd,
+        packaging=target.tech.packaging,
     )
     power = server_power(target)
     wall = sum(power.values())

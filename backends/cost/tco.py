@@ -29,6 +29,7 @@ __all__ = [
     "cost_rate_usd_per_s",
     "life_seconds",
     "loan_interest",
+    "owned_cost_rate_usd_per_s",
     "rent_usd",
     "server_energy_J_per_s",
     "server_tco",
@@ -87,13 +88,18 @@ def rent_usd(economics: Economics, hours: float) -> float:
     return economics.rent_usd_per_hour * hours
 
 
+def owned_cost_rate_usd_per_s(cost_usd: float, power_w: float, economics: Economics) -> float:
+    """Dollars per second to own and run one server: its TCO over its life seconds."""
+    return server_tco(cost_usd, power_w, economics) / life_seconds(economics)
+
+
 def cost_rate_usd_per_s(target: Target) -> float:
     """Dollars per second of ONE server: rent / 3600, or owned TCO / life seconds."""
     econ = target.economics
     if econ.rent_usd_per_hour is not None:
         return econ.rent_usd_per_hour / 3600
     sc = server_cost(target)
-    return server_tco(sc.cost_usd, sc.power_w, econ) / life_seconds(econ)
+    return owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ)
 
 
 def server_energy_J_per_s(target: Target, *, facility: bool = False) -> float:

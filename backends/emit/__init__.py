@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chipletc.backends.cost import TokenCost
 from chipletc.backends.perf import PerfEstimate
 from chipletc.backends.sim import SimResult
 from chipletc.ir.plan import Plan
@@ -63,7 +64,7 @@ def output_files(
     result: SimResult,
     target: Target,
     analytical: PerfEstimate,
-    cost: dict[str, Any],
+    cost: TokenCost,
     solver: dict[str, Any] | None,
     steps: int = DEFAULT_STEPS,
     ranks: Ranks = "representative",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chipletc import __version__
+from chipletc.backends.cost import TokenCost
 from chipletc.backends.perf import PerfEstimate
 from chipletc.backends.sim import SimResult
 from chipletc.ir.plan import Plan
@@ -21,11 +22,11 @@ def to_report_md(
     plan: Plan,
     simulated: SimResult,
     analytical: PerfEstimate,
-    cost: dict[str, Any],
+    cost: TokenCost,
     solver: dict[str, Any] | None,
     files: list[str],
 ) -> str:
-    """The report. ``cost`` is ``compiler.compile.cost_per_1k_tokens`` at the analytical
+    """The report. ``cost`` is ``backends.cost.cost_per_1k_tokens`` at the analytical
     throughput (as `chipletc compile` reports it); ``solver`` the facts of the search
     (``Plan.extra["solver"]``), None when none ran (`chipletc simulate`); ``files``
     describes the other outputs, one markdown line each."""
@@ -67,7 +68,7 @@ def to_report_md(
             f"| {c.used_bytes / c.capacity_bytes:.1%} |"
         )
     sim, an = simulated, analytical
-    usd = cost["tco_per_1k_tokens_usd"]
+    usd = cost.tco_per_1k_tokens_usd
     lines += [
         "",
         "## Performance",
@@ -88,13 +89,13 @@ def to_report_md(
         "",
         f"${usd:.6f} per 1K generated tokens at the analytical throughput "
         f"(${usd * an.tokens_per_s / sim.tokens_per_s:.6f} at the simulated one), "
-        f"{cost['energy_per_1k_tokens_J']:,.0f} J per 1K tokens, "
-        f"{cost['num_servers']} server(s) at ${cost['usd_per_server_hour']:.4f} an hour.",
+        f"{cost.energy_per_1k_tokens_J:,.0f} J per 1K tokens, "
+        f"{cost.num_servers} server(s) at ${cost.usd_per_server_hour:.4f} an hour.",
         "",
         "| item | $ per 1K tokens | share |",
         "|:---|---:|---:|",
     ]
-    for k, v in cost["breakdown_per_1k_tokens_usd"].items():
+    for k, v in cost.breakdown_per_1k_tokens_usd.items():
         share = v / usd if usd else 0.0
         lines.append(f"| {k.removesuffix('_usd').replace('_', ' ')} | {v:.6f} | {share:.1%} |")
     lines += ["", "## Solver", ""]

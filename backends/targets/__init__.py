@@ -32,7 +32,6 @@ from typing import Any
 
 import yaml
 
-from chipletc.backends.cost.chiplet import chiplet_by_area, chiplet_by_performance
 from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import (
@@ -45,10 +44,14 @@ from chipletc.ir.target import (
 )
 from chipletc.ir.tech import Economics, TechNode
 
+from .chiplet import chiplet_by_area, chiplet_by_performance
+
 __all__ = [
     "DEFAULT_TARGET",
     "PRESET_DIR",
     "TECH_DIR",
+    "chiplet_by_area",
+    "chiplet_by_performance",
     "list_targets",
     "list_techs",
     "load_target",

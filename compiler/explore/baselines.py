@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chipletc.backends.cost import cost_per_1k_tokens
 from chipletc.backends.targets import load_target
-from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import UsageError
@@ -108,7 +108,7 @@ def baseline_rows(
             "usd_per_chip_hour": price,
             "tokens_per_s_per_chip": per_chip,
             "tokens_per_s": tokens_per_s,
-            "usd_per_1k_tokens": cost["tco_per_1k_tokens_usd"],
+            "usd_per_1k_tokens": cost.tco_per_1k_tokens_usd,
             "J_per_1k_tokens": None,
         })
     return rows

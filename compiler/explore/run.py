@@ -25,8 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chipletc.backends.cost import cost_rate_usd_per_s, server_cost
-from chipletc.compiler.compile import cost_per_1k_tokens
+from chipletc.backends.cost import cost_per_1k_tokens, cost_rate_usd_per_s, server_cost
 from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import InfeasibleError, UsageError
@@ -161,8 +160,8 @@ def map_model(graph: Graph, builder: ProblemBuilder, target: Target) -> dict[str
         "prefill_s": fig.prefill_s,
         "decode_s_per_token": fig.decode_s_per_token,
         "tokens_per_s": fig.tokens_per_s,
-        "usd_per_1k_tokens": cost["tco_per_1k_tokens_usd"],
-        "J_per_1k_tokens": cost["energy_per_1k_tokens_J"],
+        "usd_per_1k_tokens": cost.tco_per_1k_tokens_usd,
+        "J_per_1k_tokens": cost.energy_per_1k_tokens_J,
     }
 
 

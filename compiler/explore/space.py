@@ -38,9 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chipletc.backends.cost import chiplet_by_area, chiplet_by_performance, thermal_check
+from chipletc.backends.cost import thermal_check
 from chipletc.backends.targets import _read as read_yaml
-from chipletc.backends.targets import load_target, load_tech
+from chipletc.backends.targets import (
+    chiplet_by_area,
+    chiplet_by_performance,
+    load_target,
+    load_tech,
+)
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import ChipletSpec, Target
 from chipletc.ir.tech import TechNode

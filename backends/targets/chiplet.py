@@ -11,7 +11,9 @@ is set so that ``ops_per_sram_read`` operations run per byte read from SRAM at p
 
 Power is the node's W/TOPS plus the IO links' power. The chip computes in bf16 (the
 MAC density is a bf16 figure); int8/fp8 fall back to that rate (``peak_flops``).
-Explore calls these thousands of times: no YAML, no I/O, no cost model here.
+Explore calls these thousands of times: no YAML, no I/O, no cost model here. They
+live with the target loader (which builds a YAML's ``chiplet: {by_area: ...}`` with
+them), not in ``backends.cost``: they construct hardware, they do not price it.
 """
 
 from __future__ import annotations
