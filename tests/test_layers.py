@@ -162,3 +162,8 @@ def test_backends_never_import_the_compiler_or_the_cli(u):
 
 def test_no_cycle_between_units():
     assert find_cycle(EDGES) is None
+
+
+def test_only_the_cli_imports_the_cli():
+    bad = {u for u, v in EDGES.items() if _layer(u) != "cli" and "cli" in map(_layer, v)}
+    assert not bad, f"{sorted(bad)} import the CLI"
