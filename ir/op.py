@@ -15,7 +15,8 @@ Conventions of the cost formulas (what is and is not counted):
   its tokens touch, assuming uniform routing: ``E * (1 - (1 - k/E)**tokens)`` experts.
 * The LM head computes logits for the last position only in prefill, as serving does.
 * Prefill attends over the full prompt (the square score matrix fused kernels compute)
-  and writes the prompt's KV cache; decode reads ``context_len`` cached positions and
+  and writes the prompt's KV cache (a chunk after a cached prefix also reads the
+  prefix and attends over it); decode reads ``context_len`` cached positions and
   writes one. ``kv_elems`` is what one token caches for the op, per sequence.
 """
 
@@ -259,7 +260,7 @@ class Op:
             h, dh = d["heads"], d["head_dim"]
             q, ctx = wl.query_len, wl.attended_len
             kv_token = kv_dtype.bits / 8 * d["kv_elems"]
-            kv_read = wl.batch * ctx * kv_token if wl.phase is Phase.DECODE else 0.0
+            kv_read = wl.batch * wl.cached_len * kv_token
             score_elems = wl.batch * q * ctx * h
             vec_elems = wl.batch * q * h * dh
             if k is OpKind.ATTN_SCORE:

@@ -1,0 +1,220 @@
+"""How long one serving iteration takes on a mapped replica: the per-op physics of
+``backends.perf.analytical``, evaluated at a batch that mixes prefill chunks and decode
+tokens at their own context lengths.
+
+An iteration's work is summed over its sequences into four numbers (``Batch``): new
+tokens ``T``, attention products ``A = sum(q * ctx)`` (queries times the positions they
+attend to), cached positions read ``R`` and sequences ``S``. Every op's FLOPs and bytes
+(``Op.cost``) are affine in these four — weight bytes aside, which are read once per
+pass, or for experts and embeddings depend on the tokens alone — so each op's compute
+and memory time on one rank is a linear form in ``(1, T, A, R, S)``. The forms are
+measured once by probing the real cost, sharding and roofline functions at six small
+workloads and checked at three others (a formula that is not affine is refused, not
+approximated). An iteration then costs a few small numpy products instead of a walk
+over the graph, which is what lets ``serve`` replay millions of tokens in seconds.
+
+Collective and stage-to-stage transfer times are not linear in their bytes for every
+algorithm, so they are computed by the analytical model's own functions at each
+iteration's bytes. The batch is cut into ``M`` equal micro-batches that flow through
+the stages; from an idle pipeline an iteration takes ``path + (M - 1) x slowest`` (the
+prefill formula), otherwise ``max(path, M x slowest)`` (the decode step), exactly as
+``estimate`` and ``simulate`` time a static batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from chipletc.backends.perf.analytical import (
+    collective_time_s,
+    exposed_collective_s,
+    level_for,
+    op_time,
+    pipeline_times,
+    stage_ops,
+    stage_transfer_level,
+    transfer_time_s,
+)
+from chipletc.ir.errors import IRError
+from chipletc.ir.graph import Graph
+from chipletc.ir.mapping import ModelMapping
+from chipletc.ir.op import Op, OpCost, OpKind
+from chipletc.ir.sharding import collectives_after, rank_cost
+from chipletc.ir.target import Target
+from chipletc.ir.workload import Workload
+
+__all__ = ["Batch", "IterationModel"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch's work in an iteration, summed over its sequences."""
+
+    tokens: float  # T: new tokens (1 per decoding sequence, the chunk for a prefill)
+    attended: float  # A: sum of new tokens x positions they attend to
+    cached: float  # R: cached positions read
+    seqs: float  # S: sequences (each emits logits for its last position)
+
+    def vector(self) -> np.ndarray:
+        return np.array([1.0, self.tokens, self.attended, self.cached, self.seqs])
+
+
+def _features(wl: Workload) -> np.ndarray:
+    b = wl.batch
+    return np.array(
+        [1.0, wl.tokens, b * wl.query_len * wl.attended_len, b * wl.cached_len, float(b)]
+    )
+
+
+_PROBES = (
+    Workload.decode(1, 1),
+    Workload.decode(1, 2),
+    Workload.decode(2, 1),
+    Workload.prefill(1, 2),
+    Workload.chunk(1, 1, 1),
+    Workload.prefill(2, 3),
+)
+_CHECKS = (Workload.decode(3, 7), Workload.chunk(2, 5, 11), Workload.prefill(4, 9))
+# kinds whose weight reads depend on the tokens (experts touched, table rows gathered)
+_TOKEN_WEIGHTS = (OpKind.EXPERT_MATMUL, OpKind.EMBEDDING)
+
+
+def _signature(op: Op) -> tuple:
+    return (
+        op.kind,
+        tuple(sorted(op.dims.items())),
+        op.role,
+        op.shard,
+        op.read_weight_bytes,
+        repr(sorted((k, v) for k, v in op.attrs.items() if k != "source")),
+    )
+
+
+class IterationModel:
+    """Iteration times of one replica (graph, target, mapping)."""
+
+    def __init__(self, graph: Graph, target: Target, mapping: ModelMapping) -> None:
+        self.graph, self.target, self.mapping = graph, target, mapping
+        info = graph.info
+        self._shard = (mapping.tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+        self._peak = target.chiplet.peak_flops(graph.act_dtype)
+        self._level = level_for(target, mapping.tp)
+        distinct: dict[tuple, int] = {}
+        ops: list[Op] = []
+        stages = stage_ops(graph, mapping)
+        rows: list[dict[int, int]] = []
+        for stage in stages:
+            row: dict[int, int] = {}
+            for op in stage:
+                j = distinct.setdefault(_signature(op), len(ops))
+                if j == len(ops):
+                    ops.append(op)
+                row[j] = row.get(j, 0) + 1
+            rows.append(row)
+        counts = np.zeros((mapping.pp, len(ops)))
+        for s, row in enumerate(rows):
+            for j, c in row.items():
+                counts[s, j] = c
+        self._ops = ops
+        self._counts = counts
+        n = len(ops)
+        self._compute = np.zeros((n, 5))
+        self._memory = np.zeros((n, 5))
+        self._overhead = np.zeros(n)
+        self._token_weights = [j for j, op in enumerate(ops) if op.kind in _TOKEN_WEIGHTS]
+        self._collectives: list[tuple[int, str, np.ndarray]] = []
+        self._kv_per_token = np.zeros(n)
+        self._token_weight_memo: dict[tuple[int, int], float] = {}
+        for j, op in enumerate(ops):
+            self._fit(j, op)
+        self._stage_kv = counts @ self._kv_per_token
+        levels = [stage_transfer_level(target, mapping.tp, s) for s in range(mapping.pp - 1)]
+        self._levels = [(lv, levels.count(lv)) for lv in dict.fromkeys(levels)]
+        self._act_bytes = graph.act_dtype.bits / 8 * info.d_model
+
+    # -- measuring the linear forms ----------------------------------------------------
+
+    def _rank(self, op: Op, wl: Workload) -> tuple[OpCost, OpCost]:
+        g = self.graph
+        whole = op.cost(wl, g.kv_dtype, g.act_dtype)
+        return whole, rank_cost(op, whole, *self._shard)
+
+    def _weight_memory_s(self, mine: OpCost) -> float:
+        return op_time(OpCost(weight_bytes=mine.weight_bytes), self.target, self._peak).memory_s
+
+    def _fit(self, j: int, op: Op) -> None:
+        token_weights = op.kind in _TOKEN_WEIGHTS
+        x, comp, mem, colls = [], [], [], []
+        for wl in _PROBES + _CHECKS:
+            whole, mine = self._rank(op, wl)
+            t = op_time(mine, self.target, self._peak)
+            x.append(_features(wl))
+            comp.append(t.compute_s)
+            mem.append(t.memory_s - (self._weight_memory_s(mine) if token_weights else 0.0))
+            colls.append([c.bytes for c in collectives_after(op, whole, self.mapping.tp)])
+            if wl == _PROBES[0]:
+                self._overhead[j] = t.overhead_s
+                self._kv_per_token[j] = mine.kv_write_bytes
+                kinds = [c.kind for c in collectives_after(op, whole, self.mapping.tp)]
+        xs = np.array(x)
+        fit_rows = len(_PROBES)
+        self._compute[j] = self._solve(op, xs, np.array(comp), fit_rows)
+        self._memory[j] = self._solve(op, xs, np.array(mem), fit_rows)
+        for c, kind in enumerate(kinds):
+            ys = np.array([row[c] for row in colls])
+            self._collectives.append((j, kind, self._solve(op, xs, ys, fit_rows)))
+
+    @staticmethod
+    def _solve(op: Op, xs: np.ndarray, ys: np.ndarray, fit_rows: int) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(xs[:fit_rows], ys[:fit_rows], rcond=None)
+        err = np.abs(xs @ coef - ys)
+        if np.any(err > 1e-9 * np.maximum(np.abs(ys), 1e-12) + 1e-18):
+            raise IRError(
+                f"serve: op {op.name!r} ({op.kind.value}): its cost is not affine in the "
+                "batch's tokens and contexts; the iteration model cannot time it"
+            )
+        return coef
+
+    # -- what the scheduler asks -------------------------------------------------------
+
+    @property
+    def stage_kv_bytes_per_token(self) -> np.ndarray:
+        """KV-cache bytes one token of one sequence takes on one rank of each stage."""
+        return self._stage_kv
+
+    def stage_seconds(self, mb: Batch) -> np.ndarray:
+        """Each stage's time for one micro-batch ``mb`` (seconds, one per stage)."""
+        x = mb.vector()
+        compute = self._compute @ x
+        memory = self._memory @ x
+        for j in self._token_weights:
+            memory[j] += self._token_weight_s(j, max(1, round(mb.tokens)))
+        busy = np.maximum(compute, memory) + self._overhead  # OpTime.total_s, per op
+        total = busy.copy()
+        eff = self.target.efficiency
+        for j, kind, coef in self._collectives:
+            t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self._level, eff)
+            total[j] += exposed_collective_s(t, float(busy[j]), eff)
+        return self._counts @ total
+
+    def _token_weight_s(self, j: int, tokens: int) -> float:
+        """Memory time of the weights ``tokens`` tokens touch (experts, table rows)."""
+        found = self._token_weight_memo.get((j, tokens))
+        if found is None:
+            _, mine = self._rank(self._ops[j], Workload.decode(tokens, 1))
+            found = self._token_weight_memo[j, tokens] = self._weight_memory_s(mine)
+        return found
+
+    def iteration_s(self, mb: Batch, micro_batches: int, from_idle: bool) -> float:
+        """One iteration of ``micro_batches`` micro-batches like ``mb``."""
+        stages = self.stage_seconds(mb)
+        nbytes = mb.tokens * self._act_bytes
+        eff = self.target.efficiency.link
+        # one entry per distinct link level, times the boundaries on it: the pipeline
+        # formulas only add the hops up
+        hops = [n * transfer_time_s(nbytes, lv, eff, self.mapping.tp) for lv, n in self._levels]
+        fill, step = pipeline_times(stages.tolist(), hops, micro_batches)
+        return fill if from_idle else step
+
