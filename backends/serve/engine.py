@@ -71,7 +71,7 @@ class RequestLog:
     @classmethod
     def empty(cls, n: int) -> RequestLog:
         nan = float("nan")
-        return cls(array("d", [nan] * n), array("d", [nan] * n), array("l", [0] * n))
+        return cls(array("d", [nan] * n), array("d", [nan] * n), array("q", [0] * n))
 
 
 @dataclass
@@ -81,13 +81,14 @@ class IterationLog:
     start_s: array
     duration_s: array
     prefill_tokens: array
+    prefill_seqs: array
     decode_seqs: array
     kv_blocks_used: array
     in_system: array  # requests arrived and not finished, at the iteration's start
 
     @classmethod
     def empty(cls) -> IterationLog:
-        return cls(array("d"), array("d"), array("l"), array("l"), array("l"), array("l"))
+        return cls(array("d"), array("d"), *(array("q") for _ in range(5)))
 
     def __len__(self) -> int:
         return len(self.start_s)
@@ -120,6 +121,7 @@ class _Replica:
         model: IterationModel,
         config: SchedulerConfig,
         requests: Sequence[Request],
+        prefilled: bool,
         progress: Callable[[int], None] | None,
     ) -> None:
         self.model, self.cfg, self.reqs = model, config, requests
@@ -142,6 +144,7 @@ class _Replica:
         self.done = 0
         self.in_system = 0
         self.reserve_all = config.policy == "static"
+        self.prefilled = prefilled
 
     # -- KV blocks --------------------------------------------------------------------
 
@@ -160,7 +163,10 @@ class _Replica:
         reqs = self.reqs
         while self.next_arrival < len(reqs) and reqs[self.next_arrival].arrival_s <= t:
             r = reqs[self.next_arrival]
-            self.waiting.append(_Seq(r.id, r.prompt_len))
+            seq = _Seq(r.id, r.prompt_len)
+            if self.prefilled:  # its KV cache and first token came from a prefill pool
+                seq.todo, seq.cached, seq.generated = 0, r.prompt_len, 1
+            self.waiting.append(seq)
             self.next_arrival += 1
             self.in_system += 1
 
@@ -252,6 +258,7 @@ class _Replica:
         it.start_s.append(self.now)
         it.duration_s.append(duration)
         it.prefill_tokens.append(tokens - n_dec)
+        it.prefill_seqs.append(len(chunks))
         it.decode_seqs.append(n_dec)
         it.kv_blocks_used.append(self.cfg.kv_blocks - self.free_blocks)
         it.in_system.append(self.in_system)
@@ -294,10 +301,10 @@ class _Replica:
     # -- the policies ----------------------------------------------------------------
 
     def admit(self, budget: int, limit: int) -> list[_Seq]:
-        """Admit waiting sequences while the batch, the token budget and the pool allow."""
+        """Admit waiting sequences while the batch, the token budget and the pool allow;
+        returns those with a prompt to prefill (prefilled ones start decoding at once)."""
         out: list[_Seq] = []
-        running = len(self.decoding) + len(self.prefilling)
-        while self.waiting and running + len(out) < limit:
+        while self.waiting and len(self.decoding) + len(self.prefilling) + len(out) < limit:
             seq = self.waiting[0]
             need = self.admit_blocks(seq)
             if need > self.free_blocks:
@@ -307,6 +314,9 @@ class _Replica:
             self.waiting.popleft()
             self.free_blocks -= need
             seq.blocks = need
+            if not seq.todo:
+                self.start_decoding(seq)
+                continue
             out.append(seq)
             budget -= seq.todo
             if budget <= 0:
@@ -383,11 +393,17 @@ def run_replica(
     model: IterationModel,
     config: SchedulerConfig,
     requests: Sequence[Request],
+    prefilled: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[RequestLog, IterationLog]:
-    """Serve ``requests`` (ids ``0..n-1`` in arrival order) on one replica."""
+    """Serve ``requests`` (ids ``0..n-1`` in arrival order, indexing the logs) on one
+    replica. ``prefilled``: every request arrives with
+    its prompt cached and its first token emitted (the decode pool of a disaggregated
+    deployment)."""
     if config.policy not in POLICIES:
         raise UsageError(f"--scheduler: unknown {config.policy!r}; use {', '.join(POLICIES)}")
+    if prefilled and config.policy == "static":
+        raise UsageError("--disaggregate: needs the vllm or sarathi scheduler")
     for r in requests:
         need = -(-(r.prompt_len + r.gen_len) // config.block_tokens)
         if need > config.kv_blocks:
@@ -396,6 +412,6 @@ def run_replica(
                 f"the replica holds {config.kv_blocks * config.block_tokens:,} "
                 "(shorten it, or compile for a longer context or more chiplets)"
             )
-    replica = _Replica(model, config, requests, progress)
+    replica = _Replica(model, config, requests, prefilled, progress)
     replica.run()
     return replica.log, replica.iters

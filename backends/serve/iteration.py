@@ -217,4 +217,3 @@ class IterationModel:
         hops = [n * transfer_time_s(nbytes, lv, eff, self.mapping.tp) for lv, n in self._levels]
         fill, step = pipeline_times(stages.tolist(), hops, micro_batches)
         return fill if from_idle else step
-

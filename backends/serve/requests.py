@@ -211,7 +211,7 @@ def load_requests(path: str) -> list[Request]:
             prompt, gen = row["prompt_len"], row["gen_len"]
         except (ValueError, TypeError, KeyError) as err:
             raise UsageError(
-                f"{where}: expected {{\"arrival_s\": s, \"prompt_len\": n, \"gen_len\": n}} "
+                f'{where}: expected {{"arrival_s": s, "prompt_len": n, "gen_len": n}} '
                 f"({err.__class__.__name__})"
             ) from None
         if not (math.isfinite(arrival) and arrival >= 0):
