@@ -17,7 +17,17 @@ from chipletc import __version__
 from chipletc.ir.errors import ChipletcError
 
 # Sub-command modules, in the order `chipletc --help` lists them.
-COMMANDS = ("models", "inspect", "compile", "simulate", "targets", "cost", "explore", "schema")
+COMMANDS = (
+    "models",
+    "inspect",
+    "compile",
+    "simulate",
+    "serve",
+    "targets",
+    "cost",
+    "explore",
+    "schema",
+)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -75,7 +75,7 @@ def _parse_stages(text: str, pp: int) -> tuple[tuple[int, int], ...]:
     return out
 
 
-def _from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
+def from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
     from chipletc.backends.targets import load_target
     from chipletc.compiler.frontends import load_model
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plan and args.model:
         raise UsageError("simulate: give MODEL or --plan, not both")
     graph, target, mapping, prompt_len, gen_len, sources = (
-        _from_plan(args.plan) if args.plan else _from_flags(args)
+        from_plan(args.plan) if args.plan else _from_flags(args)
     )
     schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
     result = simulate(schedule, target)

@@ -100,9 +100,7 @@ def serve(
             for r in reqs
             if r.gen_len > 1
         )
-        decodes = [
-            Request(rid, t, reqs[rid].prompt_len, reqs[rid].gen_len) for t, rid in handoff
-        ]
+        decodes = [Request(rid, t, reqs[rid].prompt_len, reqs[rid].gen_len) for t, rid in handoff]
         for k, share in enumerate(_split(decodes, n_dec)):
             part, iters = run_replica(model, cfg, share, prefilled=True, progress=progress)
             ids = [decodes[k + i * n_dec].id for i in range(len(share))]

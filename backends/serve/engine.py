@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chipletc.ir.errors import UsageError
+from chipletc.ir.errors import IRError, UsageError
 
 from .iteration import Batch, IterationModel
 from .requests import Request
@@ -100,7 +100,17 @@ class _Seq:
     While decoding, its cached positions and generated tokens both grow by one per
     clock tick, so they are kept as values at the tick it joined (``join``)."""
 
-    __slots__ = ("blocks", "cached", "epoch", "generated", "join", "prompt", "rid", "todo")
+    __slots__ = (
+        "blocks",
+        "cached",
+        "epoch",
+        "generated",
+        "in_flight",
+        "join",
+        "prompt",
+        "rid",
+        "todo",
+    )
 
     def __init__(self, rid: int, prompt: int) -> None:
         self.rid = rid
@@ -110,6 +120,7 @@ class _Seq:
         self.generated = 0  # tokens emitted (at ``join`` while decoding)
         self.join = 0
         self.blocks = 0  # KV blocks it holds
+        self.in_flight = 0  # prompt tokens in the pipeline now
         self.epoch = 0  # bumped when it stops decoding: stale heap entries are skipped
 
 
@@ -125,7 +136,7 @@ class _Replica:
         progress: Callable[[int], None] | None,
     ) -> None:
         self.model, self.cfg, self.reqs = model, config, requests
-        self.mb = model.mapping.micro_batch
+        self.num_micro = model.mapping.num_micro_batches
         self.log = RequestLog.empty(len(requests))
         self.iters = IterationLog.empty()
         self.progress = progress
@@ -140,6 +151,9 @@ class _Replica:
         self.sum_cached = 0  # over decoding sequences
         self.finish_heap: list[tuple[int, int, int, int]] = []  # (clock, order, rid, epoch)
         self.block_heap: list[tuple[int, int, int, int]] = []
+        self.pending: list[
+            tuple[float, int, int, int]
+        ] = []  # chunks: (lands at, order, rid, epoch)
         self.order = 0
         self.done = 0
         self.in_system = 0
@@ -203,6 +217,8 @@ class _Replica:
         """Preempt the latest-admitted running sequence by recompute (vLLM's policy)."""
         if self.prefilling:
             seq = self.prefilling.pop(next(reversed(self.prefilling)))
+            seq.epoch += 1
+            seq.in_flight = 0
         elif self.decoding:
             seq = self.decoding[next(reversed(self.decoding))]
             self.stop_decoding(seq)
@@ -239,33 +255,71 @@ class _Replica:
 
     # -- one iteration ---------------------------------------------------------------
 
+    def micro_batches(
+        self, chunks: list[tuple[_Seq, int]], n_dec: int
+    ) -> tuple[list[tuple[Batch, int]], list[int], list[int]]:
+        """The iteration cut into the plan's number of micro-batches (or fewer, of one
+        sequence each): prompt chunks first (a chunk cannot be spread over micro-batches),
+        decodes filling the rest at their mean context; equal micro-batches counted once.
+        Returns the groups, each chunk's group and the groups that hold decodes."""
+        index: dict[tuple[float, ...], int] = {}
+        counts: list[int] = []
+
+        def add(key: tuple[float, ...], n: int) -> int:
+            g = index.setdefault(key, len(index))
+            if g == len(counts):
+                counts.append(0)
+            counts[g] += n
+            return g
+
+        size = -(-(len(chunks) + n_dec) // self.num_micro)  # sequences per micro-batch
+        ctx = (self.sum_cached + n_dec) / n_dec if n_dec else 0.0  # mean decode context
+        left = n_dec
+        of_chunk: list[int] = []
+        with_decodes: list[int] = []
+        for i in range(0, len(chunks), size):
+            part = chunks[i : i + size]
+            d = min(left, size - len(part))  # decodes riding along
+            left -= d
+            tokens, attended, cached = float(d), d * ctx, d * ctx
+            for seq, q in part:
+                p = seq.prompt - seq.todo
+                tokens += q
+                attended += q * (p + q)
+                cached += p
+            g = add((tokens, attended, cached, float(len(part) + d)), 1)
+            of_chunk += [g] * len(part)
+            if d:
+                with_decodes.append(g)
+        if left:
+            m = -(-left // size)
+            with_decodes.append(add((left / m, ctx * left / m, ctx * left / m, left / m), m))
+        groups = [(Batch(*key), counts[g]) for key, g in index.items()]
+        return groups, of_chunk, with_decodes
+
     def run_iteration(self, chunks: list[tuple[_Seq, int]], decode: bool) -> None:
-        """Time and apply one iteration: ``chunks`` of prompts, and a decode of every
-        decoding sequence when ``decode``."""
+        """Start one iteration: ``chunks`` of prompts (in flight until they leave the
+        pipeline) and, when ``decode``, one token for every decoding sequence (emitted
+        when the iteration ends)."""
         n_dec = len(self.decoding) if decode else 0
-        tokens = n_dec + sum(q for _, q in chunks)
-        attended = (self.sum_cached + n_dec) if decode else 0
-        cached_read = attended
-        for seq, q in chunks:
-            p = seq.prompt - seq.todo
-            attended += q * (p + q)
-            cached_read += p
-        seqs = n_dec + len(chunks)
-        m = -(-seqs // self.mb)
-        mb = Batch(tokens / m, attended / m, cached_read / m, seqs / m)
-        duration = self.model.iteration_s(mb, m, self.idle)
+        groups, of_chunk, with_decodes = self.micro_batches(chunks, n_dec)
+        busy, leave = self.model.iteration_s(groups, self.idle)
+        duration = max((leave[g] for g in with_decodes), default=busy)
         it = self.iters
         it.start_s.append(self.now)
         it.duration_s.append(duration)
-        it.prefill_tokens.append(tokens - n_dec)
+        it.prefill_tokens.append(sum(q for _, q in chunks))
         it.prefill_seqs.append(len(chunks))
         it.decode_seqs.append(n_dec)
         it.kv_blocks_used.append(self.cfg.kv_blocks - self.free_blocks)
         it.in_system.append(self.in_system)
+        for (seq, q), g in zip(chunks, of_chunk, strict=True):
+            self.order += 1
+            seq.in_flight = q
+            heapq.heappush(self.pending, (self.now + leave[g], self.order, seq.rid, seq.epoch))
         self.now += duration
         self.idle = False
-        end = self.now
-        if decode and n_dec:
+        if n_dec:
             self.sum_cached += n_dec
             self.clock += 1
             heap = self.finish_heap
@@ -275,19 +329,28 @@ class _Replica:
                 if seq is not None and seq.epoch == epoch:
                     self.stop_decoding(seq)
                     self.release(seq)
-                    self.finish(rid, end)
-        for seq, q in chunks:
-            seq.todo -= q
+                    self.finish(rid, self.now)
+
+    def land_chunks(self) -> None:
+        """Chunks that have left the pipeline by now: a finished prompt emits a token."""
+        heap = self.pending
+        while heap and heap[0][0] <= self.now:
+            t, _, rid, epoch = heapq.heappop(heap)
+            seq = self.prefilling.get(rid)
+            if seq is None or seq.epoch != epoch:
+                continue  # preempted while in flight
+            seq.todo -= seq.in_flight
+            seq.in_flight = 0
             if seq.todo:
                 continue
-            self.prefilling.pop(seq.rid, None)
+            del self.prefilling[rid]
             seq.cached = seq.prompt
             seq.generated += 1
-            if math.isnan(self.log.first_token_s[seq.rid]):
-                self.log.first_token_s[seq.rid] = end
-            if seq.generated >= self.reqs[seq.rid].gen_len:
+            if math.isnan(self.log.first_token_s[rid]):
+                self.log.first_token_s[rid] = t
+            if seq.generated >= self.reqs[rid].gen_len:
                 self.release(seq)
-                self.finish(seq.rid, end)
+                self.finish(rid, t)
             else:
                 self.start_decoding(seq)
 
@@ -304,7 +367,7 @@ class _Replica:
         """Admit waiting sequences while the batch, the token budget and the pool allow;
         returns those with a prompt to prefill (prefilled ones start decoding at once)."""
         out: list[_Seq] = []
-        while self.waiting and len(self.decoding) + len(self.prefilling) + len(out) < limit:
+        while self.waiting and len(self.decoding) + len(self.prefilling) < limit:
             seq = self.waiting[0]
             need = self.admit_blocks(seq)
             if need > self.free_blocks:
@@ -317,6 +380,7 @@ class _Replica:
             if not seq.todo:
                 self.start_decoding(seq)
                 continue
+            self.prefilling[seq.rid] = seq
             out.append(seq)
             budget -= seq.todo
             if budget <= 0:
@@ -332,7 +396,7 @@ class _Replica:
             self.reserve_decode_blocks()
             if self.decoding:
                 self.run_iteration([], decode=True)
-            return True
+                return True
         return False
 
     def step_sarathi(self) -> bool:
@@ -340,19 +404,15 @@ class _Replica:
             self.reserve_decode_blocks()
         budget = self.cfg.max_tokens_per_iter - len(self.decoding)
         chunks: list[tuple[_Seq, int]] = []
-        for seq in self.prefilling.values():
+        ready = [seq for seq in self.prefilling.values() if not seq.in_flight]
+        if budget > 0:
+            ready += self.admit(budget, self.cfg.max_batch)
+        for seq in ready:
             if budget <= 0:
                 break
             q = min(seq.todo, self.cfg.chunk, budget)
             chunks.append((seq, q))
             budget -= q
-        if budget > 0:
-            for seq in self.admit(budget, self.cfg.max_batch):
-                self.prefilling[seq.rid] = seq
-                q = min(seq.todo, self.cfg.chunk, budget)
-                if q > 0:
-                    chunks.append((seq, q))
-                    budget -= q
         if not chunks and not self.decoding:
             return False
         self.run_iteration(chunks, decode=bool(self.decoding))
@@ -362,6 +422,8 @@ class _Replica:
         if self.decoding:
             self.run_iteration([], decode=True)
             return True
+        if self.prefilling:
+            return False  # the batch's prompts are in flight
         admitted = self.admit(10**18, self.cfg.max_batch)
         if not admitted:
             return False
@@ -375,18 +437,23 @@ class _Replica:
             "static": self.step_static,
         }[self.cfg.policy]
         reqs = self.reqs
-        while self.done < len(reqs):
+        while True:
             self.arrive_until(self.now)
+            self.land_chunks()
+            if self.done == len(reqs):
+                return
             if step():
                 continue
-            if self.next_arrival >= len(reqs):
-                raise UsageError(
-                    f"serve: {len(reqs) - self.done} requests cannot be admitted: the KV pool of "
-                    f"{self.cfg.kv_blocks} blocks of {self.cfg.block_tokens} tokens is too small"
-                )
-            # idle: jump to the next arrival; the pipeline drains
-            self.now = max(self.now, reqs[self.next_arrival].arrival_s)
-            self.idle = True
+            # nothing to start now: wait for a chunk to land or a request to arrive
+            landing = self.pending[0][0] if self.pending else math.inf
+            arrival = (
+                reqs[self.next_arrival].arrival_s if self.next_arrival < len(reqs) else math.inf
+            )
+            if landing == arrival == math.inf:
+                raise IRError(f"serve: {len(reqs) - self.done} requests stuck (a scheduler bug)")
+            self.now = max(self.now, min(landing, arrival))
+            # the pipeline drained if nothing was in flight while we waited
+            self.idle = not self.pending
 
 
 def run_replica(

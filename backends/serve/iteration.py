@@ -23,6 +23,7 @@ prefill formula), otherwise ``max(path, M x slowest)`` (the decode step), exactl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,6 @@ from chipletc.backends.perf.analytical import (
     exposed_collective_s,
     level_for,
     op_time,
-    pipeline_times,
     stage_ops,
     stage_transfer_level,
     transfer_time_s,
@@ -118,7 +118,11 @@ class IterationModel:
             for j, c in row.items():
                 counts[s, j] = c
         self._ops = ops
-        self._counts = counts
+        # stages with the same ops (every middle stage of an even split) are timed once
+        kinds, self._stage_kind = np.unique(counts, axis=0, return_inverse=True)
+        self._stage_kind = self._stage_kind.reshape(-1)
+        self._kind_counts = kinds
+        self._kind_stages = np.bincount(self._stage_kind, minlength=len(kinds)).astype(float)
         n = len(ops)
         self._compute = np.zeros((n, 5))
         self._memory = np.zeros((n, 5))
@@ -130,6 +134,7 @@ class IterationModel:
         for j, op in enumerate(ops):
             self._fit(j, op)
         self._stage_kv = counts @ self._kv_per_token
+        self._coef = np.vstack([self._compute, self._memory])
         levels = [stage_transfer_level(target, mapping.tp, s) for s in range(mapping.pp - 1)]
         self._levels = [(lv, levels.count(lv)) for lv in dict.fromkeys(levels)]
         self._act_bytes = graph.act_dtype.bits / 8 * info.d_model
@@ -186,9 +191,14 @@ class IterationModel:
 
     def stage_seconds(self, mb: Batch) -> np.ndarray:
         """Each stage's time for one micro-batch ``mb`` (seconds, one per stage)."""
+        return self._kind_seconds(mb)[self._stage_kind]
+
+    def _kind_seconds(self, mb: Batch) -> np.ndarray:
+        """The time of each distinct stage (``self._kind_counts`` rows)."""
         x = mb.vector()
-        compute = self._compute @ x
-        memory = self._memory @ x
+        n = len(self._ops)
+        both = self._coef @ x
+        compute, memory = both[:n], both[n:]
         for j in self._token_weights:
             memory[j] += self._token_weight_s(j, max(1, round(mb.tokens)))
         busy = np.maximum(compute, memory) + self._overhead  # OpTime.total_s, per op
@@ -197,7 +207,7 @@ class IterationModel:
         for j, kind, coef in self._collectives:
             t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self._level, eff)
             total[j] += exposed_collective_s(t, float(busy[j]), eff)
-        return self._counts @ total
+        return self._kind_counts @ total
 
     def _token_weight_s(self, j: int, tokens: int) -> float:
         """Memory time of the weights ``tokens`` tokens touch (experts, table rows)."""
@@ -207,13 +217,34 @@ class IterationModel:
             found = self._token_weight_memo[j, tokens] = self._weight_memory_s(mine)
         return found
 
-    def iteration_s(self, mb: Batch, micro_batches: int, from_idle: bool) -> float:
-        """One iteration of ``micro_batches`` micro-batches like ``mb``."""
-        stages = self.stage_seconds(mb)
-        nbytes = mb.tokens * self._act_bytes
+    def iteration_s(
+        self, groups: Sequence[tuple[Batch, int]], from_idle: bool
+    ) -> tuple[float, list[float]]:
+        """One iteration whose micro-batches are ``count`` copies of each ``Batch``:
+        (when the pipeline takes the next iteration, when each group's last micro-batch
+        leaves the pipeline), seconds from the iteration's start.
+
+        Micro-batch ``k`` has a path ``P_k`` (its stages and hops) and a slowest stage
+        ``W_k``; all enter one behind the other, so the pipeline is busy for
+        ``sum W = sum_k W_k``. A group leaves at ``max(P_k, sum W)`` when the previous
+        iteration kept the pipeline busy, and at ``P_k + sum W - W_k`` from idle (it
+        may be the last to enter); the next iteration starts when every group has left
+        or, for a caller that does not wait for them (prompt chunks in flight), after
+        ``sum W``. For equal micro-batches these are ``pipeline_times``'s decode step and
+        prefill.
+        """
         eff = self.target.efficiency.link
-        # one entry per distinct link level, times the boundaries on it: the pipeline
-        # formulas only add the hops up
-        hops = [n * transfer_time_s(nbytes, lv, eff, self.mapping.tp) for lv, n in self._levels]
-        fill, step = pipeline_times(stages.tolist(), hops, micro_batches)
-        return fill if from_idle else step
+        tp = self.mapping.tp
+        paths, slowest = [], []
+        for mb, _ in groups:
+            kinds = self._kind_seconds(mb)
+            nbytes = mb.tokens * self._act_bytes
+            hops = sum(n * transfer_time_s(nbytes, lv, eff, tp) for lv, n in self._levels)
+            paths.append(float(self._kind_stages @ kinds) + hops)  # its stages and hops
+            slowest.append(float(kinds.max()))
+        busy = sum(w * count for w, (_, count) in zip(slowest, groups, strict=True))
+        if from_idle:
+            leave = [p + busy - w for p, w in zip(paths, slowest, strict=True)]
+        else:
+            leave = [max(p, busy) for p in paths]
+        return busy, leave

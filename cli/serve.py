@@ -1,0 +1,412 @@
+"""`chipletc serve`: a request trace through a compiled replica under a scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chipletc.ir.errors import UsageError
+
+from .common import add_storage_args, positive_int
+from .output import write_outputs
+
+if TYPE_CHECKING:
+    from chipletc.backends.serve import IterationModel, SchedulerConfig
+
+HELP = "serve a request workload on MODEL's mapping: latency percentiles, SLO capacity, $ per token"
+
+WORKLOAD_HELP = (
+    "ARRIVALS:FIELDS or a .jsonl trace. ARRIVALS poisson, gamma (bursty: cv=) or burst "
+    "(all at t=0); FIELDS qps=, prompt=, gen=, n=, seed=; lengths fixed:N, uniform:LO:HI, "
+    "normal:MEAN:SD, lognormal:MEAN:SD, empirical:FILE. A trace has one JSON object a "
+    'line: {"arrival_s": 0.2, "prompt_len": 812, "gen_len": 95}. Default '
+    "poisson:qps=1,prompt=fixed:512,gen=fixed:128,n=1000,seed=0"
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from chipletc.backends.serve import POLICIES
+    from chipletc.backends.targets import DEFAULT_TARGET
+
+    p = sub.add_parser("serve", help=HELP, description=HELP + ".")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="a zoo name, path/to/file.py:factory, a .onnx file or a Hugging Face "
+        "checkpoint directory; omit with --plan",
+    )
+    p.add_argument("--plan", metavar="FILE", help="serve on the mapping of a plan.json")
+    p.add_argument(
+        "--target", "-t", default=DEFAULT_TARGET, metavar="T", help="preset or YAML file"
+    )
+    p.add_argument(
+        "--workload",
+        "-w",
+        default="poisson:qps=1,prompt=fixed:512,gen=fixed:128,n=1000,seed=0",
+        metavar="SPEC",
+        help=WORKLOAD_HELP,
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=POLICIES,
+        default="vllm",
+        help="vllm: prefill first, paged KV, preemption by recompute (default); sarathi: "
+        "chunked prefill under a token budget; static: one batch at a time, as simulate",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        metavar="B",
+        help="sequences in flight (default: the plan's batch, which its memory was sized for)",
+    )
+    p.add_argument(
+        "--max-tokens-per-iter",
+        type=positive_int,
+        metavar="N",
+        help="new tokens one iteration may take (default: vllm 8192, sarathi 512)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=positive_int,
+        metavar="C",
+        help="sarathi: the most prompt tokens of one request per iteration (default: "
+        "the token budget)",
+    )
+    p.add_argument(
+        "--block-tokens",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="KV page size in tokens per sequence (default 16, as vLLM)",
+    )
+    p.add_argument(
+        "--slo",
+        metavar="BOUNDS",
+        help="e.g. ttft_p99=2s,tpot_p99=100ms (metrics ttft, tpot, e2e; quantiles p50, "
+        "p90, p99, max)",
+    )
+    p.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="bisect the arrival rate for the highest one meeting --slo; report $ per 1K "
+        "tokens at that rate",
+    )
+    p.add_argument("--replicas", type=positive_int, default=1, metavar="R")
+    p.add_argument(
+        "--disaggregate",
+        metavar="prefill=N,decode=M",
+        help="N prefill replicas and M decode replicas, the KV cache sent over the cluster "
+        "links (instead of --replicas)",
+    )
+    g = p.add_argument_group(
+        "the mapping, when there is no --plan (compiled for the tco objective)"
+    )
+    for pin in ("tp", "pp", "batch", "micro-batch"):
+        g.add_argument(f"--{pin}", type=positive_int, metavar="N", help=f"pin {pin}")
+    g.add_argument("--max-servers", type=positive_int, metavar="N")
+    g.add_argument(
+        "--prompt-len",
+        type=positive_int,
+        metavar="P",
+        help="prompt length the mapping is compiled for (default: the workload's mean)",
+    )
+    g.add_argument(
+        "--gen-len",
+        type=positive_int,
+        metavar="G",
+        help="generated length the mapping is compiled for (default: the workload's mean)",
+    )
+    g.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
+    add_storage_args(g)
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="DIR",
+        help="write requests.csv, summary.json, trace.json (Perfetto) and serve.png to DIR, "
+        "all or nothing",
+    )
+    p.add_argument("--json", action="store_true", help="print summary.json instead")
+    p.set_defaults(func=run)
+
+
+def _disaggregate(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = dict(part.partition("=")[::2] for part in text.split(","))
+    try:
+        pre, dec = int(parts["prefill"]), int(parts["decode"])
+    except (KeyError, ValueError):
+        raise UsageError(f"--disaggregate: expected prefill=N,decode=M ({text!r})") from None
+    if not (1 <= pre <= 10_000 and 1 <= dec <= 10_000) or set(parts) != {"prefill", "decode"}:
+        raise UsageError(f"--disaggregate: N and M must be 1..10000 ({text!r})")
+    return pre, dec
+
+
+class _Progress:
+    """A progress line on stderr for runs longer than a second: rewritten in place on a
+    terminal, a plain line every ten seconds otherwise."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.what, self.done = total, what, 0
+        self.start = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.start < 1.0 or now - self.last < (0.2 if self.tty else 10.0):
+            return
+        self.last = now
+        line = f"serve: {self.done:,}/{self.total:,} {self.what}, {now - self.start:.0f} s"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.tty and self.last > self.start:
+            print(file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.serve import (
+        Deployment,
+        find_capacity,
+        load_requests,
+        parse_slo,
+        parse_workload,
+        serve,
+    )
+    from chipletc.backends.serve.outputs import (
+        metrics_dict,
+        requests_csv,
+        serve_png,
+        serve_trace,
+    )
+    from chipletc.compiler.compile import cost_per_1k_tokens
+
+    if args.plan and args.model:
+        raise UsageError("serve: give MODEL or --plan, not both")
+    if not args.plan and not args.model:
+        raise UsageError("serve: give MODEL (or --plan DIR/plan.json)")
+    slo = parse_slo(args.slo) if args.slo else None
+    if args.find_capacity and slo is None:
+        raise UsageError("--find-capacity: give --slo, the bounds the capacity must meet")
+    disaggregate = _disaggregate(args.disaggregate)
+    if disaggregate and args.replicas != 1:
+        raise UsageError("--disaggregate: sets the replicas itself; drop --replicas")
+    trace = args.workload.endswith(".jsonl")
+    spec = None if trace else parse_workload(args.workload)
+    if args.find_capacity and spec is None:
+        raise UsageError("--find-capacity: needs a generated workload (poisson: or gamma:)")
+    requests = load_requests(args.workload) if spec is None else spec.sample()
+
+    graph, target, mapping, plan, sources = _mapping(args, requests)
+    setup = _setup(args, graph, target, mapping, plan)
+    deployment = Deployment(setup.model, setup.config, args.replicas, disaggregate)
+    servers = setup.servers * deployment.num_replicas
+
+    if args.find_capacity:
+        assert spec is not None and slo is not None
+        bar = _Progress(20, "rates tried")
+        capacity = find_capacity(deployment, spec, slo, progress=bar)
+        bar.close()
+        run_ = capacity.run
+        probes = capacity.probes
+    else:
+        bar = _Progress(len(requests), "requests")
+        run_ = serve(deployment, requests, slo, progress=bar)
+        bar.close()
+        capacity, probes = None, ()
+    doc = {
+        "model": graph.info.name,
+        "target": target.name,
+        "sources": {"model": sources[0], "target": sources[1]},
+        "mapping": {
+            "tp": mapping.tp,
+            "pp": mapping.pp,
+            "batch": mapping.batch,
+            "micro_batch": mapping.micro_batch,
+            "stages": [list(st) for st in mapping.stages],
+        },
+        "deployment": {
+            "replicas": deployment.num_replicas,
+            "disaggregate": None
+            if disaggregate is None
+            else {"prefill": disaggregate[0], "decode": disaggregate[1]},
+            "servers_per_replica": setup.servers,
+            "servers": servers,
+        },
+        "scheduler": {
+            "policy": setup.config.policy,
+            "max_batch": setup.config.max_batch,
+            "max_tokens_per_iter": setup.config.max_tokens_per_iter,
+            "chunk": setup.config.chunk,
+            "block_tokens": setup.config.block_tokens,
+            "kv_blocks": setup.config.kv_blocks,
+        },
+        "workload": args.workload if spec is None else spec.describe(),
+        "slo": None if slo is None else slo.describe(),
+    }
+    if capacity is not None:
+        doc["capacity"] = {
+            "qps": capacity.qps,
+            "tried": [
+                {
+                    "qps": q,
+                    "slo_met": m.slo_met,
+                    "ttft_p99_s": m.ttft_s.p99,
+                    "tpot_p99_s": m.tpot_s.p99,
+                }
+                for q, m in capacity.probes
+            ],
+        }
+    if run_ is not None:
+        m = run_.metrics
+        doc["metrics"] = metrics_dict(m)
+        doc["tco_per_1k_tokens_usd"] = cost_per_1k_tokens(target, servers, m.tokens_per_s)[
+            "tco_per_1k_tokens_usd"
+        ]
+    if args.out:
+        files: dict[str, str | bytes] = {"summary.json": json.dumps(doc, indent=1) + "\n"}
+        if run_ is not None:
+            files["requests.csv"] = requests_csv(run_)
+            files["trace.json"] = json.dumps(serve_trace(run_), separators=(",", ":"))
+            files["serve.png"] = serve_png(run_, probes)
+        write_outputs(args.out.rstrip("/") or "/", files)
+    print(json.dumps(doc, indent=1) if args.json else format_summary(doc, args.out))
+    return 0
+
+
+@dataclass(frozen=True)
+class _Setup:
+    model: IterationModel
+    config: SchedulerConfig
+    servers: int  # per replica
+
+
+def _mapping(args: argparse.Namespace, requests: list) -> tuple:
+    """(graph, target, mapping, plan, sources): from --plan, or compiled for the workload."""
+    from chipletc.backends.targets import load_target
+    from chipletc.compiler.partition import Objective, SearchOptions, partition
+    from chipletc.compiler.place import build_plan
+
+    from .common import load_graph, with_sources
+    from .simulate import from_plan
+
+    if args.plan:
+        graph, target, mapping, prompt_len, gen_len, sources = from_plan(args.plan)
+        return (
+            graph,
+            target,
+            mapping,
+            build_plan(graph, target, mapping, prompt_len, gen_len),
+            sources,
+        )
+    graph = load_graph(args)
+    target = load_target(args.target)
+    prompt_len = args.prompt_len or max(1, round(statistics.fmean(r.prompt_len for r in requests)))
+    gen_len = args.gen_len or max(1, round(statistics.fmean(r.gen_len for r in requests)))
+    options = SearchOptions(
+        objective=Objective.TCO,
+        prompt_len=prompt_len,
+        gen_len=gen_len,
+        max_servers=args.max_servers,
+        tp=args.tp,
+        pp=args.pp,
+        batch=args.batch,
+        micro_batch=args.micro_batch,
+        pad_heads=args.pad_heads,
+    )
+    mapping = partition(graph, target, options).mapping
+    sources = (args.model, args.target, args.weight_sparsity)
+    plan = with_sources(build_plan(graph, target, mapping, prompt_len, gen_len), *sources)
+    return graph, target, mapping, plan, sources
+
+
+def _setup(args: argparse.Namespace, graph: Any, target: Any, mapping: Any, plan: Any) -> _Setup:
+    from chipletc.backends.serve import IterationModel, SchedulerConfig
+
+    model = IterationModel(graph, target, mapping)
+    kv_per_token = model.stage_kv_bytes_per_token
+    tokens = math.inf
+    for chip in plan.chiplets:
+        if chip.tp_rank == 0 and kv_per_token[chip.stage] > 0:
+            free = chip.capacity_bytes - chip.weight_bytes - chip.activation_bytes
+            tokens = min(tokens, free // kv_per_token[chip.stage])
+    if tokens == math.inf:
+        tokens = 10**12  # no attention: no KV cache to hold
+    budget = args.max_tokens_per_iter or (512 if args.scheduler == "sarathi" else 8192)
+    config = SchedulerConfig(
+        policy=args.scheduler,
+        max_batch=args.max_batch or mapping.batch,
+        max_tokens_per_iter=budget,
+        chunk=args.chunk or budget,
+        block_tokens=args.block_tokens,
+        kv_blocks=int(tokens) // args.block_tokens,
+    )
+    servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
+    return _Setup(model, config, servers)
+
+
+def _t(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s * 1e3:.4g} ms" if s < 1 else f"{s:.4g} s"
+
+
+def format_summary(doc: dict[str, Any], out: str | None) -> str:
+    m, d, sc = doc["mapping"], doc["deployment"], doc["scheduler"]
+    pools = (
+        f"{d['disaggregate']['prefill']} prefill + {d['disaggregate']['decode']} decode replicas"
+        if d["disaggregate"]
+        else f"{d['replicas']} replica(s)"
+    )
+    lines = [
+        f"{doc['model']} on {doc['target']}: tp {m['tp']} x pp {m['pp']}, batch {m['batch']} "
+        f"(micro-batch {m['micro_batch']}), {pools} of {d['servers_per_replica']} server(s)",
+        f"workload   {doc['workload']}",
+        f"scheduler  {sc['policy']}: up to {sc['max_batch']} sequences, "
+        f"{sc['max_tokens_per_iter']:,} tokens per iteration, KV pool {sc['kv_blocks']:,} "
+        f"blocks of {sc['block_tokens']} tokens",
+    ]
+    cap = doc.get("capacity")
+    if cap is not None:
+        lines.append(
+            f"capacity   {cap['qps']:.4g} requests/s meet the SLO ({doc['slo']}), "
+            f"{len(cap['tried'])} rates tried"
+            if cap["qps"] > 0
+            else f"capacity   no rate tried meets the SLO ({doc['slo']})"
+        )
+    met = doc.get("metrics")
+    if met is None:
+        return "\n".join(lines)
+    lines.append(f"{'':12}{'p50':>11}{'p90':>11}{'p99':>11}{'max':>11}")
+    for label, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("E2E", "e2e_s")):
+        row = met[key]
+        lines.append(
+            f"  {label:<10}" + "".join(f"{_t(row[q]):>11}" for q in ("p50", "p90", "p99", "max"))
+        )
+    lines += [
+        f"throughput {met['requests_per_s']:.4g} requests/s, {met['tokens_per_s']:,.0f} "
+        "generated tokens/s"
+        + (
+            f"; goodput {met['goodput_requests_per_s']:.4g} requests/s"
+            if met["goodput_requests_per_s"] is not None
+            else ""
+        ),
+        f"batch      mean {met['mean_batch']:.1f} sequences (max {met['max_batch']}); KV pool "
+        f"mean {met['mean_kv_occupancy']:.0%} (max {met['max_kv_occupancy']:.0%}); "
+        f"{met['preemptions']} preemptions",
+        f"cost       ${doc['tco_per_1k_tokens_usd']:.4g} per 1K generated tokens at this load "
+        f"({d['servers']} servers)",
+    ]
+    if doc["slo"] is not None and cap is None:
+        lines.append(f"SLO        {doc['slo']}: {'met' if met['slo_met'] else 'NOT met'}")
+    if out:
+        lines.append(f"wrote {out.rstrip('/')}/: requests.csv, summary.json, trace.json, serve.png")
+    return "\n".join(lines)
