@@ -30,7 +30,7 @@ from chipletc.backends.serve import (
 from chipletc.backends.serve.outputs import requests_csv
 from chipletc.backends.sim import simulate
 from chipletc.backends.targets import load_target
-from chipletc.compiler.cli.main import main
+from chipletc.cli.main import main
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.errors import UsageError
 from chipletc.ir.mapping import ModelMapping, even_stages
