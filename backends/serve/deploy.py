@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from chipletc.backends.perf.analytical import transfer_time_s
+from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.ir.errors import UsageError
 
 from .engine import IterationLog, RequestLog, SchedulerConfig, run_replica
@@ -44,7 +44,7 @@ class Deployment:
         target, mapping = model.target, model.mapping
         nbytes = prompt_len * float(model.stage_kv_bytes_per_token.sum()) * mapping.tp
         cluster = target.link_levels()[-1]
-        return transfer_time_s(nbytes, cluster, target.efficiency.link, mapping.num_chiplets)
+        return transfer_time_s(nbytes, cluster, target, mapping.num_chiplets)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chipletc.backends.perf.analytical import (
+from chipletc.backends.perf.analytical import op_time, stage_ops, stage_transfer_level
+from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
-    level_for,
-    op_time,
-    stage_ops,
-    stage_transfer_level,
     transfer_time_s,
 )
 from chipletc.ir.errors import IRError
@@ -100,7 +97,6 @@ class IterationModel:
         info = graph.info
         self._shard = (mapping.tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
         self._peak = target.chiplet.peak_flops(graph.act_dtype)
-        self._level = level_for(target, mapping.tp)
         distinct: dict[tuple, int] = {}
         ops: list[Op] = []
         stages = stage_ops(graph, mapping)
@@ -205,7 +201,7 @@ class IterationModel:
         total = busy.copy()
         eff = self.target.efficiency
         for j, kind, coef in self._collectives:
-            t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self._level, eff)
+            t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self.target)
             total[j] += exposed_collective_s(t, float(busy[j]), eff)
         return self._kind_counts @ total
 
@@ -233,13 +229,12 @@ class IterationModel:
         ``sum W``. For equal micro-batches these are ``pipeline_times``'s decode step and
         prefill.
         """
-        eff = self.target.efficiency.link
         tp = self.mapping.tp
         paths, slowest = [], []
         for mb, _ in groups:
             kinds = self._kind_seconds(mb)
             nbytes = mb.tokens * self._act_bytes
-            hops = sum(n * transfer_time_s(nbytes, lv, eff, tp) for lv, n in self._levels)
+            hops = sum(n * transfer_time_s(nbytes, lv, self.target, tp) for lv, n in self._levels)
             paths.append(float(self._kind_stages @ kinds) + hops)  # its stages and hops
             slowest.append(float(kinds.max()))
         busy = sum(w * count for w, (_, count) in zip(slowest, groups, strict=True))
