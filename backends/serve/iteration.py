@@ -131,6 +131,16 @@ class IterationModel:
             self._fit(j, op)
         self._stage_kv = counts @ self._kv_per_token
         self._coef = np.vstack([self._compute, self._memory])
+        # columns 2 and 3 of a form are the attention products and cached positions
+        def by_tokens(form: np.ndarray) -> bool:
+            return bool(np.all(np.abs(form[2:4]) <= 1e-12 * (np.abs(form).max() + 1e-300)))
+
+        self._collectives_by_tokens = all(
+            by_tokens(self._compute[j]) and by_tokens(self._memory[j]) and by_tokens(coef)
+            for j, _, coef in self._collectives
+        )
+        self._collective_memo: dict[tuple[float, float], np.ndarray] = {}
+        self._hop_memo: dict[float, float] = {}
         levels = [stage_transfer_level(target, mapping.tp, s) for s in range(mapping.pp - 1)]
         self._levels = [(lv, levels.count(lv)) for lv in dict.fromkeys(levels)]
         self._act_bytes = graph.act_dtype.bits / 8 * info.d_model
@@ -198,12 +208,25 @@ class IterationModel:
         for j in self._token_weights:
             memory[j] += self._token_weight_s(j, max(1, round(mb.tokens)))
         busy = np.maximum(compute, memory) + self._overhead  # OpTime.total_s, per op
-        total = busy.copy()
+        return self._kind_counts @ (busy + self._collective_seconds(mb, busy))
+
+    def _collective_seconds(self, mb: Batch, busy: np.ndarray) -> np.ndarray:
+        """What each op's collectives add after it. Collectives follow matmuls, whose
+        time and output depend on the tokens and sequences alone (checked when the
+        forms were measured), so the result is memoized on those two."""
+        key = (mb.tokens, mb.seqs)
+        found = self._collective_memo.get(key) if self._collectives_by_tokens else None
+        if found is not None:
+            return found
+        x = mb.vector()
+        added = np.zeros(len(self._ops))
         eff = self.target.efficiency
         for j, kind, coef in self._collectives:
             t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self.target)
-            total[j] += exposed_collective_s(t, float(busy[j]), eff)
-        return self._kind_counts @ total
+            added[j] += exposed_collective_s(t, float(busy[j]), eff)
+        if self._collectives_by_tokens and len(self._collective_memo) < 100_000:
+            self._collective_memo[key] = added
+        return added
 
     def _token_weight_s(self, j: int, tokens: int) -> float:
         """Memory time of the weights ``tokens`` tokens touch (experts, table rows)."""
@@ -211,6 +234,17 @@ class IterationModel:
         if found is None:
             _, mine = self._rank(self._ops[j], Workload.decode(tokens, 1))
             found = self._token_weight_memo[j, tokens] = self._weight_memory_s(mine)
+        return found
+
+    def _hops_s(self, tokens: float) -> float:
+        """The stage-to-stage sends of one micro-batch of ``tokens`` new tokens."""
+        found = self._hop_memo.get(tokens)
+        if found is None:
+            nbytes = tokens * self._act_bytes
+            tp = self.mapping.tp
+            found = sum(n * transfer_time_s(nbytes, lv, self.target, tp) for lv, n in self._levels)
+            if len(self._hop_memo) < 100_000:
+                self._hop_memo[tokens] = found
         return found
 
     def iteration_s(
@@ -229,13 +263,10 @@ class IterationModel:
         ``sum W``. For equal micro-batches these are ``pipeline_times``'s decode step and
         prefill.
         """
-        tp = self.mapping.tp
         paths, slowest = [], []
         for mb, _ in groups:
             kinds = self._kind_seconds(mb)
-            nbytes = mb.tokens * self._act_bytes
-            hops = sum(n * transfer_time_s(nbytes, lv, self.target, tp) for lv, n in self._levels)
-            paths.append(float(self._kind_stages @ kinds) + hops)  # its stages and hops
+            paths.append(float(self._kind_stages @ kinds) + self._hops_s(mb.tokens))
             slowest.append(float(kinds.max()))
         busy = sum(w * count for w, (_, count) in zip(slowest, groups, strict=True))
         if from_idle:
