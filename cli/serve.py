@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 HELP = "serve a request workload on MODEL's mapping: latency percentiles, SLO capacity, $ per token"
 
 WORKLOAD_HELP = (
-    "ARRIVALS:FIELDS or a .jsonl trace. ARRIVALS poisson, gamma (bursty: cv=) or burst "
+    "ARRIVALS:FIELDS, a .jsonl trace or a shipped one (trace:chat, trace:bursty). "
+    "ARRIVALS poisson, gamma (bursty: cv=) or burst "
     "(all at t=0); FIELDS qps=, prompt=, gen=, n=, seed=; lengths fixed:N, uniform:LO:HI, "
     "normal:MEAN:SD, lognormal:MEAN:SD, empirical:FILE. A trace has one JSON object a "
     'line: {"arrival_s": 0.2, "prompt_len": 812, "gen_len": 95}. Default '
@@ -136,6 +137,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _trace_file(workload: str) -> str | None:
+    """The trace file ``--workload`` names (a .jsonl path or a shipped ``trace:NAME``)."""
+    from chipletc.backends.serve import traces
+
+    if workload.startswith("trace:"):
+        name = workload.removeprefix("trace:")
+        if name not in traces.SPECS:
+            raise UsageError(
+                f"--workload: no shipped trace {name!r}; use "
+                + " or ".join(f"trace:{n}" for n in traces.SPECS)
+            )
+        return str(traces.path(name))
+    return workload if workload.endswith(".jsonl") else None
+
+
 def _disaggregate(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -199,11 +215,11 @@ def run(args: argparse.Namespace) -> int:
     disaggregate = _disaggregate(args.disaggregate)
     if disaggregate and args.replicas != 1:
         raise UsageError("--disaggregate: sets the replicas itself; drop --replicas")
-    trace = args.workload.endswith(".jsonl")
+    trace = _trace_file(args.workload)
     spec = None if trace else parse_workload(args.workload)
     if args.find_capacity and spec is None:
         raise UsageError("--find-capacity: needs a generated workload (poisson: or gamma:)")
-    requests = load_requests(args.workload) if spec is None else spec.sample()
+    requests = load_requests(trace) if spec is None else spec.sample()
 
     graph, target, mapping, plan, sources = _mapping(args, requests)
     setup = _setup(args, graph, target, mapping, plan)

@@ -261,3 +261,11 @@ def test_cli_writes_every_output_and_refuses_bad_input(tmp_path, capsys) -> None
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("chipletc: error:")
         assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("name", ["chat", "bursty"])
+def test_shipped_traces_are_what_their_specs_draw(name) -> None:
+    from chipletc.backends.serve import traces
+
+    assert traces.path(name).read_text(encoding="utf-8") == traces.render(name)
+    assert len(load_requests(str(traces.path(name)))) == 500
