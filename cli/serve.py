@@ -169,7 +169,7 @@ class _Progress:
     """A progress line on stderr for runs longer than a second: rewritten in place on a
     terminal, a plain line every ten seconds otherwise."""
 
-    def __init__(self, total: int, what: str) -> None:
+    def __init__(self, total: int | None, what: str) -> None:
         self.total, self.what, self.done = total, what, 0
         self.start = self.last = time.monotonic()
         self.tty = sys.stderr.isatty()
@@ -180,7 +180,8 @@ class _Progress:
         if now - self.start < 1.0 or now - self.last < (0.2 if self.tty else 10.0):
             return
         self.last = now
-        line = f"serve: {self.done:,}/{self.total:,} {self.what}, {now - self.start:.0f} s"
+        of = f"/{self.total:,}" if self.total else ""
+        line = f"serve: {self.done:,}{of} {self.what}, {now - self.start:.0f} s"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
 
     def close(self) -> None:
@@ -228,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.find_capacity:
         assert spec is not None and slo is not None
-        bar = _Progress(20, "rates tried")
+        bar = _Progress(None, "rates tried")
         capacity = find_capacity(deployment, spec, slo, progress=bar)
         bar.close()
         run_ = capacity.run
@@ -345,17 +346,9 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
 
 
 def _setup(args: argparse.Namespace, graph: Any, target: Any, mapping: Any, plan: Any) -> _Setup:
-    from chipletc.backends.serve import IterationModel, SchedulerConfig
+    from chipletc.backends.serve import IterationModel, SchedulerConfig, kv_pool_tokens
 
     model = IterationModel(graph, target, mapping)
-    kv_per_token = model.stage_kv_bytes_per_token
-    tokens = math.inf
-    for chip in plan.chiplets:
-        if chip.tp_rank == 0 and kv_per_token[chip.stage] > 0:
-            free = chip.capacity_bytes - chip.weight_bytes - chip.activation_bytes
-            tokens = min(tokens, free // kv_per_token[chip.stage])
-    if tokens == math.inf:
-        tokens = 10**12  # no attention: no KV cache to hold
     budget = args.max_tokens_per_iter or (512 if args.scheduler == "sarathi" else 8192)
     config = SchedulerConfig(
         policy=args.scheduler,
@@ -363,7 +356,7 @@ def _setup(args: argparse.Namespace, graph: Any, target: Any, mapping: Any, plan
         max_tokens_per_iter=budget,
         chunk=args.chunk or budget,
         block_tokens=args.block_tokens,
-        kv_blocks=int(tokens) // args.block_tokens,
+        kv_blocks=kv_pool_tokens(plan, model) // args.block_tokens,
     )
     servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
     return _Setup(model, config, servers)

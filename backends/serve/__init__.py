@@ -6,7 +6,7 @@ mapped replica with the analytical model's physics, ``engine`` runs the schedule
 capacity under an SLO, ``metrics`` measures a run, ``outputs`` renders it.
 """
 
-from .deploy import Capacity, Deployment, ServeRun, find_capacity, serve
+from .deploy import Capacity, Deployment, ServeRun, find_capacity, kv_pool_tokens, serve
 from .engine import POLICIES, SchedulerConfig, run_replica
 from .iteration import Batch, IterationModel
 from .metrics import SLO, ServeMetrics, measure, parse_slo
@@ -25,6 +25,7 @@ __all__ = [
     "ServeRun",
     "WorkloadSpec",
     "find_capacity",
+    "kv_pool_tokens",
     "load_requests",
     "measure",
     "parse_slo",

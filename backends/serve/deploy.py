@@ -18,13 +18,28 @@ from dataclasses import dataclass, replace
 
 from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.ir.errors import UsageError
+from chipletc.ir.plan import Plan
 
 from .engine import IterationLog, RequestLog, SchedulerConfig, run_replica
 from .iteration import IterationModel
 from .metrics import SLO, ServeMetrics, measure
 from .requests import Request, WorkloadSpec
 
-__all__ = ["Capacity", "Deployment", "ServeRun", "find_capacity", "serve"]
+__all__ = ["Capacity", "Deployment", "ServeRun", "find_capacity", "kv_pool_tokens", "serve"]
+
+NO_KV_TOKENS = 10**12  # a model without attention caches nothing: no limit
+
+
+def kv_pool_tokens(plan: Plan, model: IterationModel) -> int:
+    """Tokens of KV cache one replica holds: on the stage with the least room, what each
+    chiplet has left after the plan's weights and activation workspace."""
+    per_token = model.stage_kv_bytes_per_token
+    tokens = [
+        (c.capacity_bytes - c.weight_bytes - c.activation_bytes) // per_token[c.stage]
+        for c in plan.chiplets
+        if c.tp_rank == 0 and per_token[c.stage] > 0
+    ]
+    return int(min(tokens)) if tokens else NO_KV_TOKENS
 
 
 @dataclass(frozen=True)
