@@ -22,9 +22,16 @@ Schedulers (``SchedulerConfig.policy``):
   requests, prefill them together, decode until the last one finishes, then admit
   again. KV space for every admitted request's whole context is reserved up front.
 
+An iteration is cut into the plan's number of micro-batches (``IterationModel``
+times it). Its decode tokens are emitted when their micro-batches leave the pipeline,
+and the next iteration starts then; prompt chunks stay in flight until theirs leave, so
+on a deep pipeline a long prompt does not hold up the decodes behind it (the next
+chunk of that prompt waits for it). On one stage every micro-batch leaves together and
+this is the plain iteration loop of a GPU server.
+
 KV memory is paged in blocks of ``block_tokens`` tokens per sequence (vLLM's
-PagedAttention; 16 on HBM targets). On an SRAM-only target the pool is the space each
-chiplet has left after the plan's weights and workspace, in the same blocks.
+PagedAttention, 16 by default). The pool is what the plan leaves: on an SRAM-only
+target the SRAM each chiplet has after its weights and workspace, on a GPU the HBM.
 
 Decode progress is counted by a clock that ticks once per iteration that decodes, so
 the loop does not touch every running sequence every iteration: finishes and block
