@@ -30,7 +30,6 @@ from chipletc.backends.serve import (
 from chipletc.backends.serve.outputs import requests_csv
 from chipletc.backends.sim import simulate
 from chipletc.backends.targets import load_target
-from chipletc.cli.main import main
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.errors import UsageError
 from chipletc.ir.mapping import ModelMapping, even_stages
@@ -225,29 +224,24 @@ def test_trace_file_round_trip_and_errors(tmp_path) -> None:
             parse_workload(bad)
 
 
-def test_cli_writes_every_output_and_refuses_bad_input(tmp_path, capsys) -> None:
+def test_cli_writes_every_output_and_refuses_bad_input(tmp_path, cli) -> None:
     out = tmp_path / "o"
-    argv = [
+    mapping = ("--tp", "4", "--pp", "6", "--batch", "8", "--micro-batch", "2")
+    work = "poisson:qps=20,prompt=fixed:100,gen=fixed:20,n=50"
+    code, stdout, _ = cli(
         "serve",
         "gpt2-medium",
-        "--tp",
-        "4",
-        "--pp",
-        "6",
-        "--batch",
-        "8",
-        "--micro-batch",
-        "2",
+        *mapping,
         "-w",
-        "poisson:qps=20,prompt=fixed:100,gen=fixed:20,n=50",
+        work,
         "--slo",
         "ttft_p99=1s",
         "-o",
         str(out),
         "--json",
-    ]
-    assert main(argv) == 0
-    doc = json.loads(capsys.readouterr().out)
+    )
+    assert code == 0
+    doc = json.loads(stdout)
     assert doc["metrics"]["requests"] == 50 and doc["tco_per_1k_tokens_usd"] > 0
     assert sorted(p.name for p in out.iterdir()) == [
         "requests.csv",
@@ -256,10 +250,16 @@ def test_cli_writes_every_output_and_refuses_bad_input(tmp_path, capsys) -> None
         "trace.json",
     ]
     assert (out / "serve.png").read_bytes()[:4] == b"\x89PNG"
-    for bad in (["--slo", "ttft_p42=1s"], ["--find-capacity"], ["-w", "poisson:qps=0"]):
-        code = main(["serve", "gpt2-medium", "-o", str(tmp_path / "never"), *bad])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and err[0].startswith("chipletc: error:")
+    bad_flags = (
+        ["--slo", "ttft_p42=1s"],
+        ["--find-capacity"],
+        ["-w", "poisson:qps=0"],
+        ["-w", "trace:nope"],
+    )
+    for bad in bad_flags:
+        code, _, err = cli("serve", "gpt2-medium", "-o", str(tmp_path / "never"), *bad)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("chipletc: error:")
         assert not (tmp_path / "never").exists()
 
 
