@@ -282,18 +282,17 @@ def run(args: argparse.Namespace) -> int:
                 for q, m in capacity.probes
             ],
         }
-    if run_ is not None:
-        m = run_.metrics
-        doc["metrics"] = metrics_dict(m)
-        doc["tco_per_1k_tokens_usd"] = cost_per_1k_tokens(target, servers, m.tokens_per_s)[
-            "tco_per_1k_tokens_usd"
-        ]
+    m = run_.metrics
+    doc["metrics"] = metrics_dict(m)
+    cost = cost_per_1k_tokens(target, servers, m.tokens_per_s)
+    doc["tco_per_1k_tokens_usd"] = cost["tco_per_1k_tokens_usd"]
     if args.out:
-        files: dict[str, str | bytes] = {"summary.json": json.dumps(doc, indent=1) + "\n"}
-        if run_ is not None:
-            files["requests.csv"] = requests_csv(run_)
-            files["trace.json"] = json.dumps(serve_trace(run_), separators=(",", ":"))
-            files["serve.png"] = serve_png(run_, probes)
+        files: dict[str, str | bytes] = {
+            "summary.json": json.dumps(doc, indent=1) + "\n",
+            "requests.csv": requests_csv(run_),
+            "trace.json": json.dumps(serve_trace(run_), separators=(",", ":")),
+            "serve.png": serve_png(run_, probes),
+        }
         write_outputs(args.out.rstrip("/") or "/", files)
     print(json.dumps(doc, indent=1) if args.json else format_summary(doc, args.out))
     return 0
@@ -389,11 +388,10 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
             f"capacity   {cap['qps']:.4g} requests/s meet the SLO ({doc['slo']}), "
             f"{len(cap['tried'])} rates tried"
             if cap["qps"] > 0
-            else f"capacity   no rate tried meets the SLO ({doc['slo']})"
+            else f"capacity   no rate meets the SLO ({doc['slo']}): it fails even with the "
+            "replica all but idle (below: that run)"
         )
-    met = doc.get("metrics")
-    if met is None:
-        return "\n".join(lines)
+    met = doc["metrics"]
     lines.append(f"{'':12}{'p50':>11}{'p90':>11}{'p99':>11}{'max':>11}")
     for label, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("E2E", "e2e_s")):
         row = met[key]

@@ -189,7 +189,7 @@ def test_capacity_meets_the_slo_and_the_next_rate_does_not(zoo_graph) -> None:
     spec = parse_workload("poisson:qps=5,prompt=fixed:256,gen=fixed:64,n=400,seed=2")
     slo = parse_slo("ttft_p99=300ms,tpot_p99=40ms")
     cap = find_capacity(Deployment(model, _config("sarathi", 32, budget=1024)), spec, slo)
-    assert cap.qps > 0 and cap.run is not None and cap.run.metrics.slo_met
+    assert cap.qps > 0 and cap.run.metrics.slo_met
     failing = [q for q, m in cap.probes if not m.slo_met]
     assert failing and min(failing) <= cap.qps * 1.03  # the bisection closed in on it
     assert all(q > cap.qps for q in failing)
@@ -269,3 +269,12 @@ def test_shipped_traces_are_what_their_specs_draw(name) -> None:
 
     assert traces.path(name).read_text(encoding="utf-8") == traces.render(name)
     assert len(load_requests(str(traces.path(name)))) == 500
+
+
+def test_an_slo_no_rate_meets_is_reported_as_zero_capacity(zoo_graph) -> None:
+    _, _, _, model = _setup(zoo_graph, *CASES[1])
+    spec = parse_workload("poisson:qps=50,prompt=fixed:256,gen=fixed:16,n=100,seed=2")
+    cap = find_capacity(Deployment(model, _config("vllm", 32)), spec, parse_slo("ttft_p50=1ms"))
+    assert cap.qps == 0.0 and not cap.run.metrics.slo_met
+    assert cap.run.metrics.mean_in_system <= 1.0  # it gave up only once all but idle
+    assert len(cap.probes) < 20

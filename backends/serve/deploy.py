@@ -137,7 +137,7 @@ def _pool_blocks(d: Deployment) -> int:
 @dataclass(frozen=True)
 class Capacity:
     qps: float  # the highest arrival rate found to meet the SLO (0 when none does)
-    run: ServeRun | None  # the run at that rate
+    run: ServeRun  # the run at that rate (when none does: the all but idle one)
     probes: tuple[tuple[float, ServeMetrics], ...]  # every rate tried, in order
 
 
@@ -167,13 +167,13 @@ def find_capacity(
         lo, hi = hi, hi * 2
         if hi > 1e9:
             raise UsageError("--find-capacity: the SLO holds at every rate tried (up to 1e9/s)")
-    if lo == 0.0:
-        low = hi
-        while not ok(low):  # shrink until a rate passes
-            hi, low = low, low / 2
-            if low < 1e-6:
-                return Capacity(0.0, None, tuple(probes))
-        lo = low
+    while lo == 0.0:  # the first rate failed: halve until one passes
+        if probes[-1][1].mean_in_system <= 1.0:  # all but idle: no lower rate helps
+            return Capacity(0.0, runs[hi], tuple(probes))
+        if ok(hi / 2):
+            lo = hi / 2
+        else:
+            hi /= 2
     while hi - lo > tolerance * lo:
         mid = (lo + hi) / 2
         if ok(mid):
