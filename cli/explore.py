@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from chipletc.compiler.partition import Objective
+from chipletc.ir.errors import UsageError
 
 from .common import add_storage_args, positive_float, positive_int
 from .compile import options_from
@@ -60,6 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=positive_int, metavar="N",
                    help="evaluate about N designs this run (whole chunks, at least one), "
                    "then stop; resume with -o DIR")
+    p.add_argument("--slo", metavar="BOUNDS",
+                   help="also rank each model's Pareto-front designs by $ per 1K tokens at the "
+                   "highest rate of --workload that meets these bounds (chipletc serve's "
+                   "simulation), e.g. ttft_p99=2s,tpot_p99=100ms; adds slo.csv")
+    p.add_argument("--workload", metavar="SPEC",
+                   help="the request mix for --slo, as chipletc serve takes it (default: "
+                   "poisson arrivals of 200 requests of --prompt-len/--gen-len tokens)")
+    p.add_argument("--scheduler", choices=("vllm", "sarathi"), default="vllm",
+                   help="the serving scheduler for --slo (default vllm)")
+    p.add_argument("--slo-designs", type=positive_int, default=5, metavar="K",
+                   help="simulate the K cheapest front designs per model for --slo (default 5)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     # compile's pins stay free: each design gets its own optimal mapping
     p.set_defaults(func=run, tp=None, pp=None, batch=None, micro_batch=None, max_chiplets=None,
@@ -89,6 +101,7 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.serve import parse_slo, parse_workload
     from chipletc.compiler.explore import (
         ExploreOptions,
         baseline_rows,
@@ -105,6 +118,15 @@ def run(args: argparse.Namespace) -> int:
     from .common import load_graph
 
     overrides = [parse_override(text) for text in args.baseline]
+    slo = parse_slo(args.slo) if args.slo else None
+    if args.workload and slo is None:
+        raise UsageError("--workload: goes with --slo")
+    spec = parse_workload(
+        args.workload
+        or f"poisson:qps=1,prompt=fixed:{args.prompt_len},gen=fixed:{args.gen_len},n=200,seed=0"
+    ) if slo else None
+    if spec is not None and spec.arrivals == "burst":
+        raise UsageError("--workload: --slo needs poisson or gamma arrivals (a rate to vary)")
     space = load_space(args.space)
     search = options_from(args)
     graphs = [load_graph(argparse.Namespace(**{**vars(args), "model": name}))
@@ -127,14 +149,31 @@ def run(args: argparse.Namespace) -> int:
         for graph in graphs:
             baselines[graph.info.name] = baseline_rows(graph, search, overrides)
     doc = summary(result, baselines)
+    points = result.points
+    files: dict[str, str | bytes] = {}
+    if slo is not None and spec is not None:
+        from chipletc.compiler.explore.slo import slo_bounds, slo_ranking
+
+        points = tuple(slo_bounds(points, spec))
+        table = []
+        for graph in graphs:
+            entry = doc["models"][graph.info.name]
+            front = [p for p in points if p["model"] == graph.info.name
+                     and p["design"] in set(entry.get("pareto", ()))]
+            rows = slo_ranking(graph, space, search, front, spec, slo, args.scheduler,
+                               args.slo_designs)
+            entry["slo"] = {"bounds": slo.describe(), "workload": spec.describe(), "designs": rows}
+            table += [{"model": graph.info.name, **r} for r in rows]
+        files["slo.csv"] = to_csv(table) if table else ""
     if args.out:
-        png = to_png(result.points, result.models)
-        write_outputs(args.out, {
-            "points.csv": to_csv(result.points),
+        png = to_png(points, result.models)
+        files.update({
+            "points.csv": to_csv(points),
             "pareto.png": png,
             "report.html": to_html(doc, png),
             "summary.json": to_json(doc),
         })
+        write_outputs(args.out, files)
     print(to_json(doc) if args.json else format_summary(doc, args.out), end="")
     return 0
 
@@ -170,6 +209,18 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
                 f"  vs {r['baseline']:<7} {r['source']:<9} ${r['usd_per_chip_hour']:.3g}/chip-h, "
                 f"{r['tokens_per_s_per_chip']:,.4g} tokens/s/chip: "
                 f"${r['usd_per_1k_tokens']:.3g}/1K -> best design {r['factor']:.3g}x cheaper")
+        slo = entry.get("slo")
+        if slo:
+            lines.append(f"  at the SLO ({slo['bounds']}; {slo['workload']}):")
+            for r in slo["designs"]:
+                usd = r["slo_usd_per_1k_tokens"]
+                lines.append(
+                    f"    design {r['design']:>6}: {r['slo_qps']:.3g} requests/s, "
+                    + (f"${usd:.3g}/1K" if usd is not None else "no rate meets it")
+                    + f" (static ${r['static_usd_per_1k_tokens']:.3g}/1K, bound "
+                    f"{r['slo_qps_bound']:.3g} requests/s)")
     if out:
-        lines += ["", f"wrote {shown_dir(out)}points.csv, pareto.png, report.html, summary.json"]
+        slo_csv = ", slo.csv" if any("slo" in e for e in doc["models"].values()) else ""
+        lines += ["", f"wrote {shown_dir(out)}points.csv, pareto.png, report.html, "
+                  f"summary.json{slo_csv}"]
     return "\n".join(lines) + "\n"

@@ -272,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if capacity is not None:
         doc["capacity"] = {
             "qps": capacity.qps,
+            "limit": capacity.limit,
             "tried": [
                 {
                     "qps": q,
@@ -384,8 +385,13 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
     ]
     cap = doc.get("capacity")
     if cap is not None:
+        bound = (
+            "the SLO binds"
+            if cap["limit"] == "slo"
+            else "the replica's saturated throughput: the SLO holds even there"
+        )
         lines.append(
-            f"capacity   {cap['qps']:.4g} requests/s meet the SLO ({doc['slo']}), "
+            f"capacity   {cap['qps']:.4g} requests/s meet the SLO ({doc['slo']}); {bound}; "
             f"{len(cap['tried'])} rates tried"
             if cap["qps"] > 0
             else f"capacity   no rate meets the SLO ({doc['slo']}): it fails even with the "

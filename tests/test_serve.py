@@ -278,3 +278,47 @@ def test_an_slo_no_rate_meets_is_reported_as_zero_capacity(zoo_graph) -> None:
     assert cap.qps == 0.0 and not cap.run.metrics.slo_met
     assert cap.run.metrics.mean_in_system <= 1.0  # it gave up only once all but idle
     assert len(cap.probes) < 20
+
+
+def test_explore_ranks_front_designs_by_cost_at_the_slo(tmp_path, cli) -> None:
+    import yaml
+
+    space = {
+        "name": "tiny",
+        "base": "cc-7nm-gpt3",
+        "chiplet": {"area_mm2": [100, 200], "mac_ratio": [0.02], "ops_per_sram_read": [2, 8]},
+        "server": {"packages_per_lane": [4]},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(space), encoding="utf-8")
+    out = tmp_path / "out"
+    work = "poisson:qps=5,prompt=fixed:256,gen=fixed:32,n=60,seed=0"
+    code, stdout, err = cli(
+        "explore",
+        "gpt2-xl",
+        "--space",
+        str(path),
+        "--no-baselines",
+        "--slo",
+        "ttft_p99=2s,tpot_p99=200ms",
+        "--workload",
+        work,
+        "--slo-designs",
+        "2",
+        "-o",
+        str(out),
+    )
+    assert code == 0, err
+    doc = json.loads((out / "summary.json").read_text())
+    rows = doc["models"]["gpt2-xl"]["slo"]["designs"]
+    assert 1 <= len(rows) <= 2 and "at the SLO" in stdout
+    costs = [r["slo_usd_per_1k_tokens"] for r in rows if r["slo_usd_per_1k_tokens"] is not None]
+    assert costs == sorted(costs)
+    for r in rows:
+        # serving at the SLO never costs less than the static batch it was solved for
+        assert r["slo_qps"] <= r["slo_qps_bound"] * 1.05
+        if r["slo_usd_per_1k_tokens"] is not None:
+            assert r["slo_usd_per_1k_tokens"] >= r["static_usd_per_1k_tokens"] * 0.95
+    assert (out / "slo.csv").read_text().count("\n") == len(rows) + 1
+    code, _, err = cli("explore", "gpt2-xl", "--space", str(path), "--workload", work)
+    assert code == 2 and "goes with --slo" in err

@@ -139,6 +139,7 @@ class Capacity:
     qps: float  # the highest arrival rate found to meet the SLO (0 when none does)
     run: ServeRun  # the run at that rate (when none does: the all but idle one)
     probes: tuple[tuple[float, ServeMetrics], ...]  # every rate tried, in order
+    limit: str  # "slo": the SLO binds; "throughput": the SLO holds at the saturated rate
 
 
 def find_capacity(
@@ -148,7 +149,12 @@ def find_capacity(
     tolerance: float = 0.02,
     progress: Callable[[int], None] | None = None,
 ) -> Capacity:
-    """The highest ``qps`` of ``spec`` whose run meets ``slo``, within ``tolerance``."""
+    """The highest ``qps`` of ``spec`` whose run meets ``slo``, within ``tolerance``.
+
+    No rate above the replica's saturated throughput (all requests at once: requests
+    over the time they take) can be sustained, so the search runs below it; when even
+    that rate meets the SLO, throughput, not the SLO, is the limit.
+    """
     if spec.arrivals == "burst":
         raise UsageError("--find-capacity: needs poisson or gamma arrivals (a rate to vary)")
     probes: list[tuple[float, ServeMetrics]] = []
@@ -162,14 +168,14 @@ def find_capacity(
             progress(1)
         return bool(run.metrics.slo_met)
 
-    lo, hi = 0.0, spec.qps
-    while ok(hi):  # grow until a rate fails
-        lo, hi = hi, hi * 2
-        if hi > 1e9:
-            raise UsageError("--find-capacity: the SLO holds at every rate tried (up to 1e9/s)")
-    while lo == 0.0:  # the first rate failed: halve until one passes
-        if probes[-1][1].mean_in_system <= 1.0:  # all but idle: no lower rate helps
-            return Capacity(0.0, runs[hi], tuple(probes))
+    burst = [replace(r, arrival_s=0.0) for r in spec.sample()]
+    saturated = len(burst) / serve(deployment, burst).metrics.span_s
+    if ok(saturated):
+        return Capacity(saturated, runs[saturated], tuple(probes), "throughput")
+    lo, hi = 0.0, saturated
+    while lo == 0.0:  # halve until a rate passes, or the replica is all but idle
+        if probes[-1][1].mean_in_system <= 1.0:  # no lower rate helps
+            return Capacity(0.0, runs[hi], tuple(probes), "slo")
         if ok(hi / 2):
             lo = hi / 2
         else:
@@ -180,4 +186,4 @@ def find_capacity(
             lo = mid
         else:
             hi = mid
-    return Capacity(lo, runs[lo], tuple(probes))
+    return Capacity(lo, runs[lo], tuple(probes), "slo")

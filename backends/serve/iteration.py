@@ -131,6 +131,7 @@ class IterationModel:
             self._fit(j, op)
         self._stage_kv = counts @ self._kv_per_token
         self._coef = np.vstack([self._compute, self._memory])
+
         # columns 2 and 3 of a form are the attention products and cached positions
         def by_tokens(form: np.ndarray) -> bool:
             return bool(np.all(np.abs(form[2:4]) <= 1e-12 * (np.abs(form).max() + 1e-300)))
