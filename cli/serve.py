@@ -190,6 +190,7 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.cost import cost_per_1k_tokens
     from chipletc.backends.serve import (
         Deployment,
         find_capacity,
@@ -204,7 +205,6 @@ def run(args: argparse.Namespace) -> int:
         serve_png,
         serve_trace,
     )
-    from chipletc.compiler.compile import cost_per_1k_tokens
 
     if args.plan and args.model:
         raise UsageError("serve: give MODEL or --plan, not both")
@@ -222,23 +222,31 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--find-capacity: needs a generated workload (poisson: or gamma:)")
     requests = load_requests(trace) if spec is None else spec.sample()
 
-    graph, target, mapping, plan, sources = _mapping(args, requests)
-    setup = _setup(args, graph, target, mapping, plan)
+    graph, target, mapping, prompt_len, sources = _mapping(args, requests)
+    setup = _setup(args, graph, target, mapping, prompt_len)
     deployment = Deployment(setup.model, setup.config, args.replicas, disaggregate)
     servers = setup.servers * deployment.num_replicas
 
-    if args.find_capacity:
-        assert spec is not None and slo is not None
-        bar = _Progress(None, "rates tried")
-        capacity = find_capacity(deployment, spec, slo, progress=bar)
-        bar.close()
-        run_ = capacity.run
-        probes = capacity.probes
-    else:
+    def measure(d: Deployment) -> tuple[Any, Any, tuple]:
+        """(run, capacity or None, rates tried) of deployment ``d``."""
+        if args.find_capacity:
+            assert spec is not None and slo is not None
+            bar = _Progress(None, "rates tried")
+            cap = find_capacity(d, spec, slo, progress=bar)
+            bar.close()
+            return cap.run, cap, cap.probes
         bar = _Progress(len(requests), "requests")
-        run_ = serve(deployment, requests, slo, progress=bar)
+        run = serve(d, requests, slo, progress=bar)
         bar.close()
-        capacity, probes = None, ()
+        return run, None, ()
+
+    run_, capacity, probes = measure(deployment)
+    # a disaggregated deployment is judged against the same replicas colocated
+    colocated = (
+        measure(Deployment(setup.model, setup.config, deployment.num_replicas))[:2]
+        if disaggregate
+        else None
+    )
     doc = {
         "model": graph.info.name,
         "target": target.name,
@@ -286,7 +294,14 @@ def run(args: argparse.Namespace) -> int:
     m = run_.metrics
     doc["metrics"] = metrics_dict(m)
     cost = cost_per_1k_tokens(target, servers, m.tokens_per_s)
-    doc["tco_per_1k_tokens_usd"] = cost["tco_per_1k_tokens_usd"]
+    doc["tco_per_1k_tokens_usd"] = cost.tco_per_1k_tokens_usd
+    if colocated is not None:
+        co_run, co_cap = colocated
+        doc["colocated"] = {
+            "replicas": deployment.num_replicas,
+            "metrics": metrics_dict(co_run.metrics),
+            "capacity_qps": None if co_cap is None else co_cap.qps,
+        }
     if args.out:
         files: dict[str, str | bytes] = {
             "summary.json": json.dumps(doc, indent=1) + "\n",
@@ -307,23 +322,17 @@ class _Setup:
 
 
 def _mapping(args: argparse.Namespace, requests: list) -> tuple:
-    """(graph, target, mapping, plan, sources): from --plan, or compiled for the workload."""
+    """(graph, target, mapping, prompt length it was sized for, sources): from --plan,
+    or compiled for the workload's mean lengths."""
     from chipletc.backends.targets import load_target
     from chipletc.compiler.partition import Objective, SearchOptions, partition
-    from chipletc.compiler.place import build_plan
 
-    from .common import load_graph, with_sources
+    from .common import load_graph
     from .simulate import from_plan
 
     if args.plan:
-        graph, target, mapping, prompt_len, gen_len, sources = from_plan(args.plan)
-        return (
-            graph,
-            target,
-            mapping,
-            build_plan(graph, target, mapping, prompt_len, gen_len),
-            sources,
-        )
+        graph, target, mapping, prompt_len, _, sources = from_plan(args.plan)
+        return graph, target, mapping, prompt_len, sources
     graph = load_graph(args)
     target = load_target(args.target)
     prompt_len = args.prompt_len or max(1, round(statistics.fmean(r.prompt_len for r in requests)))
@@ -340,12 +349,12 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
         pad_heads=args.pad_heads,
     )
     mapping = partition(graph, target, options).mapping
-    sources = (args.model, args.target, args.weight_sparsity)
-    plan = with_sources(build_plan(graph, target, mapping, prompt_len, gen_len), *sources)
-    return graph, target, mapping, plan, sources
+    return graph, target, mapping, prompt_len, (args.model, args.target, args.weight_sparsity)
 
 
-def _setup(args: argparse.Namespace, graph: Any, target: Any, mapping: Any, plan: Any) -> _Setup:
+def _setup(
+    args: argparse.Namespace, graph: Any, target: Any, mapping: Any, prompt_len: int
+) -> _Setup:
     from chipletc.backends.serve import IterationModel, SchedulerConfig, kv_pool_tokens
 
     model = IterationModel(graph, target, mapping)
@@ -356,7 +365,7 @@ def _setup(args: argparse.Namespace, graph: Any, target: Any, mapping: Any, plan
         max_tokens_per_iter=budget,
         chunk=args.chunk or budget,
         block_tokens=args.block_tokens,
-        kv_blocks=kv_pool_tokens(plan, model) // args.block_tokens,
+        kv_blocks=kv_pool_tokens(model, prompt_len) // args.block_tokens,
     )
     servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
     return _Setup(model, config, servers)
@@ -418,6 +427,21 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         f"cost       ${doc['tco_per_1k_tokens_usd']:.4g} per 1K generated tokens at this load "
         f"({d['servers']} servers)",
     ]
+    co = doc.get("colocated")
+    if co is not None:
+        if cap is not None:
+            mine, theirs, what = cap["qps"], co["capacity_qps"], "requests/s within the SLO"
+        elif met["goodput_requests_per_s"] is not None:
+            mine = met["goodput_requests_per_s"]
+            theirs = co["metrics"]["goodput_requests_per_s"]
+            what = "goodput, requests/s"
+        else:
+            mine, theirs, what = met["tokens_per_s"], co["metrics"]["tokens_per_s"], "tokens/s"
+        verdict = "beats" if mine > theirs else "does not beat"
+        lines.append(
+            f"vs colocated: {co['replicas']} replicas serving both phases give {theirs:.4g} "
+            f"{what} against {mine:.4g}: disaggregation {verdict} them"
+        )
     if doc["slo"] is not None and cap is None:
         lines.append(f"SLO        {doc['slo']}: {'met' if met['slo_met'] else 'NOT met'}")
     if out:

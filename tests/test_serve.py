@@ -322,3 +322,13 @@ def test_explore_ranks_front_designs_by_cost_at_the_slo(tmp_path, cli) -> None:
     assert (out / "slo.csv").read_text().count("\n") == len(rows) + 1
     code, _, err = cli("explore", "gpt2-xl", "--space", str(path), "--workload", work)
     assert code == 2 and "goes with --slo" in err
+
+
+def test_cli_compares_disaggregation_with_colocated_replicas(cli) -> None:
+    mapping = ("--tp", "8", "--target", "a100-80gb-x8")
+    work = "poisson:qps=30,prompt=fixed:400,gen=fixed:30,n=80"
+    code, out, err = cli(
+        "serve", "gpt2-medium", *mapping, "-w", work, "--disaggregate", "prefill=1,decode=1"
+    )
+    assert code == 0, err
+    assert "vs colocated: 2 replicas" in out and "disaggregation" in out

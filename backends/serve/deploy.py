@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.ir.errors import UsageError
-from chipletc.ir.plan import Plan
+from chipletc.ir.layout import stage_memory
 
 from .engine import IterationLog, RequestLog, SchedulerConfig, run_replica
 from .iteration import IterationModel
@@ -30,16 +30,19 @@ __all__ = ["Capacity", "Deployment", "ServeRun", "find_capacity", "kv_pool_token
 NO_KV_TOKENS = 10**12  # a model without attention caches nothing: no limit
 
 
-def kv_pool_tokens(plan: Plan, model: IterationModel) -> int:
+def kv_pool_tokens(model: IterationModel, prompt_len: int) -> int:
     """Tokens of KV cache one replica holds: on the stage with the least room, what each
-    chiplet has left after the plan's weights and activation workspace."""
-    per_token = model.stage_kv_bytes_per_token
+    rank has left after its weights and the activation workspace of the mapping's
+    micro-batch at ``prompt_len`` (``ir.layout.stage_memory``, the partitioner's
+    accounting)."""
+    capacity = model.target.memory_capacity_bytes
+    memory = stage_memory(model.graph, model.mapping, prompt_len, 0)
     tokens = [
-        (c.capacity_bytes - c.weight_bytes - c.activation_bytes) // per_token[c.stage]
-        for c in plan.chiplets
-        if c.tp_rank == 0 and per_token[c.stage] > 0
+        (capacity - m.weight_bytes - m.workspace_bytes) // per_token
+        for m, per_token in zip(memory, model.stage_kv_bytes_per_token, strict=True)
+        if per_token > 0
     ]
-    return int(min(tokens)) if tokens else NO_KV_TOKENS
+    return max(0, int(min(tokens))) if tokens else NO_KV_TOKENS
 
 
 @dataclass(frozen=True)

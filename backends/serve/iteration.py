@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chipletc.backends.perf.analytical import op_time, stage_ops, stage_transfer_level
+from chipletc.backends.perf.analytical import op_time
 from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
@@ -36,6 +36,12 @@ from chipletc.backends.perf.collectives import (
 )
 from chipletc.ir.errors import IRError
 from chipletc.ir.graph import Graph
+from chipletc.ir.layout import (
+    kv_bytes_per_token,
+    stage_ops,
+    stage_transfer_bytes,
+    stage_transfer_level,
+)
 from chipletc.ir.mapping import ModelMapping
 from chipletc.ir.op import Op, OpCost, OpKind
 from chipletc.ir.sharding import collectives_after, rank_cost
@@ -125,11 +131,12 @@ class IterationModel:
         self._overhead = np.zeros(n)
         self._token_weights = [j for j, op in enumerate(ops) if op.kind in _TOKEN_WEIGHTS]
         self._collectives: list[tuple[int, str, np.ndarray]] = []
-        self._kv_per_token = np.zeros(n)
         self._token_weight_memo: dict[tuple[int, int], float] = {}
         for j, op in enumerate(ops):
             self._fit(j, op)
-        self._stage_kv = counts @ self._kv_per_token
+        self._stage_kv = np.array(
+            [kv_bytes_per_token(graph, ops, mapping.tp, mapping.pad_heads) for ops in stages]
+        )
         self._coef = np.vstack([self._compute, self._memory])
 
         # columns 2 and 3 of a form are the attention products and cached positions
@@ -144,7 +151,6 @@ class IterationModel:
         self._hop_memo: dict[float, float] = {}
         levels = [stage_transfer_level(target, mapping.tp, s) for s in range(mapping.pp - 1)]
         self._levels = [(lv, levels.count(lv)) for lv in dict.fromkeys(levels)]
-        self._act_bytes = graph.act_dtype.bits / 8 * info.d_model
 
     # -- measuring the linear forms ----------------------------------------------------
 
@@ -168,7 +174,6 @@ class IterationModel:
             colls.append([c.bytes for c in collectives_after(op, whole, self.mapping.tp)])
             if wl == _PROBES[0]:
                 self._overhead[j] = t.overhead_s
-                self._kv_per_token[j] = mine.kv_write_bytes
                 kinds = [c.kind for c in collectives_after(op, whole, self.mapping.tp)]
         xs = np.array(x)
         fit_rows = len(_PROBES)
@@ -241,7 +246,7 @@ class IterationModel:
         """The stage-to-stage sends of one micro-batch of ``tokens`` new tokens."""
         found = self._hop_memo.get(tokens)
         if found is None:
-            nbytes = tokens * self._act_bytes
+            nbytes = stage_transfer_bytes(self.graph, tokens)
             tp = self.mapping.tp
             found = sum(n * transfer_time_s(nbytes, lv, self.target, tp) for lv, n in self._levels)
             if len(self._hop_memo) < 100_000:

@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from chipletc.backends.cost import cost_per_1k_tokens
 from chipletc.backends.serve import (
     SLO,
     Deployment,
@@ -25,9 +26,7 @@ from chipletc.backends.serve import (
     find_capacity,
     kv_pool_tokens,
 )
-from chipletc.compiler.compile import cost_per_1k_tokens
 from chipletc.compiler.partition import SearchOptions, partition
-from chipletc.compiler.place import build_plan
 from chipletc.ir.graph import Graph
 
 from .space import Space, screen
@@ -64,7 +63,6 @@ def slo_ranking(
         target, _ = screen(space, space.design(point["design"]), {})
         assert target is not None  # a front design passed the screen
         mapping = partition(graph, target, search).mapping
-        plan = build_plan(graph, target, mapping, search.prompt_len, search.gen_len)
         model = IterationModel(graph, target, mapping)
         budget = 512 if policy == "sarathi" else 8192
         config = SchedulerConfig(
@@ -73,12 +71,12 @@ def slo_ranking(
             budget,
             budget,
             BLOCK_TOKENS,
-            kv_pool_tokens(plan, model) // BLOCK_TOKENS,
+            kv_pool_tokens(model, search.prompt_len) // BLOCK_TOKENS,
         )
         cap = find_capacity(Deployment(model, config), spec, slo, tolerance=0.05)
         served = cap.run.metrics.tokens_per_s if cap.qps > 0 else 0.0
         usd = (
-            cost_per_1k_tokens(target, point["servers"], served)["tco_per_1k_tokens_usd"]
+            cost_per_1k_tokens(target, point["servers"], served).tco_per_1k_tokens_usd
             if served > 0
             else None
         )
