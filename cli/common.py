@@ -12,6 +12,7 @@ from chipletc.ir.plan import Plan
 
 __all__ = [
     "add_model_args",
+    "add_model_or_plan_args",
     "add_storage_args",
     "load_graph",
     "plan_sources",
@@ -46,6 +47,27 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
         "Hugging Face checkpoint directory",
+    )
+
+
+def add_model_or_plan_args(parser: argparse.ArgumentParser, verb: str) -> None:
+    """MODEL and --target, or --plan FILE instead (simulate, serve)."""
+    from chipletc.backends.targets import DEFAULT_TARGET
+
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
+        "Hugging Face checkpoint directory; omit with --plan",
+    )
+    parser.add_argument("--plan", metavar="FILE", help=f"{verb} the mapping of a plan.json")
+    parser.add_argument(
+        "--target",
+        "-t",
+        default=DEFAULT_TARGET,
+        metavar="T",
+        help=f"preset name or YAML file (default {DEFAULT_TARGET})",
     )
 
 

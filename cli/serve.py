@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chipletc.ir.errors import UsageError
 
-from .common import add_storage_args, positive_int
+from .common import add_model_or_plan_args, add_storage_args, positive_int
 from .output import write_outputs
 
 if TYPE_CHECKING:
@@ -33,20 +33,9 @@ WORKLOAD_HELP = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     from chipletc.backends.serve import POLICIES
-    from chipletc.backends.targets import DEFAULT_TARGET
 
     p = sub.add_parser("serve", help=HELP, description=HELP + ".")
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        nargs="?",
-        help="a zoo name, path/to/file.py:factory, a .onnx file or a Hugging Face "
-        "checkpoint directory; omit with --plan",
-    )
-    p.add_argument("--plan", metavar="FILE", help="serve on the mapping of a plan.json")
-    p.add_argument(
-        "--target", "-t", default=DEFAULT_TARGET, metavar="T", help="preset or YAML file"
-    )
+    add_model_or_plan_args(p, "serve on")
     p.add_argument(
         "--workload",
         "-w",
@@ -134,7 +123,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "all or nothing",
     )
     p.add_argument("--json", action="store_true", help="print summary.json instead")
-    p.set_defaults(func=run)
+    # compile's search flags serve does not take, at compile's defaults (options_from)
+    p.set_defaults(
+        func=run,
+        objective="tco",
+        max_batch=1024,
+        max_latency_ms=None,
+        min_throughput=None,
+        max_chiplets=None,
+        time_limit=20.0,
+    )
 
 
 def _trace_file(workload: str) -> str | None:
@@ -325,9 +323,10 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     """(graph, target, mapping, prompt length it was sized for, sources): from --plan,
     or compiled for the workload's mean lengths."""
     from chipletc.backends.targets import load_target
-    from chipletc.compiler.partition import Objective, SearchOptions, partition
+    from chipletc.compiler.partition import partition
 
     from .common import load_graph
+    from .compile import options_from
     from .simulate import from_plan
 
     if args.plan:
@@ -337,17 +336,8 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     target = load_target(args.target)
     prompt_len = args.prompt_len or max(1, round(statistics.fmean(r.prompt_len for r in requests)))
     gen_len = args.gen_len or max(1, round(statistics.fmean(r.gen_len for r in requests)))
-    options = SearchOptions(
-        objective=Objective.TCO,
-        prompt_len=prompt_len,
-        gen_len=gen_len,
-        max_servers=args.max_servers,
-        tp=args.tp,
-        pp=args.pp,
-        batch=args.batch,
-        micro_batch=args.micro_batch,
-        pad_heads=args.pad_heads,
-    )
+    lengths = {"prompt_len": prompt_len, "gen_len": gen_len}
+    options = options_from(argparse.Namespace(**{**vars(args), **lengths}))
     mapping = partition(graph, target, options).mapping
     return graph, target, mapping, prompt_len, (args.model, args.target, args.weight_sparsity)
 

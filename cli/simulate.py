@@ -21,7 +21,14 @@ from chipletc.ir.mapping import ModelMapping, even_stages
 from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
-from .common import add_storage_args, load_graph, plan_sources, positive_int, with_sources
+from .common import (
+    add_model_or_plan_args,
+    add_storage_args,
+    load_graph,
+    plan_sources,
+    positive_int,
+    with_sources,
+)
 from .compile import add_output_args
 from .output import shown_dir, write_outputs
 
@@ -29,24 +36,8 @@ HELP = "simulate MODEL under a given tp/pp/batch mapping, or the mapping of a pl
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from chipletc.backends.targets import DEFAULT_TARGET
-
     p = sub.add_parser("simulate", help=HELP, description=HELP + ".")
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        nargs="?",
-        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
-        "Hugging Face checkpoint directory; omit with --plan",
-    )
-    p.add_argument("--plan", metavar="FILE", help="simulate the mapping of a plan.json")
-    p.add_argument(
-        "--target",
-        "-t",
-        default=DEFAULT_TARGET,
-        metavar="T",
-        help=f"preset name or YAML file (default {DEFAULT_TARGET})",
-    )
+    add_model_or_plan_args(p, "simulate")
     p.add_argument("--tp", type=positive_int, default=1, metavar="N", help="tensor-parallel width")
     p.add_argument("--pp", type=positive_int, default=1, metavar="N", help="pipeline stages")
     p.add_argument(
