@@ -127,7 +127,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(
         func=run,
         objective="tco",
-        max_batch=1024,
         max_latency_ms=None,
         min_throughput=None,
         max_chiplets=None,
@@ -336,8 +335,9 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     target = load_target(args.target)
     prompt_len = args.prompt_len or max(1, round(statistics.fmean(r.prompt_len for r in requests)))
     gen_len = args.gen_len or max(1, round(statistics.fmean(r.gen_len for r in requests)))
-    lengths = {"prompt_len": prompt_len, "gen_len": gen_len}
-    options = options_from(argparse.Namespace(**{**vars(args), **lengths}))
+    # serve's --max-batch bounds the sequences in flight, not the batches compile tries
+    search = {"prompt_len": prompt_len, "gen_len": gen_len, "max_batch": 1024}
+    options = options_from(argparse.Namespace(**{**vars(args), **search}))
     mapping = partition(graph, target, options).mapping
     return graph, target, mapping, prompt_len, (args.model, args.target, args.weight_sparsity)
 

@@ -243,6 +243,7 @@ def test_cli_writes_every_output_and_refuses_bad_input(tmp_path, cli) -> None:
     assert code == 0
     doc = json.loads(stdout)
     assert doc["metrics"]["requests"] == 50 and doc["tco_per_1k_tokens_usd"] > 0
+    assert doc["scheduler"]["max_batch"] == doc["mapping"]["batch"] == 8  # the plan's
     assert sorted(p.name for p in out.iterdir()) == [
         "requests.csv",
         "serve.png",
