@@ -387,13 +387,15 @@ def _range(raw: dict, where: str, label: str) -> list[float]:
                         "e.g. {from: 1, to: 32, factor: 2}")
         while out[-1] * factor <= hi * (1 + 1e-9):
             out.append(out[-1] * factor)
+            if len(out) > _MAX_VALUES:
+                raise _fail(label, where, "too many values", raw, f"at most {_MAX_VALUES}")
     else:
         step = _number(raw.get("step", 1), f"{where}.step", label)
         if step <= 0:
             raise _fail(label, where, "step must be positive", raw, "step > 0")
-        count = math.floor((hi - lo) / step + 1e-9) + 1
-        if count > _MAX_VALUES:
-            raise _fail(label, where, "too many values", count, f"at most {_MAX_VALUES}")
-        out = [round(lo + i * step, 12) for i in range(count)]
+        steps = (hi - lo) / step + 1e-9  # inf when the span overflows a float
+        if not steps < _MAX_VALUES:
+            raise _fail(label, where, "too many values", raw, f"at most {_MAX_VALUES}")
+        out = [round(lo + i * step, 12) for i in range(math.floor(steps) + 1)]
     return out
 
