@@ -306,6 +306,14 @@ def test_space_errors_are_target_errors():
                                                {"from": 1, "to": 4, "step": 0}}}, "s.yaml")
 
 
+@pytest.mark.parametrize("axis", [{"from": 1, "to": 1e308, "step": 1e-30},  # span / step = inf
+                                  {"from": 1, "to": 1e308, "factor": 1 + 1e-12}])
+def test_ranges_of_too_many_values_are_refused(axis):
+    with pytest.raises(TargetError, match=r"chiplet\.area_mm2: too many values .* at most"):
+        parse_space({**SMALL_SPACE, "chiplet": {**SMALL_SPACE["chiplet"], "area_mm2": axis}},
+                    "s.yaml")
+
+
 def test_cli_writes_every_output(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", ("explore",))
     path = write_space(tmp_path, SMALL_SPACE)
