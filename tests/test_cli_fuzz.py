@@ -125,14 +125,19 @@ PLAUSIBLE = {
     "--kv-dtype": ["fp8", "bf16", "fp32"],
     "--ranks": ["all", "0", "0,1", "-1"],
     "--stages": ["0-5,6-11", "0-11", "5-0", "0-3,5-11", "a-b"],
-    "--baseline": ["a100-80gb-x8:tokens_per_s=18", "x:y=1", "tpu-v4:"],
+    "--baseline": ["a100:tokens_per_s=18", "x:y=1", "tpu-v4:", "a100:tokens_per_s=1e400"],
 }
+# flags whose large values are honoured slowly by design (every decode step traced)
+BOUNDED = {"--trace-steps": ["0", "1", "2", "-1", "abc"]}
 
 
 @st.composite
 def flags(draw: st.DrawFn, command: str) -> list[str]:
     argv: list[str] = []
     for flag in draw(st.lists(st.sampled_from(VALUED[command]), max_size=4, unique=True)):
+        if flag in BOUNDED:
+            argv += [flag, draw(st.sampled_from(BOUNDED[flag]))]
+            continue
         plausible = PLAUSIBLE.get(flag, ["1", "2", "4", "8", "64"])
         argv += [flag, draw(st.sampled_from(plausible) | FLAG_TEXT)]
     argv += draw(st.lists(st.sampled_from(SWITCHES[command]), max_size=2, unique=True))
@@ -189,14 +194,20 @@ def target_files(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-SPACE_AXES = [("chiplet", "area_mm2"), ("chiplet", "mac_ratio"), ("server", "packages_per_lane")]
+SPACE = {
+    "name": "fuzz", "base": "cc-7nm-gpt3",
+    "chiplet": {"area_mm2": [200, 300], "mac_ratio": [0.03], "ops_per_sram_read": [4]},
+    "server": {"packages_per_lane": [16]},
+}  # fmt: skip  (two designs that hold the small model: explore runs to the end)
+SPACE_AXES = [("chiplet", "area_mm2"), ("chiplet", "mac_ratio"), ("chiplet", "ops_per_sram_read"),
+              ("server", "packages_per_lane"), ("server", "lanes")]  # fmt: skip
 
 
 @st.composite
 def space_files(draw: st.DrawFn) -> dict[str, Any]:
-    """A one- or two-design space with hostile axis values, ranges or missing keys."""
-    doc: dict[str, Any] = {"name": "fuzz", "base": "cc-7nm-gpt3"}
-    for path in draw(st.lists(st.sampled_from(SPACE_AXES), min_size=1, max_size=2, unique=True)):
+    """SPACE with up to two axes made hostile (values, ranges, scalars) or a key left out."""
+    doc = json.loads(json.dumps(SPACE))
+    for path in draw(st.lists(st.sampled_from(SPACE_AXES), max_size=2, unique=True)):
         axis = draw(
             st.lists(NASTY_VALUES, min_size=1, max_size=2)
             | st.fixed_dictionaries(
@@ -209,7 +220,7 @@ def space_files(draw: st.DrawFn) -> dict[str, Any]:
         )
         nest(path, axis, doc)
     if draw(st.booleans()):
-        del doc[draw(st.sampled_from(["name", "base"]))]
+        del doc[draw(st.sampled_from(["name", "base", "server"]))]
     return doc
 
 
@@ -278,13 +289,13 @@ def test_random_target_files(cli: CliRun, tmp_path: Path, doc, command: str) -> 
 
 
 @FUZZ
-@given(doc=space_files())
-def test_random_space_files(cli: CliRun, tmp_path: Path, doc) -> None:
+@given(doc=space_files(), data=st.data())
+def test_random_space_files_and_explore_flags(cli: CliRun, tmp_path: Path, doc, data) -> None:
     work = Path(tempfile.mkdtemp(dir=tmp_path))
     model = write(work, "config.json", HF_CONFIG)
     space = write(work, "space.yaml", doc)
-    check(cli, ["explore", str(Path(model).parent), "--space", space, "--no-baselines"],
-          work / "out")  # fmt: skip
+    argv = ["explore", str(Path(model).parent), "--space", space, *data.draw(flags("explore"))]
+    check(cli, argv, work / "out")
 
 
 @pytest.mark.parametrize("case", sorted(HF_BUGS))
@@ -294,6 +305,17 @@ def test_known_config_bugs(cli: CliRun, tmp_path: Path, case: str) -> None:
     assert known_bug(config)
     write(tmp_path, "config.json", config)
     check(cli, ["inspect", str(tmp_path)], seconds=5)  # refusing takes milliseconds
+
+
+def test_more_workers_than_tasks_start_one_process_per_task(cli: CliRun, tmp_path: Path) -> None:
+    """--workers 10^6 on one task of two designs: it used to fork 10^6 processes (hang)."""
+    model = write(tmp_path, "config.json", HF_CONFIG)
+    space = write(tmp_path, "space.yaml", SPACE)
+    code, out, _ = check(
+        cli, ["explore", str(Path(model).parent), "--space", space, "--workers", "1000000",
+              "--no-baselines", "--json"], seconds=60,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["designs"] == 2
 
 
 # -- in a real process: the installed command, interrupted and not --------------------------

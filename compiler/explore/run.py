@@ -299,7 +299,8 @@ def _execute(
         for c, indices in tasks:
             yield c, evaluator.chunk(indices)
         return
-    with cf.ProcessPoolExecutor(options.workers, initializer=_init_worker,
+    # no more processes than tasks: a fork start method launches all of them up front
+    with cf.ProcessPoolExecutor(min(options.workers, len(tasks)), initializer=_init_worker,
                                 initargs=(key, *payload)) as pool:
         futures = {pool.submit(_run_chunk, key, indices): c for c, indices in tasks}
         try:
