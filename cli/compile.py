@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from chipletc.backends.emit import DEFAULT_STEPS, RANKS, output_files
+from chipletc.backends.emit import DEFAULT_MAX_OUTPUT_MB, DEFAULT_STEPS, RANKS, output_files
 from chipletc.compiler.compile import CompileResult, compile_model
 from chipletc.compiler.partition import SOLVERS, Objective, SearchOptions
 
@@ -129,6 +129,14 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
         help="trace.json and chakra/ cover the prefill of every micro-batch and the first "
         f"N decode steps (default {DEFAULT_STEPS})",
     )
+    p.add_argument(
+        "--max-output-mb",
+        type=positive_float,
+        default=DEFAULT_MAX_OUTPUT_MB,
+        metavar="MB",
+        help="refuse, before writing anything, an -o set estimated above MB megabytes "
+        f"(default {DEFAULT_MAX_OUTPUT_MB:g}); the error names the --trace-steps that fits",
+    )
 
 
 def options_from(args: argparse.Namespace) -> SearchOptions:
@@ -168,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             plan.extra["solver"],
             steps=args.trace_steps,
             ranks=args.ranks,
+            max_output_mb=args.max_output_mb,
         )
         write_outputs(args.out, files)
     if args.json:

@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             None,
             steps=args.trace_steps,
             ranks=args.ranks,
+            max_output_mb=args.max_output_mb,
         )
         files["simulation.json"] = json.dumps(doc, indent=1) + "\n"
         write_outputs(args.out, files)

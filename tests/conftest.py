@@ -23,6 +23,26 @@ _load_model = frontends.load_model
 ZOO = frozenset(list_models())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _checked_chakra_sets():
+    """Every Chakra set ``output_files`` emits in any test (`-o` of compile and simulate
+    included) passes the structural checker of ``chakra_check.py``."""
+    from chakra_check import check_chakra_set
+
+    import chipletc.backends.emit as emit
+
+    emitter = emit.to_chakra
+
+    def checked(schedule, target, ranks="representative", steps=2, prefix="chipletc"):
+        files = emitter(schedule, target, ranks, steps, prefix)
+        check_chakra_set(files, schedule, target, ranks, steps)
+        return files
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(emit, "to_chakra", checked)
+        yield
+
+
 @cache
 def _lowered(name: str) -> Graph:
     return _load_model(name)

@@ -15,7 +15,7 @@ import yaml
 from builders import CliRun, make_graph, make_target
 
 from chipletc.backends.cost import cost_per_1k_tokens
-from chipletc.backends.emit import output_files, to_chrome_trace, to_report_md
+from chipletc.backends.emit import output_bytes, output_files, to_chrome_trace, to_report_md
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import simulate
 from chipletc.compiler.place import build_plan
@@ -223,3 +223,28 @@ def test_an_unwritable_dir_is_one_line_and_exit_2(cli: CliRun, tmp_path):
 def test_schema_command_prints_the_shipped_schema(cli: CliRun, kind):
     code, out, _ = cli("schema", kind)
     assert code == 0 and json.loads(out) == load_schema(kind)
+
+
+@pytest.mark.parametrize(("ranks", "steps"), [("representative", 1), ("all", 3), ("all", 8)])
+def test_the_size_estimate_is_within_a_tenth_of_what_is_written(ranks, steps):
+    schedule, result, target, plan, analytical, cost = make_case(batch=8, micro=2)
+    files = output_files(plan, schedule, result, target, analytical, cost, None, steps, ranks)
+    base, per_step = output_bytes(plan, schedule, result, target, ranks)
+    estimate = base + steps * per_step
+    written = sum(len(v) for k, v in files.items() if k == "trace.json" or k.endswith(".et"))
+    assert estimate == pytest.approx(written, rel=0.1)
+
+
+def test_an_output_over_the_cap_is_refused_before_anything_is_written(capsys, tmp_path):
+    argv = ["simulate", "gpt2-small", "--pp", "2", "--batch", "4", "--gen-len", "64"]
+    out = tmp_path / "out"
+    code, _, err = run(capsys, *argv, "--trace-steps", "64", "--max-output-mb", "2", "-o", str(out))
+    assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1
+    assert err.startswith("chipletc: error: -o: the outputs would take about")
+    fits = int(err.split("--trace-steps ")[1].split()[0])
+    assert 1 <= fits < 64
+    code, _, _ = run(
+        capsys, *argv, "--trace-steps", str(fits), "--max-output-mb", "2", "-o", str(out)
+    )
+    assert code == 0
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) <= 2.2e6

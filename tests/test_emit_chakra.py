@@ -1,7 +1,9 @@
-"""Chakra traces and ASTRA-sim configs, read back with Chakra's own decoder: node counts,
-acyclic dependencies on existing nodes, communication sizes against the schedule,
-matching sends and receives, the metadata version, and networks whose NPU count is
-the number of traces."""
+"""Chakra traces and ASTRA-sim configs, read back with Chakra's own decoder: the
+structural checker (``chakra_check``) on both rank modes and its own failures, node
+counts, communication sizes against the schedule, sends split per rank, the metadata
+version, networks whose NPU count is the number of traces, stages in Gray order so a
+send crosses the level its boundary does, and the group's bandwidth on a
+representative NPU."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import pytest
 import yaml
 from builders import make_graph, make_target
 from chakra.schema.protobuf import et_def_pb2 as et
-from chakra.src.third_party.utils.protolib import decodeMessage
+from chakra.src.third_party.utils.protolib import decodeMessage, encodeMessage
+from chakra_check import attrs, check_chakra_set, decode, npu_of
 
 from chipletc.backends.emit.astra import (
     comm_groups_json,
+    involved_dims,
     network_dims,
     network_yaml,
     rank_groups,
@@ -33,25 +37,8 @@ STEPS = 2
 COMM_TYPES = {"all_reduce": et.ALL_REDUCE, "all_gather": et.ALL_GATHER}
 
 
-def decode(data: bytes) -> tuple[et.GlobalMetadata, list[et.Node]]:
-    """Chakra's reader: one GlobalMetadata, then Nodes until the end of the stream."""
-    stream = io.BytesIO(data)
-    meta = et.GlobalMetadata()
-    assert decodeMessage(stream, meta)
-    nodes = []
-    while True:
-        node = et.Node()
-        if not decodeMessage(stream, node):
-            return meta, nodes
-        nodes.append(node)
-
-
-def attrs(node: et.Node) -> dict:
-    return {a.name: getattr(a, a.WhichOneof("value")) for a in node.attr}
-
-
 def make_schedule(tp=2, pp=6, batch=4, micro=2):
-    graph, target = make_graph(layers=6), make_target()  # 8 chips per server
+    graph, target = make_graph(layers=max(6, pp)), make_target()  # 8 chips per server
     mapping = ModelMapping(tp, pp, even_stages(graph.num_blocks, pp), batch, micro)
     return lower_schedule(graph, target, mapping, 16, 8), target
 
@@ -64,16 +51,54 @@ def traces(request):
 
 
 def by_stage(traces) -> dict[int | None, list[list[et.Node]]]:
-    """Stage -> the node lists of its ranks; None: NPUs past the plan's chiplets."""
-    ranks, schedule, _, files = traces
+    """Stage -> the node lists of its ranks in tp order; None: NPUs without work."""
     out = defaultdict(list)
-    for name, (_, nodes) in files.items():
-        rank = int(name.split(".")[1])
-        if ranks == "representative":
-            out[rank if rank < schedule.pp else None].append(nodes)
-        else:
-            out[rank // schedule.tp if rank < schedule.tp * schedule.pp else None].append(nodes)
+    for meta, nodes in sorted(traces[3].values(), key=lambda t: attrs(t[0]).get("tp_rank", 0)):
+        out[attrs(meta).get("stage")].append(nodes)
     return out
+
+
+def test_every_set_passes_the_structural_checker(traces):
+    ranks, schedule, target, _ = traces
+    check_chakra_set(to_chakra(schedule, target, ranks, STEPS), schedule, target, ranks, STEPS)
+
+
+def test_the_checker_rejects_a_broken_set():
+    """The defects issue 13 found: a one-NPU collective, an unmatched send, a gap in
+    the ids, a dependency ahead, a short send."""
+    schedule, target = make_schedule(pp=2)
+    files = to_chakra(schedule, target, "representative", STEPS)
+
+    def broken(edit) -> dict[str, bytes]:
+        meta, nodes = decode(files["chipletc.0.et"])
+        edit(nodes)
+        buf = io.BytesIO()
+        for message in (meta, *nodes):
+            encodeMessage(buf, message)
+        return {**files, "chipletc.0.et": buf.getvalue()}
+
+    def one_npu_collective(nodes):
+        comp = next(n for n in nodes if "comm_type" in attrs(n))
+        comp.type = et.COMM_COLL_NODE
+        comp.attr.add(name="pg_name", string_val="1")
+
+    def size(nodes, delta):
+        send = next(n for n in nodes if n.type == et.COMM_SEND_NODE)
+        next(a for a in send.attr if a.name == "comm_size").int64_val += delta
+
+    edits = {
+        "collective on one NPU": one_npu_collective,
+        "unmatched": lambda nodes: size(nodes, 1),
+        "ids": lambda nodes: setattr(nodes[-1], "id", len(nodes)),
+        "dep ahead": lambda nodes: nodes[0].data_deps.append(1),
+        "unmatched send": lambda nodes: nodes.remove(
+            next(n for n in nodes if n.type == et.COMM_SEND_NODE)
+        ),
+    }
+    check_chakra_set(files, schedule, target, "representative", STEPS)
+    for edit in edits.values():
+        with pytest.raises(AssertionError):
+            check_chakra_set(broken(edit), schedule, target, "representative", STEPS)
 
 
 def test_metadata_names_the_version_astra_sim_reads(traces):
@@ -118,13 +143,15 @@ def test_collective_sizes_are_the_schedule_link_bytes(traces):
                 if op.kind is ScheduleKind.COLLECTIVE:
                     want[COMM_TYPES[op.collective]] += m * times * round(op.link_bytes)
         assert sum(want.values()) > 0
+        kind = et.COMM_COLL_NODE if traces[0] == "all" else et.COMP_NODE
         for nodes in lists:
             got: Counter = Counter()
             for n in nodes:
-                if n.type == et.COMM_COLL_NODE:
-                    a = attrs(n)
+                a = attrs(n)
+                if "comm_type" in a:
+                    assert n.type == kind and a["is_cpu_op"] is False
                     got[a["comm_type"]] += a["comm_size"]
-                    assert a["pg_name"] == str(s + 1) and a["is_cpu_op"] is False
+                    assert a.get("pg_name", str(s + 1)) == str(s + 1)
             assert got == want
 
 
@@ -147,7 +174,7 @@ def test_sends_and_receives_match_and_carry_the_schedule_bytes(traces):
         round(st.prefill[-1].link_bytes) + STEPS * round(st.decode[-1].link_bytes)
         for st in schedule.stages[:-1]
     )
-    assert moved == m * width * want
+    assert moved == m * want  # each rank of a group sends its slice
     tokens = [k for k in sends if k[3] == schedule.micro_batch * TOKEN_BYTES]
     assert len(tokens) == m * width * STEPS
 
@@ -156,23 +183,48 @@ def test_collectives_involve_the_dimensions_their_group_spans(traces):
     ranks, schedule, target, files = traces
     dims = network_dims(schedule, target, ranks)
     assert len(files) == prod(d.npus for d in dims)
-    for _, nodes in files.values():
-        for n in nodes:
-            if n.type == et.COMM_COLL_NODE:
-                involved = list(attrs(n)["involved_dim"].values)
-                assert len(involved) == len(dims)
-                assert any(involved) == (ranks == "all")
+    colls = [n for _, nodes in files.values() for n in nodes if n.type == et.COMM_COLL_NODE]
+    assert bool(colls) == (ranks == "all")  # representative: replayed as compute
+    for n in colls:
+        involved = list(attrs(n)["involved_dim"].values)
+        assert len(involved) == len(dims) and any(involved)
+
+
+@pytest.mark.parametrize("ranks", ["representative", "all"])
+@pytest.mark.parametrize(("tp", "pp"), [(2, 6), (2, 12), (4, 7), (1, 19)])
+def test_a_send_crosses_the_one_level_its_boundary_crosses(ranks, tp, pp):
+    """ASTRA-sim routes a send over the innermost dimension its NPUs differ in: in Gray
+    order that is the only one, one step apart, and the level the schedule names."""
+    schedule, target = make_schedule(tp=tp, pp=pp, batch=2, micro=2)
+    dims = network_dims(schedule, target, ranks)
+    groups = rank_groups(schedule, ranks, dims)
+    levels = [d.level.name for d in dims]
+    for s in range(pp - 1):
+        send = next(op for op in schedule.stages[s].decode if op.kind is ScheduleKind.SEND)
+        for a, b in zip(groups[s + 1], groups[s + 2], strict=True):
+            differ = involved_dims([a, b], dims)
+            assert differ.count(True) == 1 and levels[differ.index(True)] == send.level
+
+
+def test_a_representative_npu_has_its_groups_bandwidth():
+    schedule, target = make_schedule()
+    rep = yaml.safe_load(network_yaml(network_dims(schedule, target, "representative"), target))
+    one = yaml.safe_load(network_yaml(network_dims(schedule, target, "all"), target))
+    assert rep["bandwidth"] == [schedule.tp * b for b in one["bandwidth"]]
 
 
 def test_ranks_lay_the_plan_over_servers():
     schedule, target = make_schedule()  # 6 stages of 2 chiplets on servers of 8
     dims = network_dims(schedule, target, "all")
     assert [(d.npus, d.level.name) for d in dims] == [(8, "server"), (2, "cluster")]
+    groups = rank_groups(schedule, "all", dims)  # server 1 in reverse (Gray) order
+    assert groups == {1: [0, 1], 2: [2, 3], 3: [4, 5], 4: [6, 7], 5: [14, 15], 6: [12, 13]}
+    assert json.loads(comm_groups_json(groups)) == {str(g): r for g, r in groups.items()}
     dims = network_dims(schedule, target, "representative")
     assert [(d.npus, d.level.name) for d in dims] == [(4, "server"), (2, "cluster")]
-    groups = rank_groups(schedule, "all")
-    assert groups == {s + 1: [2 * s, 2 * s + 1] for s in range(6)}
-    assert json.loads(comm_groups_json(groups)) == {str(g): r for g, r in groups.items()}
+    groups = rank_groups(schedule, "representative", dims)
+    assert groups == {1: [0], 2: [1], 3: [2], 4: [3], 5: [7], 6: [6]}
+    assert json.loads(comm_groups_json(groups)) == {}  # no collective: no group
 
 
 @pytest.mark.parametrize("ranks", ["representative", "all"])
@@ -200,7 +252,7 @@ def test_representative_traces_are_one_per_stage_and_read_from_disk(tmp_path):
 
     schedule, target = make_schedule(pp=3)
     files = to_chakra(schedule, target, "representative", STEPS)
-    assert sorted(files) == [f"chipletc.{s}.et" for s in range(3)]
+    assert sorted(files, key=npu_of) == [f"chipletc.{s}.et" for s in range(3)]
     kinds = defaultdict(int)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -211,5 +263,5 @@ def test_representative_traces_are_one_per_stage_and_read_from_disk(tmp_path):
             while decodeMessage(stream, node):
                 kinds[node.type] += 1
                 node = et.Node()
-    assert kinds[et.COMP_NODE] and kinds[et.COMM_COLL_NODE]
+    assert kinds[et.COMP_NODE] and not kinds[et.COMM_COLL_NODE]
     assert kinds[et.COMM_SEND_NODE] == kinds[et.COMM_RECV_NODE] > 0

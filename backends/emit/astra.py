@@ -2,21 +2,37 @@
 
 ASTRA-sim numbers its NPUs over a multi-dimensional network, innermost dimension
 fastest, and reads one trace per NPU. The dimensions come from the target's link
-levels (package, server, cluster, ``Target.link_levels``), so with ``ranks="all"`` NPU
-``r`` is chiplet ``r`` of the plan (``compiler.place`` lays chiplets out in that same
-order) and a tensor-parallel group is a run of neighbouring NPUs. The outermost level
-used is cut to what the plan occupies; the end of a partly used package or server has
-NPUs without work (their traces hold no nodes). With ``ranks="representative"`` NPU
-``s`` is pipeline stage ``s``, its tensor-parallel group collapsed to one rank, over
-the levels whose domains hold whole groups (4 stages of tp 32 per server of 128
-chips, then the servers); when a group tiles no domain, the stages form one ring over
-the slowest level a stage-to-stage transfer crosses.
+levels (package, server, cluster, ``Target.link_levels``); the outermost level used is
+cut to what the plan occupies, so the end of a partly used package or server has NPUs
+without work (their traces hold no nodes).
+
+An NPU is a chiplet (``ranks="all"``) or a whole tensor-parallel group standing for a
+pipeline stage (``ranks="representative"``, over the levels whose domains hold whole
+groups: 4 stages of tp 32 per server of 128 chips, then the servers; when a group tiles
+no domain, the stages form one ring over the slowest level a stage-to-stage transfer
+crosses). A representative NPU has the bandwidth of its tp chips (``Dimension.chips``),
+so a stage-to-stage send takes what ``backends.perf.analytical.transfer_time_s`` gives
+the group.
+
+Stages are laid on the NPUs in reflected (Gray) order, not row-major: the analytical
+backend routes a send over the innermost dimension in which the two NPUs differ, and
+in Gray order consecutive stages differ in exactly one coordinate, by one step, along
+the level their boundary really crosses (the last stage of a server sends to the next
+server's first, over the cluster link, not back along the server ring). With
+``ranks="all"`` rank ``i`` of a stage is NPU ``i`` of its group's block of tp NPUs;
+when groups do not align with the dimensions, the order stays row-major (chiplet
+``r`` is NPU ``r``, ``compiler.place``'s order).
 
 What maps onto what (ASTRA-sim's analytical backend has no torus): ring and torus
 levels become ``Ring``, switch levels ``Switch``; bandwidth is the level's per-chip
 figure times ``efficiency.link`` (what chipletc's own collectives see), latency its
-hop latency. Every collective is a ring, as ``backends.perf.analytical`` models it.
+hop latency, halved on a ``Switch``, which ASTRA-sim counts as two hops (NPU, switch,
+NPU). Every collective is a ring, as ``backends.perf.analytical`` models it.
 Dimensions of one NPU are dropped (ASTRA-sim needs none).
+
+The runs were checked against ASTRA-sim ``ASTRA_SIM_COMMIT`` with its analytical
+congestion-unaware backend (``ASTRA_SIM_BINARY``); its congestion-aware backend accepts
+one-dimensional networks only.
 """
 
 from __future__ import annotations
@@ -31,6 +47,8 @@ from chipletc.ir.schedule import Schedule, ScheduleKind
 from chipletc.ir.target import LEVELS, LinkLevel, Target
 
 __all__ = [
+    "ASTRA_SIM_BINARY",
+    "ASTRA_SIM_COMMIT",
     "RANKS",
     "Dimension",
     "Ranks",
@@ -47,14 +65,24 @@ Ranks = Literal["representative", "all"]
 RANKS: tuple[Ranks, ...] = ("representative", "all")
 
 _TOPOLOGY = {"ring": "Ring", "torus2d": "Ring", "torus3d": "Ring", "switch": "Switch"}
+_HOPS = {"Ring": 1, "Switch": 2}  # hops ASTRA-sim counts between neighbouring NPUs
+
+ASTRA_SIM_COMMIT = "518bd51"
+"""The ASTRA-sim commit the emitted sets were run on (see docs/astra-sim.md)."""
+
+ASTRA_SIM_BINARY = "AstraSim_Analytical_Congestion_Unaware"
+"""The backend that runs them: the congestion-aware one rejects multi-dimensional
+networks ("only support 1-dim topology")."""
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One dimension of ASTRA-sim's network: ``npus`` NPUs over one link level."""
+    """One dimension of ASTRA-sim's network: ``npus`` NPUs over one link level, each
+    NPU ``chips`` chiplets wide (its bandwidth is theirs together)."""
 
     npus: int
     level: LinkLevel
+    chips: int = 1
 
 
 def network_dims(schedule: Schedule, target: Target, ranks: Ranks) -> tuple[Dimension, ...]:
@@ -70,11 +98,11 @@ def network_dims(schedule: Schedule, target: Target, ranks: Ranks) -> tuple[Dime
     if not levels:  # a group does not tile any domain: one ring over the slowest hop used
         sends = [op for st in schedule.stages for op in st.decode if op.kind is ScheduleKind.SEND]
         outer = max((LEVELS.index(op.level) for op in sends), default=0)
-        return (Dimension(count, target.link_levels()[outer]),)
+        return (Dimension(count, target.link_levels()[outer], unit),)
     dims, span = [], 1
     for level in levels:
         size = level.domain_chips // unit // span
-        dims.append(Dimension(min(size, math.ceil(count / span)), level))
+        dims.append(Dimension(min(size, math.ceil(count / span)), level, unit))
         span *= dims[-1].npus
         if span >= count:
             break
@@ -82,12 +110,48 @@ def network_dims(schedule: Schedule, target: Target, ranks: Ranks) -> tuple[Dime
     return kept or (dims[0],)
 
 
-def rank_groups(schedule: Schedule, ranks: Ranks) -> dict[int, list[int]]:
-    """Communicator group ``s + 1`` is stage ``s``'s tensor-parallel group (one rank with
-    ``ranks="representative"``, rank ``s``)."""
-    if ranks == "representative":
-        return {st.stage + 1: [st.stage] for st in schedule.stages}
-    return {st.stage + 1: list(st.chiplets) for st in schedule.stages}
+def rank_groups(
+    schedule: Schedule, ranks: Ranks, dims: tuple[Dimension, ...]
+) -> dict[int, list[int]]:
+    """Group ``s + 1``: the NPUs of stage ``s`` over ``dims``, its tensor-parallel ranks
+    in order (one NPU with ``ranks="representative"``); see the module docstring."""
+    tp = 1 if ranks == "representative" else schedule.tp
+    radices = _unit_radices(dims, tp)
+    if radices is None:  # groups straddle a dimension: row-major, chiplet r is NPU r
+        return {st.stage + 1: [st.stage * tp + i for i in range(tp)] for st in schedule.stages}
+    return {
+        st.stage + 1: [_gray(st.stage, radices) * tp + i for i in range(tp)]
+        for st in schedule.stages
+    }
+
+
+def _unit_radices(dims: tuple[Dimension, ...], tp: int) -> list[int] | None:
+    """The dimensions counted in blocks of ``tp`` NPUs, innermost first; None when a
+    block does not fill whole inner dimensions inside one dimension."""
+    span = 1
+    for k, d in enumerate(dims):
+        if span * d.npus >= tp:
+            if tp % span or (span * d.npus) % tp:
+                return None
+            return [span * d.npus // tp] + [e.npus for e in dims[k + 1 :]]
+        span *= d.npus
+    return [1]
+
+
+def _gray(x: int, radices: list[int]) -> int:
+    """``x``'s place in the reflected mixed-radix Gray order over ``radices`` (innermost
+    first): consecutive ``x`` differ in one coordinate, by one.
+
+    >>> [_gray(x, [2, 2]) for x in range(4)]
+    [0, 1, 3, 2]
+    """
+    if len(radices) <= 1:
+        return x
+    inner = math.prod(radices[:-1])
+    outer, rest = divmod(x, inner)
+    if outer % 2:
+        rest = inner - 1 - rest
+    return _gray(rest, radices[:-1]) + outer * inner
 
 
 def involved_dims(members: list[int], dims: tuple[Dimension, ...]) -> list[bool]:
@@ -106,12 +170,18 @@ def network_yaml(dims: tuple[Dimension, ...], target: Target) -> str:
         return "[ " + ", ".join(values) + " ]"
 
     eff = target.efficiency.link
+    kinds = [_TOPOLOGY[d.level.topology] for d in dims]
+    bandwidth = [f"{d.level.bw_Bps * d.chips * eff / 1e9:.6g}" for d in dims]
+    latency = [
+        f"{d.level.latency_s * 1e9 / _HOPS[k]:.6g}" for d, k in zip(dims, kinds, strict=True)
+    ]
     return (
-        f"# {target.name}: link levels {', '.join(d.level.name for d in dims)}, innermost first\n"
-        f"topology: {row([_TOPOLOGY[d.level.topology] for d in dims])}\n"
+        f"# {target.name}: link levels {', '.join(d.level.name for d in dims)}, innermost first"
+        f"{'' if dims[0].chips == 1 else f'; an NPU is {dims[0].chips} chiplets'}\n"
+        f"topology: {row(kinds)}\n"
         f"npus_count: {row([str(d.npus) for d in dims])}\n"
-        f"bandwidth: {row([f'{d.level.bw_Bps * eff / 1e9:.6g}' for d in dims])}  # GB/s\n"
-        f"latency: {row([f'{d.level.latency_s * 1e9:.6g}' for d in dims])}  # ns\n"
+        f"bandwidth: {row(bandwidth)}  # GB/s\n"
+        f"latency: {row(latency)}  # ns\n"
     )
 
 
@@ -139,8 +209,10 @@ def system_json(dims: tuple[Dimension, ...], target: Target, peak_flops: float) 
 
 
 def comm_groups_json(groups: dict[int, list[int]]) -> str:
-    """Communicator groups, id -> NPUs. Ids start at 1: ASTRA-sim reads 0 as every NPU."""
-    return dumps_sections({str(g): ranks for g, ranks in sorted(groups.items())}, listed=())
+    """Communicator groups of more than one NPU, id -> NPUs (``{}`` when every group is
+    one NPU: no trace has a collective). Ids start at 1: ASTRA-sim reads 0 as every NPU."""
+    many = {str(g): ranks for g, ranks in sorted(groups.items()) if len(ranks) > 1}
+    return dumps_sections(many, listed=())
 
 
 def remote_memory_json() -> str:
