@@ -115,11 +115,11 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
         "--ranks",
         choices=RANKS,
         default="representative",
-        help="Chakra traces: one rank per pipeline stage (representative, the default; "
-        "tensor-parallel collectives on one rank) or one per chiplet (all: tp x pp traces, "
-        "each the size of a representative one). Both add empty traces for the idle end "
-        "of the last server. GPT-3 175B on the default target: all is 3,076 files, 473 MB; "
-        "representative 100 files, 15 MB",
+        help="Chakra traces: one NPU per pipeline stage (representative, the default: a "
+        "tensor-parallel group with its bandwidth, collectives replayed as compute) or one "
+        "per chiplet (all: real collectives, tp x the traces). Both add empty traces for "
+        "idle NPUs of the last server. GPT-3 175B on the default target: representative "
+        "96 traces, 15 MB; all 3,072 traces, 474 MB",
     )
     p.add_argument(
         "--trace-steps",
