@@ -1,7 +1,7 @@
 """ASTRA-sim runs what `chipletc ... -o DIR` writes, with the command report.md gives.
 
 Skipped unless ``CHIPLETC_ASTRA_SIM`` names ASTRA-sim's analytical congestion-unaware
-binary (docs/astra-sim.md says how to build one). Each set must run to the end, every
+binary (docs/astra-sim.md names the version). Each set must run to the end, every
 NPU reporting ``finished``, and the last NPU must finish within 10 % of the end
 chipletc's own simulator gives the same window (the table in docs/astra-sim.md has the
 measured gaps; what differs is ASTRA-sim's collective algorithm and the token sends
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chipletc.backends.emit import RANKS
-from chipletc.compiler.cli.main import main
+from chipletc.cli.main import main
 
 BINARY = os.environ.get("CHIPLETC_ASTRA_SIM")
 
