@@ -29,6 +29,7 @@ from chipletc.backends.emit.astra import (
     system_json,
 )
 from chipletc.backends.emit.chakra import CHAKRA_VERSION, TOKEN_BYTES, to_chakra
+from chipletc.backends.sim.timing import hop_time_s
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.mapping import ModelMapping, even_stages
 from chipletc.ir.schedule import ScheduleKind
@@ -206,11 +207,20 @@ def test_a_send_crosses_the_one_level_its_boundary_crosses(ranks, tp, pp):
             assert differ.count(True) == 1 and levels[differ.index(True)] == send.level
 
 
-def test_a_representative_npu_has_its_groups_bandwidth():
-    schedule, target = make_schedule()
-    rep = yaml.safe_load(network_yaml(network_dims(schedule, target, "representative"), target))
-    one = yaml.safe_load(network_yaml(network_dims(schedule, target, "all"), target))
-    assert rep["bandwidth"] == [schedule.tp * b for b in one["bandwidth"]]
+@pytest.mark.parametrize(("tp", "pp"), [(2, 6), (4, 7), (2, 12)])
+def test_a_representative_send_takes_chipletcs_time_in_astra_sims_model(tp, pp):
+    """ASTRA-sim's congestion-unaware send: hops x latency + bytes / bandwidth of the
+    dimension it crosses (a Ring neighbour 1 hop, a Switch 2); chipletc's: hop_time_s."""
+    schedule, target = make_schedule(tp=tp, pp=pp, batch=2, micro=2)
+    dims = network_dims(schedule, target, "representative")
+    net = yaml.safe_load(network_yaml(dims, target))
+    groups = rank_groups(schedule, "representative", dims)
+    for s in range(pp - 1):
+        send = next(op for op in schedule.stages[s].decode if op.kind is ScheduleKind.SEND)
+        k = involved_dims([*groups[s + 1], *groups[s + 2]], dims).index(True)
+        hops = {"Ring": 1, "Switch": 2}[net["topology"][k]]
+        astra_s = hops * net["latency"][k] * 1e-9 + send.link_bytes / (net["bandwidth"][k] * 1e9)
+        assert astra_s == pytest.approx(hop_time_s(send, target), rel=1e-5)
 
 
 def test_ranks_lay_the_plan_over_servers():

@@ -25,9 +25,11 @@ when groups do not align with the dimensions, the order stays row-major (chiplet
 
 What maps onto what (ASTRA-sim's analytical backend has no torus): ring and torus
 levels become ``Ring``, switch levels ``Switch``; bandwidth is the level's per-chip
-figure times ``efficiency.link`` (what chipletc's own collectives see), latency its
-hop latency, halved on a ``Switch``, which ASTRA-sim counts as two hops (NPU, switch,
-NPU). Every collective is a ring, as ``backends.perf.analytical`` models it.
+figure times ``efficiency.link``, or the NICs' between servers of GPUs (what
+chipletc's own sends see, ``npu_bw_Bps``); latency is the level's, halved on a
+``Switch``, which ASTRA-sim counts as two hops (NPU, switch, NPU). ASTRA-sim runs
+every collective as a ring per dimension; chipletc picks the fastest of several
+algorithms (``backends.perf.collectives``), so ``ranks="all"`` runs may differ there.
 Dimensions of one NPU are dropped (ASTRA-sim needs none).
 
 The runs were checked against ASTRA-sim ``ASTRA_SIM_COMMIT`` with its analytical
@@ -42,6 +44,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from chipletc.backends.perf.collectives import transfer_time_s
 from chipletc.ir.plan import dumps_sections
 from chipletc.ir.schedule import Schedule, ScheduleKind
 from chipletc.ir.target import LEVELS, LinkLevel, Target
@@ -163,15 +166,22 @@ def involved_dims(members: list[int], dims: tuple[Dimension, ...]) -> list[bool]
     return out
 
 
+def npu_bw_Bps(dim: Dimension, target: Target) -> float:
+    """What one NPU of ``dim`` sends at: its ``chips`` chiplets together, as chipletc's
+    stage-to-stage sends see them (``transfer_time_s``: a chip's links inside a server,
+    the NICs the group reaches between servers), efficiency applied."""
+    nbytes = 1e12  # large enough that subtracting the latency loses no precision
+    return nbytes / (transfer_time_s(nbytes, dim.level, target, dim.chips) - dim.level.latency_s)
+
+
 def network_yaml(dims: tuple[Dimension, ...], target: Target) -> str:
     """ASTRA-sim analytical network config: topology, NPUs, GB/s and ns per dimension."""
 
     def row(values: list[str]) -> str:
         return "[ " + ", ".join(values) + " ]"
 
-    eff = target.efficiency.link
     kinds = [_TOPOLOGY[d.level.topology] for d in dims]
-    bandwidth = [f"{d.level.bw_Bps * d.chips * eff / 1e9:.6g}" for d in dims]
+    bandwidth = [f"{npu_bw_Bps(d, target) / 1e9:.6g}" for d in dims]
     latency = [
         f"{d.level.latency_s * 1e9 / _HOPS[k]:.6g}" for d, k in zip(dims, kinds, strict=True)
     ]
