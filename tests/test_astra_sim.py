@@ -17,9 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from builders import CliRun
 
 from chipletc.backends.emit import RANKS
-from chipletc.cli.main import main
 
 BINARY = os.environ.get("CHIPLETC_ASTRA_SIM")
 
@@ -45,10 +45,9 @@ def run_astra_sim(out: Path) -> tuple[list[int], float]:
 
 @pytest.mark.parametrize("ranks", RANKS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_astra_sim_runs_every_rank_to_chipletcs_end(capsys, tmp_path, case, ranks):
+def test_astra_sim_runs_every_rank_to_chipletcs_end(cli: CliRun, tmp_path, case, ranks):
     argv = ["simulate", "gpt2-small", *CASES[case], "--ranks", ranks, "-o", str(tmp_path)]
-    assert main(argv) == 0
-    capsys.readouterr()
+    assert cli(*argv)[0] == 0
     npus = len(list((tmp_path / "chakra").glob("*.et")))
     chipletc_ms = float(
         re.search(r"simulator ends at ([0-9.e+]+) ms", (tmp_path / "report.md").read_text()).group(

@@ -152,7 +152,6 @@ def test_outputs_repeat_byte_for_byte():
     assert files() == files()
 
 
-
 EXPECTED = {
     "plan.json",
     "schedule.json",
@@ -235,16 +234,14 @@ def test_the_size_estimate_is_within_a_tenth_of_what_is_written(ranks, steps):
     assert estimate == pytest.approx(written, rel=0.1)
 
 
-def test_an_output_over_the_cap_is_refused_before_anything_is_written(capsys, tmp_path):
+def test_an_output_over_the_cap_is_refused_before_anything_is_written(cli: CliRun, tmp_path):
     argv = ["simulate", "gpt2-small", "--pp", "2", "--batch", "4", "--gen-len", "64"]
     out = tmp_path / "out"
-    code, _, err = run(capsys, *argv, "--trace-steps", "64", "--max-output-mb", "2", "-o", str(out))
+    code, _, err = cli(*argv, "--trace-steps", "64", "--max-output-mb", "2", "-o", str(out))
     assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1
     assert err.startswith("chipletc: error: -o: the outputs would take about")
     fits = int(err.split("--trace-steps ")[1].split()[0])
     assert 1 <= fits < 64
-    code, _, _ = run(
-        capsys, *argv, "--trace-steps", str(fits), "--max-output-mb", "2", "-o", str(out)
-    )
+    code, _, _ = cli(*argv, "--trace-steps", str(fits), "--max-output-mb", "2", "-o", str(out))
     assert code == 0
     assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) <= 2.2e6
