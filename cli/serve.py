@@ -391,7 +391,7 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         )
         lines.append(
             f"capacity   {cap['qps']:.4g} requests/s meet the SLO ({doc['slo']}); {bound}; "
-            f"{len(cap['tried'])} rates tried"
+            f"{len(cap['tried'])} rate{'s' if len(cap['tried']) > 1 else ''} tried"
             if cap["qps"] > 0
             else f"capacity   no rate meets the SLO ({doc['slo']}): it fails even with the "
             "replica all but idle (below: that run)"
