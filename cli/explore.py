@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
 def format_summary(doc: dict[str, Any], out: str | None) -> str:
     """The text form: counts, the paper's table per model, baselines with factors."""
     from chipletc.compiler.explore.report import TABLE_COLUMNS
+    from chipletc.compiler.explore.run import STATUS_MEANING
 
     removed = ", ".join(f"{k} {v:,}" for k, v in doc["removed_by_constraint"].items())
     lines = [f"space {doc['space']}: {doc['designs']:,} designs, {doc['survivors']:,} meet "
@@ -188,6 +189,8 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
     for model, entry in doc["models"].items():
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(entry["evaluated"].items()))
         lines += ["", f"{model}: {counts}"]
+        lines += [f"  {k}: {STATUS_MEANING[k]}" for k in sorted(entry["evaluated"])
+                  if k in STATUS_MEANING]
         if "best" not in entry:
             continue
         heads = [h for _, h, _ in TABLE_COLUMNS]

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from chipletc.backends.cost import cost_per_1k_tokens
+from chipletc.backends.cost import cost_per_1k_tokens, require_within_limits
 from chipletc.backends.emit import output_files
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import SimResult, simulate
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     graph, target, mapping, prompt_len, gen_len, sources = (
         from_plan(args.plan) if args.plan else _from_flags(args)
     )
+    require_within_limits(target)
     schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
     result = simulate(schedule, target)
     doc = summary(graph, target, mapping, prompt_len, gen_len, result)

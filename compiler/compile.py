@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chipletc.backends.cost import TokenCost, cost_per_1k_tokens
+from chipletc.backends.cost import TokenCost, cost_per_1k_tokens, require_within_limits
 from chipletc.backends.perf import PerfEstimate, estimate
 from chipletc.backends.sim import SimResult, simulate
 from chipletc.ir.graph import Graph
@@ -52,6 +52,8 @@ class CompileResult:
 def compile_model(
     graph: Graph, target: Target, options: SearchOptions, solver: str = "cpsat"
 ) -> CompileResult:
+    """Map ``graph`` onto ``target``; a target past a thermal or power limit is refused."""
+    require_within_limits(target)
     part = partition(graph, target, options, solver)
     perf = estimate(graph, target, part.mapping, options.prompt_len, options.gen_len)
     cost = cost_per_1k_tokens(target, part.num_servers, perf.tokens_per_s)

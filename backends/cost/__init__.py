@@ -8,7 +8,15 @@ from .die import DieCost, die_cost, die_yield, dies_per_wafer, expected_dies_per
 from .package import PackageCost, package_cost
 from .per_token import TokenCost, cost_per_1k_tokens
 from .report import cost_report
-from .server import ServerCost, ThermalReport, server_cost, server_power, thermal_check
+from .server import (
+    LimitViolation,
+    ServerCost,
+    ThermalReport,
+    require_within_limits,
+    server_cost,
+    server_power,
+    thermal_check,
+)
 from .tco import (
     HOURS_PER_YEAR,
     cost_rate_usd_per_s,
@@ -24,6 +32,7 @@ from .tco import (
 __all__ = [
     "HOURS_PER_YEAR",
     "DieCost",
+    "LimitViolation",
     "PackageCost",
     "ServerCost",
     "ThermalReport",
@@ -40,6 +49,7 @@ __all__ = [
     "owned_cost_rate_usd_per_s",
     "package_cost",
     "rent_usd",
+    "require_within_limits",
     "server_cost",
     "server_energy_J_per_s",
     "server_power",

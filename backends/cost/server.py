@@ -23,8 +23,10 @@ servers skip this; every server is held to its power cap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from chipletc.ir.errors import TargetError
 from chipletc.ir.target import Target
 
 from .die import DieCost, die_cost
@@ -32,8 +34,10 @@ from .package import PackageCost, package_cost
 
 __all__ = [
     "AIR_RHO_CP_J_PER_M3_K",
+    "LimitViolation",
     "ServerCost",
     "ThermalReport",
+    "require_within_limits",
     "server_cost",
     "server_power",
     "thermal_check",
@@ -117,11 +121,27 @@ def server_cost(target: Target) -> ServerCost:
 
 
 @dataclass(frozen=True)
-class ThermalReport:
-    """Thermal and power feasibility; ``violations`` names each broken limit."""
+class LimitViolation:
+    """One broken physical limit: which, by how much, and the nearest change that fixes it.
 
-    ok: bool
-    violations: tuple[str, ...]
+    ``limit`` is the name explore counts it under ("lane thermal", "server power").
+    """
+
+    limit: str
+    what: str
+    over: float  # how far past the limit, in ``unit``
+    unit: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.limit}: {self.what}, {self.over:,.0f} {self.unit} over; {self.fix}"
+
+
+@dataclass(frozen=True)
+class ThermalReport:
+    """Thermal and power feasibility; ``limits`` holds each broken limit."""
+
+    limits: tuple[LimitViolation, ...]
     die_w_per_mm2: float
     package_w: float
     lane_w: float
@@ -130,16 +150,26 @@ class ThermalReport:
     server_power_w: float
     power_cap_w: float
 
+    @property
+    def ok(self) -> bool:
+        return not self.limits
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        """Each broken limit as one sentence."""
+        return tuple(map(str, self.limits))
+
 
 def thermal_check(target: Target) -> ThermalReport:
-    """The air-cooled lane budget and the server power cap.
+    """The air-cooled lane budget and the server power cap: the one check of both.
 
-    The die power density limit is not repeated here: ``Target`` refuses a die above
-    its node's limit when it is built.
+    ``compile``, ``simulate`` (through ``require_within_limits``), ``cost`` and explore's
+    screen all ask this function. The die power density and reticle limits are not
+    repeated here: ``Target`` refuses a die beyond either when it is built.
     """
     chip, srv = target.chiplet, target.server
     cool = srv.cooling
-    violations: list[str] = []
+    limits: list[LimitViolation] = []
     pkg_w = target.chips_per_package * chip.power_w
     lane_w = srv.packages_per_lane * pkg_w
     budget = hottest = None
@@ -149,16 +179,31 @@ def thermal_check(target: Target) -> ThermalReport:
         headroom_k = cool.die_max_c - cool.ambient_c - pkg_w * cool.heatsink_K_per_W
         budget = headroom_k * w_per_k + pkg_w if headroom_k > 0 else 0.0
         if hottest > cool.die_max_c:
-            violations.append(
-                f"lane of {lane_w:.0f} W over its air-cooled budget of {budget:.0f} W "
-                f"(last die at {hottest:.0f} C, limit {cool.die_max_c:g} C)"
-            )
+            if headroom_k > 0:
+                # T(n) = ambient + (n - 1) P_pkg / (rho c_p Q) + P_pkg R <= T_max
+                most = 1 + math.floor(headroom_k * w_per_k / pkg_w)
+                fix = (f"at most {most} packages per lane (server.packages_per_lane), more "
+                       "airflow (server.cooling.airflow_m3_per_s_per_lane) or cooling.kind: "
+                       "liquid")
+            else:
+                most_w = (cool.die_max_c - cool.ambient_c) / cool.heatsink_K_per_W
+                fix = (f"packages of at most {most_w:.0f} W (now {pkg_w:.0f} W), a better heat "
+                       "sink (server.cooling.heatsink_K_per_W) or cooling.kind: liquid")
+            limits.append(LimitViolation(
+                "lane thermal",
+                f"lane of {lane_w:,.0f} W against its air-cooled budget of {budget:,.0f} W "
+                f"(last die at {hottest:.0f} C, limit {cool.die_max_c:g} C)",
+                lane_w - budget, "W", fix))
     wall = sum(server_power(target).values())
     if wall > srv.power_cap_w:
-        violations.append(f"server wall power {wall:.0f} W over its cap of {srv.power_cap_w:g} W")
+        limits.append(LimitViolation(
+            "server power",
+            f"server wall power {wall:,.0f} W against its cap of {srv.power_cap_w:,g} W",
+            wall - srv.power_cap_w, "W",
+            "fewer or cooler chips per server (server.packages_per_lane, server.lanes) or "
+            f"server.power_cap_w >= {math.ceil(wall)}"))
     return ThermalReport(
-        ok=not violations,
-        violations=tuple(violations),
+        limits=tuple(limits),
         die_w_per_mm2=chip.power_w / chip.area_mm2,
         package_w=pkg_w,
         lane_w=lane_w,
@@ -167,3 +212,14 @@ def thermal_check(target: Target) -> ThermalReport:
         server_power_w=wall,
         power_cap_w=srv.power_cap_w,
     )
+
+
+def require_within_limits(target: Target) -> None:
+    """Refuse a target that breaks a thermal or power limit, naming each and its fix.
+
+    Raises ``TargetError`` (one line): what compile and simulate say instead of mapping
+    hardware that could not run. ``chipletc cost`` reports the same limits and goes on.
+    """
+    report = thermal_check(target)
+    if not report.ok:
+        raise TargetError(f"target {target.name}: " + "; also ".join(report.violations))

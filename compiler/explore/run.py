@@ -37,13 +37,20 @@ from .solve import solve_optimal
 from .space import CONSTRAINTS, Space, screen
 from .tables import figures
 
-__all__ = ["CAPACITY", "EXECUTORS", "NO_MAPPING", "ExploreOptions", "ExploreResult", "explore",
-           "map_model"]
+__all__ = ["CAPACITY", "EXECUTORS", "NO_MAPPING", "STATUS_MEANING", "ExploreOptions",
+           "ExploreResult", "explore", "map_model"]
 
 EXECUTORS = ("local", "ray")
 CAPACITY = "capacity"
 """Status of a design whose servers together hold less than the model's weights."""
 NO_MAPPING = "no mapping"
+"""Status of a design that holds the weights but on which no mapping fits or meets the bounds."""
+STATUS_MEANING = {
+    CAPACITY: "even max_servers servers together hold less memory than the weights",
+    NO_MAPPING: "they hold the weights, but no tp x pp x batch fits each chiplet's memory "
+    "(weights, KV, workspace) within the bounds",
+}
+"""What each per-model status other than "ok" means, for people."""
 JOURNAL_VERSION = 1
 
 Progress = Callable[[int, int], None]

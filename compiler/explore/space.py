@@ -178,13 +178,9 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
         if text.startswith("chiplet.power_w"):
             return None, "power density"
         raise TargetError(f"space {space.name}: design {design.index}: {text}") from None
-    report = thermal_check(target)
-    if not report.ok:
-        lane = space.lane_thermal and any(v.startswith("lane") for v in report.violations)
-        if lane:
-            return None, "lane thermal"
-        if any(v.startswith("server wall") for v in report.violations):
-            return None, "server power"
+    for broken in thermal_check(target).limits:  # compile's check (require_within_limits)
+        if broken.limit != "lane thermal" or space.lane_thermal:
+            return None, broken.limit
     return target, ""
 
 

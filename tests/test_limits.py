@@ -1,0 +1,113 @@
+"""Physical limits: compile and simulate refuse what `cost` reports violated, explore drops
+it through the same check, and every fix a refusal suggests works."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from builders import CliRun
+
+from chipletc.backends.cost import require_within_limits, thermal_check
+from chipletc.backends.targets import load_target
+from chipletc.compiler.explore.space import parse_space, screen
+from chipletc.ir.errors import TargetError
+from chipletc.ir.target import Target
+
+# cc-7nm-gpt3 with 60 packages of 11.5 W per lane (the preset has 16): 692 W against a
+# 607 W air budget; the cap is raised so that only the lane breaks.
+HOT_LANE = "base: cc-7nm-gpt3\nserver: {packages_per_lane: 60, power_cap_w: 20000}\n"
+# 40 packages per lane: the lane (461 W) is fine, the 2 kW cap is not (4.2 kW).
+HOT_SERVER = "base: cc-7nm-gpt3\nserver: {packages_per_lane: 40}\n"
+
+
+def _with_server(**changes: object) -> Target:
+    t = load_target("cc-7nm-gpt3")
+    return dataclasses.replace(t, server=dataclasses.replace(t.server, **changes))
+
+
+def test_the_presets_are_within_their_limits():
+    from chipletc.backends.targets import list_targets
+
+    names = list_targets()
+    assert len(names) >= 6
+    for name in names:
+        require_within_limits(load_target(name))
+
+
+def test_lane_fix_is_the_largest_lane_that_fits():
+    hot = thermal_check(_with_server(packages_per_lane=60, power_cap_w=20000))
+    (broken,) = hot.limits
+    assert broken.limit == "lane thermal"
+    assert broken.over == pytest.approx(hot.lane_w - hot.lane_budget_w)
+    most = int(broken.fix.split("at most ")[1].split()[0])
+    assert most == 52
+    assert thermal_check(_with_server(packages_per_lane=most, power_cap_w=20000)).ok
+    assert not thermal_check(_with_server(packages_per_lane=most + 1, power_cap_w=20000)).ok
+
+
+def test_server_power_fix_is_the_cap_that_fits():
+    hot = thermal_check(_with_server(packages_per_lane=40))
+    (broken,) = hot.limits
+    assert broken.limit == "server power"
+    assert broken.over == pytest.approx(hot.server_power_w - 2000)
+    cap = int(broken.fix.rsplit(">= ", 1)[1])
+    assert thermal_check(_with_server(packages_per_lane=40, power_cap_w=cap)).ok
+    assert not thermal_check(_with_server(packages_per_lane=40, power_cap_w=cap - 1)).ok
+
+
+def test_a_package_too_hot_alone_asks_for_a_cooler_package():
+    hot = thermal_check(_with_server(cooling=dataclasses.replace(
+        load_target("cc-7nm-gpt3").server.cooling, heatsink_K_per_W=10.0)))
+    (broken,) = hot.limits  # 11.5 W x 10 K/W = 115 K above 30 C air: no lane fits
+    assert "packages of at most 6 W" in broken.fix  # (90 - 30) / 10 = 6 W
+
+
+@pytest.mark.parametrize(("text", "limit", "over"), [
+    (HOT_LANE, "lane thermal", "85 W over"),
+    (HOT_SERVER, "server power", "2,205 W over"),
+])
+@pytest.mark.parametrize("command", [
+    ("compile", "gpt2-small"),
+    ("simulate", "gpt2-small", "--gen-len", "4"),
+])
+def test_compile_and_simulate_refuse_in_one_line(cli: CliRun, tmp_path: Path, text, limit,
+                                                 over, command):
+    path = tmp_path / "hot.yaml"
+    path.write_text(text)
+    out_dir = tmp_path / "out"
+    code, out, err = cli(*command, "--target", str(path), "-o", str(out_dir))
+    assert code == 2 and not out
+    assert err.startswith(f"chipletc: error: target hot: {limit}: ")
+    assert over in err and err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+def test_cost_reports_what_compile_refuses(cli: CliRun, tmp_path: Path):
+    path = tmp_path / "hot.yaml"
+    path.write_text(HOT_LANE)
+    code, out, _ = cli("cost", str(path))
+    assert code == 0
+    assert "VIOLATED" in out and "lane thermal: lane of 692 W" in out
+
+
+def test_explore_screens_with_the_same_check(tmp_path: Path):
+    space = parse_space({"chiplet": {"area_mm2": 200, "mac_ratio": 0.03, "ops_per_sram_read": 4},
+                         "server": {"packages_per_lane": [16, 40, 60]}})
+    reasons = []
+    for design in space.designs():
+        target, reason = screen(space, design)
+        if target is not None:
+            require_within_limits(target)
+        reasons.append(reason)
+    assert reasons == ["", "server power", "lane thermal"]
+    relaxed = parse_space({"chiplet": {"area_mm2": 200, "mac_ratio": 0.03,
+                                       "ops_per_sram_read": 4},
+                           "server": {"packages_per_lane": 60},
+                           "constraints": {"lane_thermal": False, "server_power_w": 20000}})
+    (design,) = relaxed.designs()
+    target, reason = screen(relaxed, design)
+    assert reason == "" and target is not None
+    with pytest.raises(TargetError, match="lane thermal"):
+        require_within_limits(target)  # explore may relax a limit that compile keeps
