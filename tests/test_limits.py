@@ -111,3 +111,15 @@ def test_explore_screens_with_the_same_check(tmp_path: Path):
     assert reason == "" and target is not None
     with pytest.raises(TargetError, match="lane thermal"):
         require_within_limits(target)  # explore may relax a limit that compile keeps
+
+
+def test_a_derived_target_does_not_borrow_its_base_description(tmp_path: Path):
+    (tmp_path / "mine.yaml").write_text("base: cc-7nm-gpt3\nserver: {packages_per_lane: 8}\n")
+    (tmp_path / "told.yaml").write_text("base: cc-7nm-gpt3\ndescription: half lanes\n")
+    (tmp_path / "tech.yaml").write_text("base: 7nm\nwafer_cost_usd: 12000\n")
+    assert load_target(str(tmp_path / "mine.yaml")).description == "based on cc-7nm-gpt3"
+    assert load_target(str(tmp_path / "told.yaml")).description == "half lanes"
+    assert load_target("h200-x8").description.startswith("8 x H200")  # its own words
+    from chipletc.backends.targets import load_tech
+
+    assert load_tech(str(tmp_path / "tech.yaml")).wafer_cost_usd == 12000

@@ -199,6 +199,9 @@ def _with_base(path: Path, label: str, directory: Path, names: list[str],
     merged.pop("base", None)
     if "name" not in chain[0]:
         merged.pop("name", None)  # a derived file is named after itself, not its base
+    if kind == "target" and len(chain) > 1 and "description" not in chain[0]:
+        # the base's words describe the base, not what this file changed
+        merged["description"] = f"based on {chain[0]['base']}"
     return merged
 
 
