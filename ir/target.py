@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from .dtypes import DType
 from .errors import TargetError
 from .tech import (
+    MAX_SERVERS,
     Economics,
     TechNode,
     fail,
+    require_between,
     require_count,
     require_fraction,
     require_nonnegative,
@@ -78,14 +80,23 @@ def _one_of(fieldname: str, value: object, allowed: tuple[str, ...]) -> None:
         raise fail(fieldname, "unknown value", value, "one of " + ", ".join(allowed))
 
 
-def _optional_positive(fieldname: str, value: float | None) -> None:
-    if value is not None:
-        require_positive(fieldname, value)
+# Upper bounds of the fields below: far beyond real hardware, so that only typos and
+# overflowing values (1e30) are refused.
+MAX_BW_BPS = 1e16  # bytes/s of any memory or link (HBM3e is ~5e12 per chip)
+MAX_LATENCY_S = 1.0
+MAX_BYTES = 1 << 50  # 1 PiB of memory per chip
+MAX_FLOPS = 1e18  # FLOP/s per chip (an H100 is ~1e15 dense)
+MAX_COUNT = 10_000  # links, lanes, packages per lane, chiplets per package
 
 
-def _optional_nonnegative(fieldname: str, value: float | None) -> None:
+def _optional_positive(fieldname: str, value: float | None, high: float) -> None:
     if value is not None:
-        require_nonnegative(fieldname, value)
+        require_positive(fieldname, value, high)
+
+
+def _optional_nonnegative(fieldname: str, value: float | None, high: float) -> None:
+    if value is not None:
+        require_nonnegative(fieldname, value, high)
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ class ChipletSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        require_positive("area_mm2", self.area_mm2)
+        require_positive("area_mm2", self.area_mm2, high=1e5)
         rates: dict[DType, float] = {}
         if not isinstance(self.flops_per_s, Mapping) or not self.flops_per_s:
             raise fail("flops_per_s", "must map dtypes to FLOP/s", self.flops_per_s,
@@ -141,20 +152,21 @@ class ChipletSpec:
             except ValueError:
                 allowed = ", ".join(d.value for d in DType)
                 raise fail("flops_per_s", "unknown dtype", key, "one of " + allowed) from None
-            require_positive(f"flops_per_s.{dtype.value}", rate)
+            require_positive(f"flops_per_s.{dtype.value}", rate, MAX_FLOPS)
             rates[dtype] = float(rate)
         if DType.BF16 not in rates and DType.FP16 not in rates:
             raise fail("flops_per_s", "needs a bf16 or fp16 rate", sorted(map(str, rates)),
                        "a mapping with bf16 or fp16")
         object.__setattr__(self, "flops_per_s", rates)
-        require_count("sram_bytes", self.sram_bytes, minimum=0)
-        require_count("hbm_bytes", self.hbm_bytes, minimum=0)
-        require_count("hbm_stacks", self.hbm_stacks, minimum=0)
-        require_count("link_count", self.link_count, minimum=0)
-        for f in ("sram_bw_Bps", "hbm_bw_Bps", "link_latency_s", "link_energy_J_per_B",
-                  "hbm_stack_usd"):
-            require_nonnegative(f, getattr(self, f))
-        require_positive("power_w", self.power_w)
+        require_count("sram_bytes", self.sram_bytes, minimum=0, maximum=MAX_BYTES)
+        require_count("hbm_bytes", self.hbm_bytes, minimum=0, maximum=MAX_BYTES)
+        require_count("hbm_stacks", self.hbm_stacks, minimum=0, maximum=64)
+        require_count("link_count", self.link_count, minimum=0, maximum=MAX_COUNT)
+        for f, high in (("sram_bw_Bps", MAX_BW_BPS), ("hbm_bw_Bps", MAX_BW_BPS),
+                        ("link_bw_Bps", MAX_BW_BPS), ("link_latency_s", MAX_LATENCY_S),
+                        ("link_energy_J_per_B", 1e-6), ("hbm_stack_usd", 1e6)):
+            require_nonnegative(f, getattr(self, f), high)
+        require_positive("power_w", self.power_w, high=1e5)  # a wafer-scale die is ~2e4 W
         if self.sram_bytes > 0:
             require_positive("sram_bw_Bps", self.sram_bw_Bps)
         if self.hbm_bytes > 0:
@@ -200,11 +212,11 @@ class PackageSpec:
     latency_s: float | None = None
 
     def __post_init__(self) -> None:
-        require_count("chiplets_per_package", self.chiplets_per_package)
+        require_count("chiplets_per_package", self.chiplets_per_package, maximum=MAX_COUNT)
         _one_of("substrate", self.substrate, SUBSTRATES)
         _one_of("topology", self.topology, TOPOLOGIES)
-        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
-        _optional_nonnegative("latency_s", self.latency_s)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip, MAX_BW_BPS)
+        _optional_nonnegative("latency_s", self.latency_s, MAX_LATENCY_S)
 
 
 @dataclass(frozen=True)
@@ -234,9 +246,9 @@ class ServerParts:
         for f in ("pcb_usd", "pcb_parts_usd", "dcdc_usd_per_A", "dcdc_max_usd", "psu_usd_per_W",
                   "psu_max_usd", "fan_w_per_lane", "fan_usd_per_lane", "chassis_usd",
                   "nic_usd_per_link", "host_w", "host_usd", "heatsink_usd_per_package"):
-            require_nonnegative(f, getattr(self, f))
-        require_count("pcb_count", self.pcb_count, minimum=0)
-        require_positive("chip_vdd_v", self.chip_vdd_v)
+            require_nonnegative(f, getattr(self, f), 1e6)  # $ or W per part
+        require_count("pcb_count", self.pcb_count, minimum=0, maximum=MAX_COUNT)
+        require_positive("chip_vdd_v", self.chip_vdd_v, high=10)
         require_fraction("dcdc_efficiency", self.dcdc_efficiency)
         require_fraction("psu_efficiency", self.psu_efficiency)
 
@@ -259,8 +271,10 @@ class Cooling:
 
     def __post_init__(self) -> None:
         _one_of("kind", self.kind, COOLING_KINDS)
-        require_positive("airflow_m3_per_s_per_lane", self.airflow_m3_per_s_per_lane)
-        require_positive("heatsink_K_per_W", self.heatsink_K_per_W)
+        require_between("ambient_c", self.ambient_c, -50, 100)
+        require_between("die_max_c", self.die_max_c, -50, 200)
+        require_positive("airflow_m3_per_s_per_lane", self.airflow_m3_per_s_per_lane, high=100)
+        require_positive("heatsink_K_per_W", self.heatsink_K_per_W, high=1e3)
         if self.die_max_c <= self.ambient_c:
             raise fail("die_max_c", "not above ambient", self.die_max_c,
                        f"> ambient_c ({self.ambient_c:g})")
@@ -287,16 +301,18 @@ class ServerSpec:
     cooling: Cooling = field(default_factory=Cooling)
 
     def __post_init__(self) -> None:
-        require_count("packages_per_lane", self.packages_per_lane)
-        require_count("lanes", self.lanes)
-        require_count("server_link_count", self.server_link_count, minimum=0)
+        require_count("packages_per_lane", self.packages_per_lane, maximum=MAX_COUNT)
+        require_count("lanes", self.lanes, maximum=MAX_COUNT)
+        require_count("server_link_count", self.server_link_count, minimum=0,
+                      maximum=MAX_COUNT)
+        require_nonnegative("server_link_bw_Bps", self.server_link_bw_Bps, MAX_BW_BPS)
         if self.server_link_count > 0:
-            require_positive("server_link_bw_Bps", self.server_link_bw_Bps)
-        require_nonnegative("server_link_latency_s", self.server_link_latency_s)
-        require_positive("power_cap_w", self.power_cap_w)
+            require_positive("server_link_bw_Bps", self.server_link_bw_Bps, MAX_BW_BPS)
+        require_nonnegative("server_link_latency_s", self.server_link_latency_s, MAX_LATENCY_S)
+        require_positive("power_cap_w", self.power_cap_w, high=1e7)
         _one_of("topology", self.topology, TOPOLOGIES)
-        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
-        _optional_nonnegative("latency_s", self.latency_s)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip, MAX_BW_BPS)
+        _optional_nonnegative("latency_s", self.latency_s, MAX_LATENCY_S)
 
 
 @dataclass(frozen=True)
@@ -317,15 +333,15 @@ class SystemSpec:
         if self.servers is None and self.max_servers is None:
             raise fail("max_servers", "neither servers nor max_servers given", None, ">= 1")
         if self.servers is not None:
-            require_count("servers", self.servers)
+            require_count("servers", self.servers, maximum=MAX_SERVERS)
         if self.max_servers is not None:
-            require_count("max_servers", self.max_servers)
+            require_count("max_servers", self.max_servers, maximum=MAX_SERVERS)
             if self.servers is not None and self.servers > self.max_servers:
                 raise fail("servers", "above max_servers", self.servers,
                            f"<= {self.max_servers}")
         _one_of("topology", self.topology, TOPOLOGIES)
-        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip)
-        _optional_nonnegative("latency_s", self.latency_s)
+        _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip, MAX_BW_BPS)
+        _optional_nonnegative("latency_s", self.latency_s, MAX_LATENCY_S)
 
     @property
     def server_bound(self) -> int:
@@ -371,7 +387,7 @@ class Efficiency:
         if self.network is not None:
             require_fraction("network", self.network)
         for f in ("op_overhead_s", "collective_overhead_s"):
-            require_nonnegative(f, getattr(self, f))
+            require_nonnegative(f, getattr(self, f), MAX_LATENCY_S)
         for f in ("collective_overlap", "activation_traffic"):
             require_fraction(f, getattr(self, f), allow_zero=True)
 

@@ -22,6 +22,12 @@ __all__ = ["MIB", "Economics", "Packaging", "TechNode"]
 MIB = 1 << 20
 """Bytes in the ``MB`` of SRAM densities and chiplet builders."""
 
+# Upper bounds of input fields, set far beyond real hardware: they catch typos and
+# values (1e30) that would overflow the solver's integers, not unusual designs.
+MAX_WAFER_DIAMETER_MM = 450.0  # the largest wafer size ever standardised (SEMI M1)
+MAX_USD = 1e11  # any single price or NRE
+MAX_SERVERS = 100_000  # servers in one system
+
 
 def fail(field: str, what: str, value: object, allowed: str) -> TargetError:
     """The one message shape of every target check: "field: what (value); allowed ..."."""
@@ -34,16 +40,32 @@ def require_number(field: str, value: object) -> float:
     return float(value)
 
 
-def require_positive(field: str, value: object) -> None:
-    v = require_number(field, value)
-    if v <= 0 or math.isinf(v):
-        raise fail(field, "must be positive", value, "> 0")
+def _range(low: str, high: float | None) -> str:
+    return low if high is None else f"{low} and <= {high:,g}"
 
 
-def require_nonnegative(field: str, value: object) -> None:
+def require_positive(field: str, value: object, high: float | None = None) -> None:
     v = require_number(field, value)
-    if v < 0 or math.isinf(v):
-        raise fail(field, "must not be negative", value, ">= 0")
+    allowed = _range("> 0", high)
+    if v <= 0:
+        raise fail(field, "must be positive", value, allowed)
+    if math.isinf(v) or (high is not None and v > high):
+        raise fail(field, "too large", value, allowed)
+
+
+def require_nonnegative(field: str, value: object, high: float | None = None) -> None:
+    v = require_number(field, value)
+    allowed = _range(">= 0", high)
+    if v < 0:
+        raise fail(field, "must not be negative", value, allowed)
+    if math.isinf(v) or (high is not None and v > high):
+        raise fail(field, "too large", value, allowed)
+
+
+def require_between(field: str, value: object, low: float, high: float) -> None:
+    v = require_number(field, value)
+    if not low <= v <= high:
+        raise fail(field, "out of range", value, f"[{low:,g}, {high:,g}]")
 
 
 def require_fraction(field: str, value: object, *, allow_zero: bool = False) -> None:
@@ -54,11 +76,15 @@ def require_fraction(field: str, value: object, *, allow_zero: bool = False) -> 
         raise fail(field, "out of range", value, "[0, 1]" if allow_zero else "(0, 1]")
 
 
-def require_count(field: str, value: object, *, minimum: int = 1) -> None:
+def require_count(field: str, value: object, *, minimum: int = 1,
+                  maximum: int | None = None) -> None:
+    allowed = _range(f">= {minimum}", maximum)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(field, "must be a whole number", value, f"an integer >= {minimum}")
+        raise fail(field, "must be a whole number", value, f"an integer {allowed}")
     if value < minimum:
-        raise fail(field, "too small", value, f">= {minimum}")
+        raise fail(field, "too small", value, allowed)
+    if maximum is not None and value > maximum:
+        raise fail(field, "too large", value, allowed)
 
 
 @dataclass(frozen=True)
@@ -89,12 +115,18 @@ class Packaging:
     def __post_init__(self) -> None:
         for f in ("organic_area_factor", "organic_layer_factor",
                   "organic_layer_factor_above_289mm2", "organic_layer_factor_above_900mm2",
-                  "interposer_area_factor", "interposer_wafer_diameter_mm",
-                  "interposer_cluster_alpha", "hbm_stack_mm2"):
-            require_positive(f, getattr(self, f))
-        for f in ("organic_usd_per_mm2", "c4_usd_per_mm2", "interposer_wafer_usd",
-                  "interposer_scribe_mm", "interposer_defect_density_per_cm2"):
-            require_nonnegative(f, getattr(self, f))
+                  "interposer_area_factor"):
+            require_positive(f, getattr(self, f), high=100)
+        require_positive("interposer_wafer_diameter_mm", self.interposer_wafer_diameter_mm,
+                         high=MAX_WAFER_DIAMETER_MM)
+        require_positive("interposer_cluster_alpha", self.interposer_cluster_alpha, high=1e3)
+        require_positive("hbm_stack_mm2", self.hbm_stack_mm2, high=1e4)
+        for f in ("organic_usd_per_mm2", "c4_usd_per_mm2"):
+            require_nonnegative(f, getattr(self, f), high=100)
+        require_nonnegative("interposer_wafer_usd", self.interposer_wafer_usd, high=1e6)
+        require_nonnegative("interposer_scribe_mm", self.interposer_scribe_mm, high=10)
+        require_nonnegative("interposer_defect_density_per_cm2",
+                            self.interposer_defect_density_per_cm2, high=100)
         for f in ("organic_bond_yield", "interposer_bond_yield"):
             require_fraction(f, getattr(self, f))
 
@@ -129,21 +161,23 @@ class TechNode:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise fail("name", "must be a non-empty string", self.name, "e.g. '7nm'")
-        for f in (
-            "wafer_cost_usd",
-            "wafer_diameter_mm",
-            "cluster_alpha",
-            "sram_mm2_per_MB",
-            "mac_mm2_per_TOPS",
-            "w_per_TOPS",
-            "max_w_per_mm2",
-            "max_reticle_mm2",
+        # Upper bounds: far beyond any real node, so that a typo (1e30) is refused.
+        for f, high in (
+            ("wafer_cost_usd", 1e6),
+            ("wafer_diameter_mm", MAX_WAFER_DIAMETER_MM),
+            ("cluster_alpha", 1e3),
+            ("sram_mm2_per_MB", 1e3),
+            ("mac_mm2_per_TOPS", 1e4),
+            ("w_per_TOPS", 1e3),
+            ("max_w_per_mm2", 100),
+            ("max_reticle_mm2", 1e5),  # a whole 300 mm wafer is 70,686 mm2
         ):
-            require_positive(f, getattr(self, f))
-        for f in ("scribe_mm", "edge_loss_mm", "defect_density_per_cm2", "pad_ring_mm"):
-            require_nonnegative(f, getattr(self, f))
+            require_positive(f, getattr(self, f), high)
+        for f, high in (("scribe_mm", 10), ("edge_loss_mm", MAX_WAFER_DIAMETER_MM / 2),
+                        ("defect_density_per_cm2", 100), ("pad_ring_mm", 10)):
+            require_nonnegative(f, getattr(self, f), high)
         require_fraction("test_cost_frac", self.test_cost_frac, allow_zero=True)
-        require_nonnegative("nre_usd", self.nre_usd)
+        require_nonnegative("nre_usd", self.nre_usd, MAX_USD)
         if 2 * self.edge_loss_mm >= self.wafer_diameter_mm:
             raise fail(
                 "edge_loss_mm",
@@ -185,23 +219,24 @@ class Economics:
     carbon_kg_per_kWh: float | None = None  # grid intensity; None = no carbon figure
 
     def __post_init__(self) -> None:
-        for f in ("electricity_usd_per_kWh", "dc_capex_usd_per_W", "dc_opex_usd_per_W_month"):
-            require_nonnegative(f, getattr(self, f))
+        for f, high in (("electricity_usd_per_kWh", 100), ("dc_capex_usd_per_W", 1e3),
+                        ("dc_opex_usd_per_W_month", 100)):
+            require_nonnegative(f, getattr(self, f), high)
         for f in ("dc_amortization_years", "server_life_years"):
-            require_positive(f, getattr(self, f))
+            require_positive(f, getattr(self, f), high=100)
         for f in ("dc_interest_rate", "server_interest_rate"):
             require_fraction(f, getattr(self, f), allow_zero=True)
         require_fraction("server_opex_frac", self.server_opex_frac, allow_zero=True)
-        if require_number("pue", self.pue) < 1:
-            raise fail("pue", "power usage effectiveness below 1", self.pue, ">= 1")
+        require_between("pue", self.pue, 1, 10)  # facility power / IT power
         if self.rent_usd_per_hour is not None:
-            require_positive("rent_usd_per_hour", self.rent_usd_per_hour)
+            require_positive("rent_usd_per_hour", self.rent_usd_per_hour, high=1e6)
         if self.nre_usd is not None:
-            require_nonnegative("nre_usd", self.nre_usd)
+            require_nonnegative("nre_usd", self.nre_usd, MAX_USD)
         if self.nre_deployment_servers is not None:
-            require_count("nre_deployment_servers", self.nre_deployment_servers)
+            require_count("nre_deployment_servers", self.nre_deployment_servers,
+                          maximum=MAX_SERVERS * 10_000)
         if self.carbon_kg_per_kWh is not None:
-            require_nonnegative("carbon_kg_per_kWh", self.carbon_kg_per_kWh)
+            require_nonnegative("carbon_kg_per_kWh", self.carbon_kg_per_kWh, high=10)
 
     @property
     def rented(self) -> bool:

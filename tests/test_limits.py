@@ -123,3 +123,84 @@ def test_a_derived_target_does_not_borrow_its_base_description(tmp_path: Path):
     from chipletc.backends.targets import load_tech
 
     assert load_tech(str(tmp_path / "tech.yaml")).wafer_cost_usd == 12000
+
+
+# --- input ranges: every numeric field of a target or tech YAML has an upper bound ------
+
+
+def _sections() -> dict[type, object]:
+    from chipletc.ir.tech import Packaging, TechNode
+
+    cc, gpu = load_target("cc-7nm-gpt3"), load_target("a100-80gb-x8")
+    return {TechNode: cc.tech, Packaging: cc.tech.packaging, type(gpu.economics): gpu.economics,
+            type(gpu.chiplet): gpu.chiplet, type(cc.package): cc.package,
+            type(cc.server.parts): cc.server.parts, type(cc.server.cooling): cc.server.cooling,
+            type(cc.server): cc.server, type(cc.system): cc.system,
+            type(cc.efficiency): cc.efficiency}
+
+
+def _numeric_fields() -> list[tuple[type, str, type]]:
+    import types
+    import typing
+
+    out = []
+    for cls in _sections():
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) not in (None, typing.Union, types.UnionType):
+                continue  # flops_per_s, a mapping: test_a_huge_rate_... below
+            kinds = [k for k in (int, float) if k is hint or k in typing.get_args(hint)]
+            if kinds:
+                out.append((cls, name, kinds[0]))
+    return out
+
+
+NUMERIC = _numeric_fields()
+
+
+def test_every_section_has_numeric_fields():
+    assert len(NUMERIC) >= 80
+    assert {cls for cls, _, _ in NUMERIC} == set(_sections())
+
+
+@pytest.mark.parametrize(("cls", "name", "kind"), NUMERIC,
+                         ids=[f"{c.__name__}.{n}" for c, n, _ in NUMERIC])
+def test_a_huge_value_is_refused_with_its_range(cls, name, kind):
+    instance = _sections()[cls]
+    huge = 10**30 if kind is int else 1e30
+    with pytest.raises(TargetError) as err:
+        dataclasses.replace(instance, **{name: huge})
+    text = str(err.value)
+    assert text.startswith(f"{name}: ") and "\n" not in text
+    allowed = text.split("; allowed ", 1)[1]
+    assert "<=" in allowed or allowed.endswith("]") or "(0, 1)" in allowed, text
+
+
+def test_a_huge_rate_is_refused_with_its_range():
+    chip = load_target("cc-7nm-gpt3").chiplet
+    with pytest.raises(TargetError, match=r"flops_per_s.bf16: too large .*<= 1e\+18"):
+        dataclasses.replace(chip, flops_per_s={"bf16": 1e30})
+
+
+@pytest.mark.parametrize(("yaml_text", "words"), [
+    ("system: {max_servers: 1e30}",
+     "system.max_servers: must be a whole number (1e+30); allowed an integer >= 1 and <= "
+     "100,000"),
+    ("system: {max_servers: 100001}", "system.max_servers: too large (100001)"),
+    ("tech: {base: 7nm, wafer_cost_usd: 1e30}", "tech.wafer_cost_usd: too large"),
+    ("tech: {base: 7nm, packaging: {interposer_wafer_usd: .inf}}",
+     "tech.packaging.interposer_wafer_usd: too large (inf); allowed >= 0 and <= 1e+06"),
+    ("chiplet: {by_area: {area_mm2: 1e30, mac_ratio: 0.03, ops_per_sram_read: 4}}",
+     "chiplet.by_area.area_mm2: too large (1e+30); allowed > 0 and <= 100,000"),
+    ("chiplet: {by_performance: {tops: 5, sram_mb: 1e30, sram_bw_Bps: 1e12}}",
+     "chiplet.by_performance.sram_mb: too large"),
+    ("server: {cooling: {ambient_c: 1e30}}", "server.cooling.ambient_c: out of range"),
+    ("economics: {pue: 0.5}", "economics.pue: out of range (0.5); allowed [1, 10]"),
+])
+def test_yaml_numbers_out_of_range_are_one_line_exit_2(cli: CliRun, tmp_path: Path,
+                                                       yaml_text, words):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"base: cc-7nm-gpt3\n{yaml_text}\n")
+    code, out, err = cli("cost", str(path))
+    assert code == 2 and not out
+    assert err.startswith(f"chipletc: error: {path}: {words}")
+    assert err.count("\n") == 1

@@ -340,7 +340,9 @@ def _convert(hint: Any, value: Any, where: str, label: str) -> Any:
         if not number.is_integer():
             raise TargetError(f"{label}: {where}: must be a whole number ({value!r}); "
                               "allowed: an integer")
-        return int(number)
+        # beyond 2**53 a float is no longer an exact integer: the field's range check
+        # refuses it with the value as written (1e+30, not its 31-digit expansion)
+        return int(number) if abs(number) <= 2**53 else number
     if hint is str:
         if not isinstance(value, str):
             raise TargetError(f"{label}: {where}: must be text ({value!r}); allowed: a string")

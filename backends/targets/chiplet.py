@@ -21,8 +21,15 @@ from __future__ import annotations
 import math
 
 from chipletc.ir.dtypes import DType
-from chipletc.ir.target import ChipletSpec
-from chipletc.ir.tech import MIB, TechNode, fail, require_count, require_positive
+from chipletc.ir.target import MAX_BW_BPS, MAX_COUNT, MAX_LATENCY_S, ChipletSpec
+from chipletc.ir.tech import (
+    MIB,
+    TechNode,
+    fail,
+    require_count,
+    require_nonnegative,
+    require_positive,
+)
 
 __all__ = [
     "CC_LINK_BW_BPS",
@@ -70,6 +77,14 @@ def _spec(
     )
 
 
+def _require_links(count: int, bw_Bps: float, latency_s: float, mm2: float, w: float) -> None:
+    require_count("link_count", count, minimum=0, maximum=MAX_COUNT)
+    require_nonnegative("link_bw_Bps", bw_Bps, MAX_BW_BPS)
+    require_nonnegative("link_latency_s", latency_s, MAX_LATENCY_S)
+    require_nonnegative("link_mm2", mm2, 1e3)
+    require_nonnegative("link_w", w, 1e3)
+
+
 def chiplet_by_performance(
     tops: float,
     sram_mb: float,
@@ -84,10 +99,10 @@ def chiplet_by_performance(
     name: str = "",
 ) -> ChipletSpec:
     """The smallest die with ``tops`` bf16 TOPS and ``sram_mb`` MB (2**20 B) of SRAM."""
-    require_positive("tops", tops)
-    require_positive("sram_mb", sram_mb)
-    require_positive("sram_bw_Bps", sram_bw_Bps)
-    require_count("link_count", link_count, minimum=0)
+    require_positive("tops", tops, high=1e6)
+    require_positive("sram_mb", sram_mb, high=1e9)  # 1 PiB
+    require_positive("sram_bw_Bps", sram_bw_Bps, high=MAX_BW_BPS)
+    _require_links(link_count, link_bw_Bps, link_latency_s, link_mm2, link_w)
     core = tops * tech.mac_mm2_per_TOPS + sram_mb * tech.sram_mm2_per_MB + link_count * link_mm2
     area = (math.sqrt(core) + 2 * tech.pad_ring_mm) ** 2
     return _spec(area, tops, sram_mb, sram_bw_Bps, tech, link_count, link_bw_Bps,
@@ -108,11 +123,11 @@ def chiplet_by_area(
     name: str = "",
 ) -> ChipletSpec:
     """A die of ``area_mm2`` whose core is ``mac_ratio`` MACs and the rest SRAM."""
-    require_positive("area_mm2", area_mm2)
-    require_positive("ops_per_sram_read", ops_per_sram_read)
+    require_positive("area_mm2", area_mm2, high=1e5)
+    require_positive("ops_per_sram_read", ops_per_sram_read, high=1e6)
     if not 0 < mac_ratio < 1:
         raise fail("mac_ratio", "out of range", mac_ratio, "(0, 1): the rest is SRAM")
-    require_count("link_count", link_count, minimum=0)
+    _require_links(link_count, link_bw_Bps, link_latency_s, link_mm2, link_w)
     side = math.sqrt(area_mm2) - 2 * tech.pad_ring_mm
     core = side * side - link_count * link_mm2 if side > 0 else 0.0
     if core <= 0:
