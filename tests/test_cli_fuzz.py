@@ -37,6 +37,13 @@ FUZZ = settings(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_up(zoo_graph) -> None:
+    """Lower a model before any timed case: torch imports its compiler stack (dynamo,
+    sympy) on first use, which can take a minute on a loaded machine."""
+    zoo_graph("gpt2-small")
+
+
 class Hang(BaseException):
     """A case ran past CASE_SECONDS (a BaseException, so no ``except Exception`` eats it)."""
 
