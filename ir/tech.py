@@ -5,7 +5,7 @@ message starts with the field name ("wafer_cost_usd: must be > 0 (-3.0); allowed
 the YAML loader prefixes the file and section. Derived values (dies per wafer, yield,
 TCO) are computed by pure functions in ``chipletc.backends.cost``, never here.
 
-Units: ``MB`` in ``sram_mm2_per_MB`` is 2**20 bytes (SRAM macros come in powers of
+Units: ``MiB`` in ``sram_mm2_per_MiB`` is 2**20 bytes (SRAM macros come in powers of
 two); ``TOPS`` is 1e12 operations per second, one multiply-accumulate counting as two
 operations, at the node's native matmul type (bf16 for the Chiplet Cloud figures).
 """
@@ -20,7 +20,7 @@ from .errors import TargetError
 __all__ = ["MIB", "Economics", "Packaging", "TechNode"]
 
 MIB = 1 << 20
-"""Bytes in the ``MB`` of SRAM densities and chiplet builders."""
+"""Bytes in a MiB: the unit of SRAM densities and chiplet builders."""
 
 # Upper bounds of input fields, set far beyond real hardware: they catch typos and
 # values (1e30) that would overflow the solver's integers, not unusual designs.
@@ -147,7 +147,7 @@ class TechNode:
     edge_loss_mm: float
     defect_density_per_cm2: float
     cluster_alpha: float
-    sram_mm2_per_MB: float
+    sram_mm2_per_MiB: float
     mac_mm2_per_TOPS: float
     w_per_TOPS: float
     max_w_per_mm2: float
@@ -166,7 +166,7 @@ class TechNode:
             ("wafer_cost_usd", 1e6),
             ("wafer_diameter_mm", MAX_WAFER_DIAMETER_MM),
             ("cluster_alpha", 1e3),
-            ("sram_mm2_per_MB", 1e3),
+            ("sram_mm2_per_MiB", 1e3),
             ("mac_mm2_per_TOPS", 1e4),
             ("w_per_TOPS", 1e3),
             ("max_w_per_mm2", 100),

@@ -152,7 +152,7 @@ def make_target(
         "name": f"toy-{sram_mb:g}mb-{tops:g}tops",
         "tech": "7nm",
         "chiplet": {
-            "by_performance": {"tops": tops, "sram_mb": sram_mb, "sram_bw_Bps": sram_bw_Bps}
+            "by_performance": {"tops": tops, "sram_mib": sram_mb, "sram_bw_Bps": sram_bw_Bps}
         },
         "package": {"chiplets_per_package": chips_per_package},
         "server": {

@@ -194,14 +194,14 @@ def test_larger_die_lower_yield_higher_cost(a, b):
 
 @given(
     tops=st.floats(0.5, 200),
-    sram_mb=st.floats(1, 1500),
+    sram_mib=st.floats(1, 1500),
     ops=st.floats(1, 32),
 )
-def test_by_performance_and_by_area_round_trip(tops, sram_mb, ops):
+def test_by_performance_and_by_area_round_trip(tops, sram_mib, ops):
     bw = tops * 1e12 / ops
-    perf = chiplet_by_performance(tops, sram_mb, bw, TECH7)
+    perf = chiplet_by_performance(tops, sram_mib, bw, TECH7)
     mac = tops * TECH7.mac_mm2_per_TOPS
-    ratio = mac / (mac + sram_mb * TECH7.sram_mm2_per_MB)
+    ratio = mac / (mac + sram_mib * TECH7.sram_mm2_per_MiB)
     back = chiplet_by_area(perf.area_mm2, ratio, ops, TECH7)
     assert back.flops_per_s == pytest.approx(perf.flops_per_s, rel=1e-9)
     assert back.sram_bytes == pytest.approx(perf.sram_bytes, abs=1)
@@ -217,11 +217,11 @@ def test_by_area_then_by_performance_gives_the_area_back(area, ratio, ops):
     assert again.area_mm2 == pytest.approx(area, rel=1e-6)
 
 
-@given(tops=st.floats(0.5, 100), sram_mb=st.floats(1, 1000), more=st.floats(0.01, 100))
-def test_more_sram_or_tops_means_larger_area(tops, sram_mb, more):
-    base = chiplet_by_performance(tops, sram_mb, 1e12, TECH7).area_mm2
-    assert chiplet_by_performance(tops + more, sram_mb, 1e12, TECH7).area_mm2 > base
-    assert chiplet_by_performance(tops, sram_mb + more, 1e12, TECH7).area_mm2 > base
+@given(tops=st.floats(0.5, 100), sram_mib=st.floats(1, 1000), more=st.floats(0.01, 100))
+def test_more_sram_or_tops_means_larger_area(tops, sram_mib, more):
+    base = chiplet_by_performance(tops, sram_mib, 1e12, TECH7).area_mm2
+    assert chiplet_by_performance(tops + more, sram_mib, 1e12, TECH7).area_mm2 > base
+    assert chiplet_by_performance(tops, sram_mib + more, 1e12, TECH7).area_mm2 > base
 
 
 def test_by_area_counts_pad_ring_and_io():

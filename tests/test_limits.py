@@ -191,8 +191,8 @@ def test_a_huge_rate_is_refused_with_its_range():
      "tech.packaging.interposer_wafer_usd: too large (inf); allowed >= 0 and <= 1e+06"),
     ("chiplet: {by_area: {area_mm2: 1e30, mac_ratio: 0.03, ops_per_sram_read: 4}}",
      "chiplet.by_area.area_mm2: too large (1e+30); allowed > 0 and <= 100,000"),
-    ("chiplet: {by_performance: {tops: 5, sram_mb: 1e30, sram_bw_Bps: 1e12}}",
-     "chiplet.by_performance.sram_mb: too large"),
+    ("chiplet: {by_performance: {tops: 5, sram_mib: 1e30, sram_bw_Bps: 1e12}}",
+     "chiplet.by_performance.sram_mib: too large"),
     ("server: {cooling: {ambient_c: 1e30}}", "server.cooling.ambient_c: out of range"),
     ("economics: {pue: 0.5}", "economics.pue: out of range (0.5); allowed [1, 10]"),
 ])
@@ -204,3 +204,15 @@ def test_yaml_numbers_out_of_range_are_one_line_exit_2(cli: CliRun, tmp_path: Pa
     assert code == 2 and not out
     assert err.startswith(f"chipletc: error: {path}: {words}")
     assert err.count("\n") == 1
+
+
+def test_the_mib_keys_are_named_in_mib(tmp_path: Path):
+    """SRAM sizes are binary: the keys say MiB, and the old MB spelling points to them."""
+    path = tmp_path / "old.yaml"
+    path.write_text("base: cc-7nm-gpt3\nchiplet: {by_performance: {tops: 5, sram_mb: 100, "
+                    "sram_bw_Bps: 1e12}}\n")
+    with pytest.raises(TargetError, match="did you mean sram_mib"):
+        load_target(str(path))
+    path.write_text("base: cc-7nm-gpt3\ntech: {base: 7nm, sram_mm2_per_MB: 0.5}\n")
+    with pytest.raises(TargetError, match="did you mean sram_mm2_per_MiB"):
+        load_target(str(path))

@@ -58,12 +58,12 @@ def test_every_preset_loads_costs_and_is_feasible(name):
 def test_every_tech_loads(name):
     tech = load_tech(name)
     assert tech.name == name
-    assert tech.max_reticle_mm2 > 0 and tech.sram_mm2_per_MB > 0
+    assert tech.max_reticle_mm2 > 0 and tech.sram_mm2_per_MiB > 0
 
 
 def test_sram_scaling_stalls_at_3nm():
     n3, n5, n7 = load_tech("3nm"), load_tech("5nm"), load_tech("7nm")
-    assert n3.sram_mm2_per_MB == n5.sram_mm2_per_MB < n7.sram_mm2_per_MB
+    assert n3.sram_mm2_per_MiB == n5.sram_mm2_per_MiB < n7.sram_mm2_per_MiB
     assert n3.mac_mm2_per_TOPS < n5.mac_mm2_per_TOPS
 
 
@@ -166,7 +166,7 @@ def test_override_can_switch_chiplet_form(tmp_path):
     path = write(tmp_path, "perf.yaml", """\
         base: cc-7nm-gpt3
         chiplet:
-          by_performance: {tops: 10, sram_mb: 300, sram_bw_Bps: 2.5e12}
+          by_performance: {tops: 10, sram_mib: 300, sram_bw_Bps: 2.5e12}
         """)
     t = load_target(path)
     assert t.chiplet.peak_flops(DType.BF16) == pytest.approx(10e12)
@@ -177,7 +177,7 @@ def test_full_file_with_inline_tech(tmp_path):
         name: tiny
         tech: {base: 5nm, wafer_cost_usd: 15000}
         chiplet:
-          by_performance: {tops: 4, sram_mb: 100, sram_bw_Bps: 1.0e+12, link_count: 4}
+          by_performance: {tops: 4, sram_mib: 100, sram_bw_Bps: 1.0e+12, link_count: 4}
         server: {packages_per_lane: 4, lanes: 2, server_link_count: 1,
                  server_link_bw_Bps: 12.5e9, server_link_latency_s: 5e-6, power_cap_w: 500}
         system: {servers: 1}
@@ -254,7 +254,7 @@ BAD_FILES = {
     ),
     "missing_builder_param": (
         "base: cc-7nm-gpt3\nchiplet: {by_performance: {tops: 1}}\n",
-        ["bad.yaml", "chiplet.by_performance.sram_mb", "missing"],
+        ["bad.yaml", "chiplet.by_performance.sram_mib", "missing"],
     ),
     "unknown_base": (
         "base: cc-7nm-gtp3\n",

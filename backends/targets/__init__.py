@@ -70,7 +70,7 @@ _TOP_KEYS = ("name", "description", "base", "tech", "chiplet", "package", "serve
 _REQUIRED = ("tech", "chiplet", "server", "system", "efficiency")
 _BUILDERS: dict[str, tuple[Callable[..., ChipletSpec], tuple[str, ...]]] = {
     "by_area": (chiplet_by_area, ("area_mm2", "mac_ratio", "ops_per_sram_read")),
-    "by_performance": (chiplet_by_performance, ("tops", "sram_mb", "sram_bw_Bps")),
+    "by_performance": (chiplet_by_performance, ("tops", "sram_mib", "sram_bw_Bps")),
 }
 _BUILDER_OPTIONS = {"link_count": int, "link_bw_Bps": float, "link_latency_s": float,
                     "link_mm2": float, "link_w": float, "name": str}

@@ -1,6 +1,6 @@
 """Chiplet Cloud's two ways to define an SRAM-only chiplet, as cheap pure functions.
 
-By performance (TOPS, SRAM MB, SRAM bandwidth): the core holds the MAC arrays, the
+By performance (TOPS, SRAM MiB, SRAM bandwidth): the core holds the MAC arrays, the
 SRAM macros and the chip-to-chip IO, each at the node's density; the die adds the pad
 ring on every side: area = (sqrt(core) + 2 pad)^2.
 
@@ -53,7 +53,7 @@ TERA = 1e12
 def _spec(
     area_mm2: float,
     tops: float,
-    sram_mb: float,
+    sram_mib: float,
     sram_bw_Bps: float,
     tech: TechNode,
     link_count: int,
@@ -66,7 +66,7 @@ def _spec(
     return ChipletSpec(
         area_mm2=area_mm2,
         flops_per_s={DType.BF16: rate, DType.FP16: rate},
-        sram_bytes=round(sram_mb * MIB),
+        sram_bytes=round(sram_mib * MIB),
         sram_bw_Bps=sram_bw_Bps,
         link_count=link_count,
         link_bw_Bps=link_bw_Bps,
@@ -87,7 +87,7 @@ def _require_links(count: int, bw_Bps: float, latency_s: float, mm2: float, w: f
 
 def chiplet_by_performance(
     tops: float,
-    sram_mb: float,
+    sram_mib: float,
     sram_bw_Bps: float,
     tech: TechNode,
     *,
@@ -98,14 +98,14 @@ def chiplet_by_performance(
     link_w: float = CC_LINK_W,
     name: str = "",
 ) -> ChipletSpec:
-    """The smallest die with ``tops`` bf16 TOPS and ``sram_mb`` MB (2**20 B) of SRAM."""
+    """The smallest die with ``tops`` bf16 TOPS and ``sram_mib`` MiB of SRAM."""
     require_positive("tops", tops, high=1e6)
-    require_positive("sram_mb", sram_mb, high=1e9)  # 1 PiB
+    require_positive("sram_mib", sram_mib, high=1e9)  # 1 PiB
     require_positive("sram_bw_Bps", sram_bw_Bps, high=MAX_BW_BPS)
     _require_links(link_count, link_bw_Bps, link_latency_s, link_mm2, link_w)
-    core = tops * tech.mac_mm2_per_TOPS + sram_mb * tech.sram_mm2_per_MB + link_count * link_mm2
+    core = tops * tech.mac_mm2_per_TOPS + sram_mib * tech.sram_mm2_per_MiB + link_count * link_mm2
     area = (math.sqrt(core) + 2 * tech.pad_ring_mm) ** 2
-    return _spec(area, tops, sram_mb, sram_bw_Bps, tech, link_count, link_bw_Bps,
+    return _spec(area, tops, sram_mib, sram_bw_Bps, tech, link_count, link_bw_Bps,
                  link_latency_s, link_w, name)
 
 
@@ -135,6 +135,6 @@ def chiplet_by_area(
         raise fail("area_mm2", f"no room inside the pad ring and {link_count} IO links",
                    area_mm2, f"> {floor_mm2:.3g}")
     tops = mac_ratio * core / tech.mac_mm2_per_TOPS
-    sram_mb = (1 - mac_ratio) * core / tech.sram_mm2_per_MB
-    return _spec(area_mm2, tops, sram_mb, tops * TERA / ops_per_sram_read, tech, link_count,
+    sram_mib = (1 - mac_ratio) * core / tech.sram_mm2_per_MiB
+    return _spec(area_mm2, tops, sram_mib, tops * TERA / ops_per_sram_read, tech, link_count,
                  link_bw_Bps, link_latency_s, link_w, name)

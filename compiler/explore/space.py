@@ -10,7 +10,7 @@ A space file is YAML::
       mac_ratio: [0.01, 0.02, 0.05]
       ops_per_sram_read: {from: 1, to: 32, factor: 2}
       link_count: 16           # optional, as are link_bw_Bps
-    # chiplet: {tops: [...], sram_mb: [...], ops_per_sram_read: [...]}   # ... or by performance
+    # chiplet: {tops: [...], sram_mib: [...], ops_per_sram_read: [...]}   # ... or by performance
     package: {chiplets_per_package: [1, 2]}
     server: {packages_per_lane: {from: 3, to: 20}, lanes: 8, server_link_count: 2,
              server_link_bw_Bps: 12.5e9}
@@ -67,7 +67,7 @@ CONSTRAINTS = ("chiplet geometry", "reticle", "power density", "lane thermal", "
 """Design constraints in the order ``screen`` checks them."""
 
 _BY_AREA = ("area_mm2", "mac_ratio", "ops_per_sram_read")
-_BY_PERF = ("tops", "sram_mb")
+_BY_PERF = ("tops", "sram_mib")
 _CHIPLET_KEYS = (*_BY_AREA, *_BY_PERF, "sram_bw_Bps", "link_count", "link_bw_Bps")
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "chiplet": _CHIPLET_KEYS,
@@ -193,7 +193,7 @@ def _chiplet(p: Mapping[str, Any], tech: TechNode) -> ChipletSpec:
     bw = p.get("chiplet.sram_bw_Bps")
     if bw is None:
         bw = tops * 1e12 / p["chiplet.ops_per_sram_read"]
-    return chiplet_by_performance(tops, p["chiplet.sram_mb"], bw, tech, **links)
+    return chiplet_by_performance(tops, p["chiplet.sram_mib"], bw, tech, **links)
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def _check_chiplet_form(keys: set[str], label: str) -> None:
     if (by_area and by_perf) or ("area_mm2" in keys and "sram_bw_Bps" in keys):
         raise _fail(label, "chiplet", "mixes the by-area and by-performance forms",
                     sorted(keys), "area_mm2 + mac_ratio + ops_per_sram_read, or tops + "
-                    "sram_mb + (ops_per_sram_read or sram_bw_Bps)")
+                    "sram_mib + (ops_per_sram_read or sram_bw_Bps)")
     if by_perf or "sram_bw_Bps" in keys:
         missing = [k for k in _BY_PERF if k not in keys]
         if "ops_per_sram_read" not in keys and "sram_bw_Bps" not in keys:
@@ -321,7 +321,7 @@ def _check_chiplet_form(keys: set[str], label: str) -> None:
         missing = [k for k in _BY_AREA if k not in keys]
     if missing:
         raise _fail(label, "chiplet", "missing " + ", ".join(missing), sorted(keys),
-                    "area_mm2 + mac_ratio + ops_per_sram_read, or tops + sram_mb + "
+                    "area_mm2 + mac_ratio + ops_per_sram_read, or tops + sram_mib + "
                     "(ops_per_sram_read or sram_bw_Bps)")
 
 
