@@ -90,17 +90,12 @@ def load_graph(args: argparse.Namespace) -> Graph:
     """The model MODEL names, with the storage flags applied."""
     from chipletc.compiler.frontends import load_model
 
-    graph = load_model(args.model)
     weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
     kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
-    if weights is not None or kv is not None:
-        graph = graph.with_dtypes(weights=weights, kv=kv)
     sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
-    if sparsity:
-        if not 0.0 <= sparsity < 1.0:
-            raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
-        graph = graph.with_sparsity(sparsity)
-    return graph
+    if not 0.0 <= sparsity < 1.0:
+        raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
+    return load_model(args.model, weights_dtype=weights, kv_dtype=kv, weight_sparsity=sparsity)
 
 
 def with_sources(plan: Plan, model: str, target: str, sparsity: float) -> Plan:

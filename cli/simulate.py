@@ -76,15 +76,14 @@ def from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[s
         raise PlanError(f"--plan {path}: cannot read a plan ({err})") from None
     plan = Plan.from_dict(doc)
     model_spec, target_spec, sparsity = sources = plan_sources(plan)
-    graph = load_model(model_spec)
     weights = plan.model.get("weights_dtype", "")
     kv = plan.model.get("kv_dtype")
-    graph = graph.with_dtypes(
-        weights=parse_dtype(weights) if weights and "," not in weights else None,
-        kv=parse_dtype(kv) if kv else None,
+    graph = load_model(
+        model_spec,
+        weights_dtype=parse_dtype(weights) if weights and "," not in weights else None,
+        kv_dtype=parse_dtype(kv) if kv else None,
+        weight_sparsity=sparsity,
     )
-    if sparsity:
-        graph = graph.with_sparsity(sparsity)
     m = plan.mapping
     mapping = ModelMapping(
         tp=int(m["tp"]),

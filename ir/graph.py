@@ -16,14 +16,12 @@ import networkx as nx
 
 from .dtypes import DType
 from .errors import IRError
-from .op import Op, OpCost, OpKind, Weight
+from .op import KIND_RULES, Op, OpCost, OpKind, Weight
 from .workload import Phase, Workload
 
 __all__ = ["Graph", "ModelInfo", "Section"]
 
 Section = Literal["pre", "block", "post"]
-
-_SPARSE_KINDS = frozenset({OpKind.MATMUL, OpKind.EXPERT_MATMUL, OpKind.LM_HEAD})
 
 
 @dataclass(frozen=True)
@@ -246,7 +244,7 @@ class Graph:
             raise IRError(f"graph {self.info.name}: sparsity {sparsity} outside [0, 1)")
         other = self.copy()
         for op in self.ops:
-            if op.kind in _SPARSE_KINDS and op.weights:
+            if KIND_RULES[op.kind].sparse and op.weights:
                 packed = tuple(
                     replace(
                         w, stored_bytes=math.ceil(w.numel * ((1 - sparsity) * w.dtype.bits + 1) / 8)
@@ -297,34 +295,9 @@ class Graph:
         return self
 
     def _verify_op(self, op: Op) -> None:
-        d = op.dims
-        where = self._where(op)
-        if op.kind in (OpKind.MATMUL, OpKind.LM_HEAD, OpKind.ROUTER):
-            n_in, n_out = d["in_features"], d["out_features"]
-            for w in op.weights:
-                if w.shape not in ((n_out, n_in), (n_in, n_out), (n_out,)):
-                    raise IRError(
-                        f"{where}: weight {w.name} {w.shape} does not fit {n_in}->{n_out}"
-                    )
-        elif op.kind is OpKind.EXPERT_MATMUL:
-            per_expert = d["in_features"] * d["out_features"]
-            matrices = sum(w.numel for w in op.weights if len(w.shape) >= 2)
-            if matrices != d["num_experts"] * per_expert:
-                raise IRError(
-                    f"{where}: expert weights hold {matrices} elements, "
-                    f"expected {d['num_experts']} x {per_expert}"
-                )
-            if not 0 < d["top_k"] <= d["num_experts"]:
-                raise IRError(f"{where}: top_k {d['top_k']} outside 1..{d['num_experts']}")
-        elif op.kind in (OpKind.ATTN_SCORE, OpKind.ATTN_CONTEXT):
-            if d["kv_heads"] == 0 or d["heads"] % d["kv_heads"]:
-                raise IRError(f"{where}: {d['heads']} heads not divisible by {d['kv_heads']}")
-        elif op.kind is OpKind.EMBEDDING:
-            for w in op.weights:
-                if w.shape != (d["num_embeddings"], d["width"]):
-                    raise IRError(
-                        f"{where}: table {w.shape} is not {d['num_embeddings']}x{d['width']}"
-                    )
+        problem = KIND_RULES[op.kind].check(op)
+        if problem is not None:
+            raise IRError(f"{self._where(op)}: {problem}")
 
     def _where(self, op: Op) -> str:
         ins = [o.name for o in self.inputs(op.name)]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .errors import UsageError
-from .op import Op, OpCost, OpKind, Role, Shard, Weight
+from .op import KIND_RULES, Collective, Op, OpCost, Role, Shard, Weight
 
 __all__ = [
     "Collective",
@@ -161,7 +160,7 @@ def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_hea
     """One rank's share of an op's cost (``cost`` is the whole op's at the workload)."""
     if tp == 1 or op.shard is Shard.REPLICATED:
         return cost
-    if op.kind in (OpKind.ATTN_SCORE, OpKind.ATTN_CONTEXT):
+    if op.shard is Shard.HEADS:  # attention: heads split, the KV cache by KV heads
         f = head_factor(op.dims["heads"], tp, pad_heads) / tp
         kv = _kv_fraction(op, tp)
         return OpCost(
@@ -184,29 +183,14 @@ def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_hea
     )
 
 
-@dataclass(frozen=True)
-class Collective:
-    """A collective a tensor-parallel group runs after an op; bytes per rank's buffer."""
-
-    kind: str  # "all_reduce" | "all_gather" | "all_to_all"
-    bytes: float
-
-
 def collectives_after(op: Op, cost: OpCost, tp: int) -> tuple[Collective, ...]:
     """Collectives the sharding implies after ``op``; ``cost`` is the whole op's.
 
-    Row-parallel matmuls all-reduce their partial outputs; a vocabulary-parallel head
-    all-gathers the logits; expert-parallel matmuls exchange their tokens all-to-all
-    (counted on the up/gate side in and on the down side out).
+    The op's kind rule says which (``KIND_RULES``): row-parallel matmuls all-reduce
+    their partial outputs; a vocabulary-parallel head all-gathers the logits;
+    expert-parallel matmuls exchange their tokens all-to-all (counted on the up side in
+    and on the down side out).
     """
     if tp == 1:
         return ()
-    if op.shard is Shard.ROW:
-        return (Collective("all_reduce", cost.act_out_bytes),)
-    if op.shard is Shard.VOCAB and op.kind is OpKind.LM_HEAD:
-        return (Collective("all_gather", cost.act_out_bytes),)
-    if op.shard is Shard.EXPERT and op.role in (Role.DOWN, Role.FC2):
-        return (Collective("all_to_all", cost.act_out_bytes),)
-    if op.shard is Shard.EXPERT and op.role in (Role.UP, Role.FC1, Role.EXPERT):
-        return (Collective("all_to_all", cost.act_in_bytes),)
-    return ()
+    return KIND_RULES[op.kind].collectives(op, cost)

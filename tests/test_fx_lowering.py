@@ -5,18 +5,22 @@ from __future__ import annotations
 import textwrap
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from builders import make_graph
 from torch import nn
 
 from chipletc.compiler.frontends import UnrecognisedOpsWarning, load_model, lower_module
+from chipletc.compiler.passes.manager import Pass, PassError, run_passes
 from chipletc.compiler.passes.sharding import assign_sharding
-from chipletc.ir.errors import ModelError
+from chipletc.ir.dtypes import DType
+from chipletc.ir.errors import IRError, ModelError
 from chipletc.ir.graph import Graph
-from chipletc.ir.op import OpKind, Role, Shard
-from chipletc.ir.workload import Phase
+from chipletc.ir.op import KIND_RULES, Op, OpKind, Role, Shard, Weight
+from chipletc.ir.workload import Phase, Workload
 from chipletc.models import zoo
 
 CONTEXT = 2048
@@ -250,7 +254,7 @@ def test_unrecognised_ops_are_generic_and_warned_once(user_file: Path) -> None:
     ours = [w for w in caught if issubclass(w.category, UnrecognisedOpsWarning)]
     assert len(ours) == 1 and "cumsum" in str(ours[0].message)
     (generic,) = g.unrecognised()
-    assert generic.attrs["flops_per_token"] == 64 and generic.attrs["out_bytes_per_token"] == 128
+    assert generic.attrs["flops_per_token"] == 64 and generic.attrs["out_elems_per_token"] == 64
 
 
 def test_plain_mlp_is_not_a_transformer(user_file: Path) -> None:
@@ -273,3 +277,52 @@ def test_lowering_moves_real_modules_to_meta() -> None:
     g = lower_module(module, "cpu-gpt2")
     assert g.info.num_layers == 1
     assert all(p.device == torch.device("meta") for p in module.parameters())
+
+
+def test_generic_op_bytes_follow_the_activation_dtype(user_file: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnrecognisedOpsWarning)
+        g = lower_module(_factory(user_file, "odd"), "odd")
+    (generic,) = g.unrecognised()
+    wl = Workload.decode(batch=3, context_len=16)  # 3 new tokens
+    bf16, fp32 = (generic.cost(wl, g.kv_dtype, act) for act in (DType.BF16, DType.FP32))
+    # cumsum over a 64-wide residual: 64 elements in and out per token.
+    assert (bf16.act_in_bytes, bf16.act_out_bytes) == (3 * 64 * 2, 3 * 64 * 2)
+    assert (fp32.act_in_bytes, fp32.act_out_bytes) == (3 * 64 * 4, 3 * 64 * 4)
+
+
+def _corrupt_blocks(st):  # the lowering state is private: no annotation
+    next(g for g in st.groups.values() if g.block is not None).block = 99
+    return st
+
+
+def test_pass_manager_names_the_pass_that_breaks_an_invariant(user_file: Path) -> None:
+    from chipletc.compiler.frontends.fx import LOWERING_PASSES, _Lowering
+    from chipletc.compiler.frontends.fx_trace import trace
+
+    tm = trace(_factory(user_file, "make"), "tiny", 8)
+    passes = [*LOWERING_PASSES[:2], Pass("corrupt_blocks", _corrupt_blocks)]
+    with pytest.raises(PassError, match=r"block 99 outside 0\.\.1") as err:
+        run_passes(_Lowering(tm, "tiny", None), passes, ["trace"])
+    assert err.value.pass_name == "corrupt_blocks"
+    assert err.value.before == ("trace", "group_nodes", "assign_blocks")
+
+
+def test_graph_passes_run_verified_in_order() -> None:
+    g = make_graph(layers=2)
+
+    def reshape_q(g: Graph) -> Graph:
+        g.replace_op(replace(g.op("h0.q"), weights=(Weight("h0.q.weight", (3, 5)),)))
+        return g
+
+    expected = r"pass reshape_q \(after: shard\).*op 'h0.q' \(matmul; inputs \['h0.ln1'\]"
+    with pytest.raises(PassError, match=expected):
+        run_passes(g, [Pass("shard", assign_sharding), Pass("reshape_q", reshape_q)])
+
+
+def test_every_kind_has_one_rule_and_ops_need_its_dims() -> None:
+    assert set(KIND_RULES) == set(OpKind)
+    for kind, rule in KIND_RULES.items():
+        if rule.dims:
+            with pytest.raises(IRError, match="missing dims"):
+                Op("x", kind, {})

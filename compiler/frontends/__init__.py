@@ -14,20 +14,45 @@ from pathlib import Path
 
 from torch import nn
 
+from chipletc.compiler.passes.manager import Pass, run_passes
 from chipletc.compiler.passes.sharding import assign_sharding
+from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import ModelError
 from chipletc.ir.graph import Graph
 from chipletc.models import zoo
 
-from .fx import UnrecognisedOpsWarning, lower_module
+from .fx import LOWERING_PASSES, UnrecognisedOpsWarning, lower_module
 from .hf import lower_checkpoint
 from .onnx import lower_onnx
 
 __all__ = ["UnrecognisedOpsWarning", "load_model", "lower_checkpoint", "lower_module", "lower_onnx"]
 
 
-def load_model(spec: str) -> Graph:
-    """Build or import the model ``spec`` names, lower it and assign sharding."""
+def load_model(
+    spec: str,
+    *,
+    weights_dtype: DType | None = None,
+    kv_dtype: DType | None = None,
+    weight_sparsity: float = 0.0,
+) -> Graph:
+    """Build or import the model ``spec`` names, lower it, then run the graph passes.
+
+    The passes (verified after each, see ``compiler.passes.manager``):
+    ``assign_sharding``; ``cast_dtypes`` when a weight or KV-cache dtype is given;
+    ``sparsify`` when ``weight_sparsity`` is not 0.
+    """
+    graph = _lower(spec)
+    passes: list[Pass[Graph]] = [Pass("assign_sharding", assign_sharding)]
+    if weights_dtype is not None or kv_dtype is not None:
+        passes.append(Pass("cast_dtypes", lambda g: g.with_dtypes(weights_dtype, kv_dtype)))
+    if weight_sparsity:
+        passes.append(Pass("sparsify", lambda g: g.with_sparsity(weight_sparsity)))
+    lowering = [f"trace ({graph.info.frontend})", *(p.name for p in LOWERING_PASSES)]
+    return run_passes(graph, passes, lowering)
+
+
+def _lower(spec: str) -> Graph:
+    """The verified, unsharded graph of the model ``spec`` names."""
     path, sep, factory = spec.rpartition(":")
     if spec.endswith(".onnx"):
         graph = lower_onnx(Path(spec))
@@ -51,7 +76,7 @@ def load_model(spec: str) -> Graph:
     else:
         cfg = zoo.get_config(spec)
         graph = lower_module(zoo.build(cfg), cfg.name, max_positions=cfg.max_positions)
-    return assign_sharding(graph)
+    return graph
 
 
 def _call_factory(path: Path, factory: str) -> nn.Module:
