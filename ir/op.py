@@ -3,7 +3,8 @@
 An ``Op`` is small and closed, in the manner of torch.fx nodes: a kind from a fixed
 enum, the integer dims its cost formula needs, the weight tensors it owns, its place in
 the model (block index and role) and how tensor parallelism shards it. Its cost is a
-pure function of a ``Workload``.
+pure function of a ``Workload``. What differs by kind (required dims, cost formula,
+invariant, shard rule, collectives) is one ``KindRule`` per kind in ``KIND_RULES``.
 
 Conventions of the cost formulas (what is and is not counted):
 
