@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-layer", action="store_true", help="add one row per block")
     p.add_argument("--batch", type=positive_int, default=1, metavar="B", help="sequences (1)")
     p.add_argument(
-        "--prompt-len", type=positive_int, default=2048, metavar="P", help="prompt tokens (2048)"
+        "--prompt-len",
+        type=positive_int,
+        metavar="P",
+        help="prompt tokens (2048, or fewer when the model learned fewer positions)",
     )
     p.add_argument(
         "--context-len",
@@ -97,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unrecognised ops are listed in the output
         graph = load_graph(args)
-    context = args.context_len or args.prompt_len
-    s = summarize(graph, args.batch, args.prompt_len, context, args.per_layer)
+    default = min(2048, graph.info.max_positions) if graph.learned_positions else 2048
+    prompt = args.prompt_len or default
+    context = args.context_len or prompt
+    graph.check_context(prompt, "--prompt-len")
+    graph.check_context(context, "--context-len")
+    s = summarize(graph, args.batch, prompt, context, args.per_layer)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from_plan(args.plan) if args.plan else _from_flags(args)
     )
     require_within_limits(target)
+    graph.check_context(prompt_len, "--prompt-len")
     schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
     result = simulate(schedule, target)
     doc = summary(graph, target, mapping, prompt_len, gen_len, result)

@@ -54,6 +54,7 @@ def compile_model(
 ) -> CompileResult:
     """Map ``graph`` onto ``target``; a target past a thermal or power limit is refused."""
     require_within_limits(target)
+    graph.check_context(options.prompt_len, "--prompt-len")
     part = partition(graph, target, options, solver)
     perf = estimate(graph, target, part.mapping, options.prompt_len, options.gen_len)
     cost = cost_per_1k_tokens(target, part.num_servers, perf.tokens_per_s)

@@ -15,8 +15,8 @@ from typing import Literal
 import networkx as nx
 
 from .dtypes import DType
-from .errors import IRError
-from .op import KIND_RULES, Op, OpCost, OpKind, Weight
+from .errors import IRError, UsageError
+from .op import KIND_RULES, Op, OpCost, OpKind, Role, Weight
 from .workload import Phase, Workload
 
 __all__ = ["Graph", "ModelInfo", "Section"]
@@ -161,6 +161,21 @@ class Graph:
         for op in self.ops:
             out[op.kind.value] = out.get(op.kind.value, 0) + 1
         return dict(sorted(out.items()))
+
+    @property
+    def learned_positions(self) -> bool:
+        """Whether positions come from a learned table (GPT-2, OPT), not computed (RoPE)."""
+        return any(op.kind is OpKind.EMBEDDING and op.role is Role.POS for op in self.ops)
+
+    def check_context(self, tokens: int, flag: str) -> None:
+        """Raise ``UsageError`` when ``tokens`` positions do not fit a learned position
+        table (``info.max_positions`` rows). Computed positions are not limited here."""
+        n = self.info.max_positions
+        if self.learned_positions and tokens > n:
+            raise UsageError(
+                f"{flag}: {tokens} tokens exceed the {n}-row learned position table of "
+                f"{self.info.name}; give at most {n}"
+            )
 
     def unrecognised(self) -> list[Op]:
         return [op for op in self.ops if op.kind is OpKind.GENERIC]

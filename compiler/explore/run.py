@@ -232,6 +232,7 @@ def explore(
     options = options or ExploreOptions()
     models = tuple(g.info.name for g in graphs)
     for g in graphs:
+        g.check_context(options.search.prompt_len, "--prompt-len")
         ProblemBuilder(g, options.search)  # bad options fail here, once, not per design
     removed: Counter[str] = Counter()
     survivors: list[int] = []

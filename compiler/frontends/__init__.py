@@ -1,7 +1,8 @@
 """Frontends: from what a user names to a verified, sharded ``ir.Graph``.
 
 ``load_model`` accepts a zoo name (``gpt3-175b``), ``path/to/file.py:factory``
-(``factory()`` returns a torch ``nn.Module`` mapping token ids to logits), an ``.onnx``
+(``factory()`` returns a torch ``nn.Module`` mapping token ids to logits; it runs on the
+meta device, see ``user_file``), an ``.onnx``
 file, or a Hugging Face checkpoint directory holding ``config.json``. All of them
 lower to the same IR; none reads weight data. Every failure a user can cause surfaces
 as one ``ModelError``.
@@ -9,10 +10,7 @@ as one ``ModelError``.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-
-from torch import nn
 
 from chipletc.compiler.passes.manager import Pass, run_passes
 from chipletc.compiler.passes.sharding import assign_sharding
@@ -24,6 +22,7 @@ from chipletc.models import zoo
 from .fx import LOWERING_PASSES, UnrecognisedOpsWarning, lower_module
 from .hf import lower_checkpoint
 from .onnx import lower_onnx
+from .user_file import build_module, guarded
 
 __all__ = ["UnrecognisedOpsWarning", "load_model", "lower_checkpoint", "lower_module", "lower_onnx"]
 
@@ -64,44 +63,10 @@ def _lower(spec: str) -> Graph:
             )
         graph = lower_checkpoint(Path(spec))
     elif sep and (path.endswith(".py") or Path(path).exists()):
-        module = _call_factory(Path(path), factory)
-        try:
+        module = build_module(Path(path), factory)
+        with guarded(f"model {spec}: tracing forward raised", Path(path).parent):
             graph = lower_module(module, f"{Path(path).stem}:{factory}")
-        except ModelError:
-            raise
-        except Exception as err:  # torch raised on a user module: say where, keep it short
-            raise ModelError(
-                f"model {spec}: cannot lower the module ({type(err).__name__}: {err})"
-            ) from err
     else:
         cfg = zoo.get_config(spec)
         graph = lower_module(zoo.build(cfg), cfg.name, max_positions=cfg.max_positions)
     return graph
-
-
-def _call_factory(path: Path, factory: str) -> nn.Module:
-    where = f"model file {path}"
-    if not path.is_file():
-        raise ModelError(f"{where}: not found; give path/to/file.py:factory")
-    if not factory.isidentifier():
-        raise ModelError(f"{where}: {factory!r} is not a function name; give file.py:factory")
-    spec = importlib.util.spec_from_file_location(f"chipletc_user_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ModelError(f"{where}: cannot be imported as Python")
-    source = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(source)
-    except Exception as err:
-        raise ModelError(f"{where}: import failed ({type(err).__name__}: {err})") from err
-    fn = getattr(source, factory, None)
-    if not callable(fn):
-        raise ModelError(f"{where}: no function {factory!r}; define {factory}() -> nn.Module")
-    try:
-        module = fn()
-    except Exception as err:
-        raise ModelError(f"{where}: {factory}() raised {type(err).__name__}: {err}") from err
-    if not isinstance(module, nn.Module):
-        raise ModelError(
-            f"{where}: {factory}() returned {type(module).__name__}, not a torch nn.Module"
-        )
-    return module

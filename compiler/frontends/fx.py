@@ -16,12 +16,16 @@ that broke one:
 2. ``assign_blocks``: the residual stream is the dominator chain of the output;
    each attention core opens a block, and an op belongs to the block of the first
    residual-stream op it feeds.
+   The stream runs through an attention core's queries, not its K/V reads, so a
+   decoder layer's cross-attention (``nn.TransformerDecoderLayer``) is a block of its
+   own after the self-attention's.
 3. ``mark_head``: the last linear feeding the output after every block.
 4. ``assign_roles``: a linear's role follows its data: into the score as Q or K,
    into the context as V, out of the context (PROJ), into an activation (FC1/GATE),
    multiplied with an activation (UP), out of an activation (FC2/DOWN).
 5. ``measure_attention``: heads per core, and what a token caches for it: the
-   smallest set of per-token tensors between the block input and K (a weighted
+   smallest set of per-token tensors between K's input on the residual stream (the
+   block input for self-attention) and K (a weighted
    minimum vertex cut); V costs nothing extra when the K cut already determines it
    (MLA's latent).
 6. ``build_graph``: the ``ir.Graph`` of ``Op``s and the model's traits.
@@ -430,7 +434,8 @@ def assign_blocks(st: _Lowering) -> _Lowering:
     Requires: grouped nodes. Ensures: ``st.attns`` lists the attention score groups in
     order; every group has ``block`` set (``None`` before the first and after the last
     block); residual-stream groups carry ``residual_stream``; each attention group's
-    ``entry`` is the residual-stream group its block starts from. The residual stream
+    ``entry`` is the last residual-stream group its K derives from (the block input,
+    for self-attention). The residual stream
     is the dominator chain of the output; an op belongs to the block of the first
     residual-stream op it feeds. Raises ``ModelError`` without an attention core.
     """
@@ -448,7 +453,7 @@ def assign_blocks(st: _Lowering) -> _Lowering:
     for k in order:
         g = st.groups[k]
         dag.add_node(k)
-        dag.add_edges_from((i, k) for i in g.inputs)
+        dag.add_edges_from((i, k) for i in _query_side_inputs(st, g))
         if not g.inputs and any(i in st.tm.token for n in g.nodes for i in n.all_input_nodes):
             dag.add_edge(root, k)
     output = next(n for n in reversed(st.tm.nodes) if n.op == "output")
@@ -485,10 +490,32 @@ def assign_blocks(st: _Lowering) -> _Lowering:
         g.block = chain_block[chain[j]] if j is not None else None
         if k in pos:
             g.attrs["residual_stream"] = True
-    for b, a in enumerate(attns):
-        a.attrs["entry"] = chain[starts[b]]
+    reads = nx.DiGraph((i, k) for k in order for i in st.groups[k].inputs)
+    reads.add_nodes_from(order)
+    for a, start in zip(attns, starts, strict=True):
+        # The K side's input: the last stream group K derives from (the block input for
+        # self-attention; an earlier one for a decoder layer's cross-attention).
+        behind = set().union(*(nx.ancestors(reads, s) | {s} for s in st.sources(a.attrs["k"])))
+        a.attrs["entry"] = chain[max(j for j in range(start + 1) if j == 0 or chain[j] in behind)]
     st.attns = attns
     return st
+
+
+def _query_side_inputs(st: _Lowering, g: _Group) -> list[int]:
+    """The inputs of ``g`` the residual stream may run through.
+
+    An attention core's K and V reads are left out: the stream runs through the
+    queries. A decoder layer's cross-attention over a fixed memory (the embeddings)
+    then does not bypass the blocks; self-attention is unchanged, as its K and V read
+    the block input the stream passes anyway.
+    """
+    if g.kind == CONTEXT:
+        return [i for i in g.inputs if st.groups[i].kind == ATTN]
+    if g.kind not in (ATTN, ATTN_SDPA):
+        return g.inputs
+    q = st.sources(g.attrs["q"])
+    kv = st.sources(g.attrs["k"]) | (st.sources(g.attrs["v"]) if g.kind == ATTN_SDPA else set())
+    return [i for i in g.inputs if i in q or i not in kv]
 
 
 def _last_block_end(st: _Lowering, chain: list[int], start: int) -> int:

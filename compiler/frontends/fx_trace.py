@@ -1,8 +1,9 @@
 """Tracing a torch module on the meta device, and reading what its fx nodes are.
 
-``trace`` tries ``torch.fx.symbolic_trace`` (then ``ShapeProp``) and falls back to
+``trace`` tries torch.fx symbolic tracing (then ``ShapeProp``) and falls back to
 ``torch.export`` in non-strict mode, so modules with shape-dependent Python control
-flow still lower. Both give a ``GraphModule``; ``TracedModule`` hides the difference
+flow still lower; torch.nn's own attention modules (``nn.MultiheadAttention``, the
+``nn.Transformer*Layer``s) are traced into, not kept as leaves, and so reach export. Both give a ``GraphModule``; ``TracedModule`` hides the difference
 (shapes live in ``tensor_meta`` for fx and in ``val`` for export) and answers the
 questions the lowering asks of a node: its canonical operator name, its shape, the
 parameters it consumes, and whether it depends on the tokens or on any weight.
@@ -11,6 +12,8 @@ Nothing here knows about transformers.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from chipletc.ir.errors import ModelError
+
+from .user_file import one_line
 
 __all__ = ["TracedModule", "trace"]
 
@@ -265,8 +270,30 @@ class TracedModule:
         return value if isinstance(value, nn.Parameter) else None
 
 
+# torch.nn's own attention modules are leaves to fx's default tracer, and their forward
+# checks shapes in Python, which fx cannot trace: tracing into them hands the module to
+# torch.export, which sees their projections and scaled_dot_product_attention.
+_TRACED_INTO = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return not isinstance(m, _TRACED_INTO) and super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(module: nn.Module, name: str, example_len: int) -> TracedModule:
-    """Trace ``module`` on meta tensors; raise ``ModelError`` if neither tracer can."""
+    """Trace ``module`` on meta tensors; raise ``ModelError`` if neither tracer can.
+
+    The error names the first line of what failed; when both tracers fail the same way
+    (forward does not accept token ids, say) it is said once. It is raised ``from`` the
+    torch.export error, whose traceback holds the user's frames.
+    """
     if any(p.device.type != "meta" for p in module.parameters()):
         module = module.to("meta")  # shapes are all we need; moves the module in place
     module.eval()
@@ -274,22 +301,20 @@ def trace(module: nn.Module, name: str, example_len: int) -> TracedModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            gm = fx.symbolic_trace(module)
-            ShapeProp(gm).propagate(ids)
+            gm = fx.GraphModule(module, _Tracer().trace(module), type(module).__name__)
+            with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks
+                ShapeProp(gm).propagate(ids)
             return TracedModule(gm, "torch.fx", example_len)
         except Exception as fx_err:  # any tracing failure: try the other tracer
-            first = fx_err
+            first = fx_err.__cause__ if isinstance(fx_err.__cause__, Exception) else fx_err
         try:
             exported = torch.export.export(module, (ids,), strict=False)
             return TracedModule(exported.module(), "torch.export", example_len)
         except Exception as export_err:
+            by_fx, by_export = one_line(first), one_line(export_err)
+            why = by_fx if by_fx == by_export else f"torch.fx: {by_fx}; torch.export: {by_export}"
             raise ModelError(
-                f"model {name!r}: cannot trace the module with torch.fx "
-                f"({_one_line(first)}) or torch.export ({_one_line(export_err)}); "
-                "make forward(input_ids) free of data-dependent control flow"
+                f"model {name!r}: cannot trace forward(input_ids) on a 1x{example_len} batch "
+                f"of token ids ({why}); chipletc lowers language models whose forward takes "
+                "token ids, free of data-dependent control flow"
             ) from export_err
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]

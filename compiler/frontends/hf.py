@@ -109,6 +109,24 @@ _FLOAT_DTYPES = {
 }  # fmt: skip
 
 
+# The range each numeric config.json field may take: wide enough for any published
+# model (the largest today: 16384 wide, 126 layers, 256K vocabulary, 1M positions), narrow
+# enough that lowering stays fast (layers are traced one by one) and that sizes stay
+# far from int64 overflow.
+_RANGES: dict[str, tuple[int, int]] = {
+    **dict.fromkeys(("hidden_size", "n_embd", "word_embed_proj_dim"), (1, 1 << 17)),
+    **dict.fromkeys(("num_hidden_layers", "n_layer"), (1, 256)),
+    **dict.fromkeys(
+        ("num_attention_heads", "n_head", "num_key_value_heads", "num_kv_heads"), (1, 4096)
+    ),
+    "head_dim": (1, 8192),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"), (1, 1 << 20)),
+    "vocab_size": (1, 1 << 22),
+    **dict.fromkeys(("max_position_embeddings", "n_positions"), (1, 1 << 24)),
+    **dict.fromkeys(("num_local_experts", "num_experts_per_tok"), (1, 1024)),
+}
+
+
 class _Config:
     """config.json with lookups that fail as one clear line."""
 
@@ -125,8 +143,13 @@ class _Config:
 
     def int(self, key: str, default: object = ...) -> int:
         value = self.get(key, default)
+        lo, hi = _RANGES[key]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ModelError(f"{self.where}: {key!r} is {value!r}, not a whole number")
+            raise ModelError(
+                f"{self.where}: {key!r} is {value!r}, not a whole number; give one in {lo}..{hi}"
+            )
+        if not lo <= value <= hi:
+            raise ModelError(f"{self.where}: {key!r} is {value}, outside {lo}..{hi}")
         return value
 
     def refuse(self, what: str) -> ModelError:
