@@ -64,7 +64,7 @@ def guarded(where: str, folder: Path) -> Iterator[None]:
     ``ModelError`` line: ``{where} Type: message (at file:line)``.
 
     A ``ChipletcError`` raised from an exception of the user's code (a failed trace)
-    gains the ``(at file:line)`` of that exception.
+    becomes a ``ModelError`` with the ``(at file:line)`` of that exception.
     """
     entry = str(folder.resolve())
     sys.path.insert(0, entry)
@@ -76,7 +76,7 @@ def guarded(where: str, folder: Path) -> Iterator[None]:
         at = user_frame(err.__cause__, folder) if err.__cause__ is not None else ""
         if not at:
             raise
-        raise type(err)(f"{err}{at}") from None
+        raise ModelError(f"{err}{at}") from None
     except SystemExit as err:
         raise ModelError(
             f"{where} SystemExit: sys.exit({err.code!r}){user_frame(err, folder)}; "
