@@ -3,11 +3,12 @@
 ``trace`` tries torch.fx symbolic tracing (then ``ShapeProp``) and falls back to
 ``torch.export`` in non-strict mode, so modules with shape-dependent Python control
 flow still lower; torch.nn's own attention modules (``nn.MultiheadAttention``, the
-``nn.Transformer*Layer``s) are traced into, not kept as leaves, and so reach export. Both give a ``GraphModule``; ``TracedModule`` hides the difference
-(shapes live in ``tensor_meta`` for fx and in ``val`` for export) and answers the
-questions the lowering asks of a node: its canonical operator name, its shape, the
-parameters it consumes, and whether it depends on the tokens or on any weight.
-Nothing here knows about transformers.
+``nn.Transformer*Layer``s) are traced into, not kept as leaves, and so reach export.
+Both give a ``GraphModule``; ``TracedModule`` hides the difference (shapes live in
+``tensor_meta`` for fx and in ``val`` for export) and answers the questions the
+lowering asks of a node: its canonical operator name, its shape, the parameters it
+consumes, and whether it depends on the tokens or on any weight. Beyond which torch.nn
+modules to trace into, nothing here knows about transformers.
 """
 
 from __future__ import annotations
