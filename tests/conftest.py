@@ -48,10 +48,13 @@ def _lowered(name: str) -> Graph:
     return _load_model(name)
 
 
-def _load_cached(spec: str) -> Graph:
-    """``load_model`` with zoo names from the session cache (graphs are immutable);
-    files and directories are read afresh, since tests write them per case."""
-    return _lowered(spec) if spec in ZOO else _load_model(spec)
+def _load_cached(spec: str, **storage: object) -> Graph:
+    """``load_model`` with zoo names from the session cache (graphs are immutable; the
+    storage flags apply to a copy); files and directories are read afresh, since tests
+    write them per case."""
+    if spec in ZOO:
+        return frontends.apply_storage(_lowered(spec), **storage)
+    return _load_model(spec, **storage)
 
 
 @pytest.fixture(scope="session")

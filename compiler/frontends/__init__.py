@@ -10,6 +10,7 @@ as one ``ModelError``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from chipletc.compiler.passes.manager import Pass, run_passes
@@ -24,7 +25,14 @@ from .hf import lower_checkpoint
 from .onnx import lower_onnx
 from .user_file import build_module, guarded
 
-__all__ = ["UnrecognisedOpsWarning", "load_model", "lower_checkpoint", "lower_module", "lower_onnx"]
+__all__ = [
+    "UnrecognisedOpsWarning",
+    "apply_storage",
+    "load_model",
+    "lower_checkpoint",
+    "lower_module",
+    "lower_onnx",
+]
 
 
 def load_model(
@@ -37,17 +45,31 @@ def load_model(
     """Build or import the model ``spec`` names, lower it, then run the graph passes.
 
     The passes (verified after each, see ``compiler.passes.manager``):
-    ``assign_sharding``; ``cast_dtypes`` when a weight or KV-cache dtype is given;
-    ``sparsify`` when ``weight_sparsity`` is not 0.
+    ``assign_sharding``, then the storage passes of ``apply_storage``.
     """
     graph = _lower(spec)
-    passes: list[Pass[Graph]] = [Pass("assign_sharding", assign_sharding)]
+    done = [f"trace ({graph.info.frontend})", *(p.name for p in LOWERING_PASSES)]
+    graph = run_passes(graph, [Pass("assign_sharding", assign_sharding)], done)
+    return apply_storage(
+        graph, weights_dtype, kv_dtype, weight_sparsity, [*done, "assign_sharding"]
+    )
+
+
+def apply_storage(
+    graph: Graph,
+    weights_dtype: DType | None = None,
+    kv_dtype: DType | None = None,
+    weight_sparsity: float = 0.0,
+    before: Sequence[str] = ("load_model",),
+) -> Graph:
+    """``graph`` stored differently: ``cast_dtypes`` when a weight or KV-cache dtype is
+    given, then ``sparsify`` when ``weight_sparsity`` is not 0 (verified after each)."""
+    passes: list[Pass[Graph]] = []
     if weights_dtype is not None or kv_dtype is not None:
         passes.append(Pass("cast_dtypes", lambda g: g.with_dtypes(weights_dtype, kv_dtype)))
     if weight_sparsity:
         passes.append(Pass("sparsify", lambda g: g.with_sparsity(weight_sparsity)))
-    lowering = [f"trace ({graph.info.frontend})", *(p.name for p in LOWERING_PASSES)]
-    return run_passes(graph, passes, lowering)
+    return run_passes(graph, passes, before)
 
 
 def _lower(spec: str) -> Graph:
