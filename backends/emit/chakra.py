@@ -15,7 +15,9 @@ order and every dependency names an earlier node:
 * a collective with ``ranks="all"`` is a COMM_COLL_NODE with ``comm_type``,
   ``comm_size`` (the buffer per rank, as ``ScheduleOp.link_bytes``), ``pg_name``
   (communicator group ``s + 1``, the stage's tensor-parallel group, see
-  ``astra.rank_groups``) and ``involved_dim``. With ``ranks="representative"`` a group
+  ``astra.rank_groups``) and ``involved_dim``, after a COMP_NODE ``<op>.launch`` for
+  the collective's fixed software time, which ASTRA-sim's network does not add
+  (``efficiency.collective_overhead_s``). With ``ranks="representative"`` a group
   is one NPU, and ASTRA-sim never completes a collective over one NPU (it builds one
   with no phase and waits forever); a group of tp NPUs would stand for one stage with
   tp traces. So there a collective is a COMP_NODE replaying the time chipletc gives it
@@ -72,7 +74,7 @@ TOKEN_BYTES = 4
 
 _COMM_TYPE = {"all_reduce": "ALL_REDUCE", "all_gather": "ALL_GATHER", "all_to_all": "ALL_TO_ALL"}
 
-Work = dict[tuple[int, int], list["et.Node | None"]]
+Work = dict[tuple[int, int], list["list[tuple[str, et.Node]] | None"]]
 
 
 def to_chakra(
@@ -137,7 +139,7 @@ def _prepare(
     # compute and collective nodes differ between micro-batches and ranks of a stage
     # only by id, name and dependencies: build each once, copy it per use
     work = {
-        key: _pass_work(ops, ranks, key[0] + 1, involved_dims(groups[key[0] + 1], dims))
+        key: _pass_work(ops, target, ranks, key[0] + 1, involved_dims(groups[key[0] + 1], dims))
         for key, ops in pass_ops(schedule, target, steps).items()
     }
     return work, groups, prod(d.npus for d in dims)
@@ -158,18 +160,38 @@ def _metadata(
     return et.GlobalMetadata(version=CHAKRA_VERSION, attr=attr)
 
 
-def _pass_work(ops: PassOps, ranks: Ranks, group: int, dims: list[bool]) -> list[et.Node | None]:
-    """One pass's compute and collective nodes (None for sends and receives), each
-    lasting its op's time rounded so that the pass's durations add up to the pass."""
+def _pass_work(
+    ops: PassOps, target: Target, ranks: Ranks, group: int, dims: list[bool]
+) -> list[list[tuple[str, et.Node]] | None]:
+    """One pass's compute and collective nodes, per op ``(name suffix, node)`` (None for
+    sends and receives), each lasting its op's time rounded so that the pass's
+    durations add up to the pass. With ``ranks="all"`` a collective's fixed software
+    time (``efficiency.collective_overhead_s``, which no network model has) comes
+    first as a compute node ``<op>.launch``; the network time is ASTRA-sim's."""
     out, start_s = [], 0.0
-    for op, t in ops:
-        end_s = start_s + t.total_s
-        micros = round(end_s * 1e6) - round(start_s * 1e6)
+    overhead_s = target.efficiency.collective_overhead_s
+
+    def micros(seconds: float) -> int:
+        nonlocal start_s
+        end_s = start_s + seconds
+        span = round(end_s * 1e6) - round(start_s * 1e6)
         start_s = end_s
+        return span
+
+    for op, t in ops:
         if op.kind in (ScheduleKind.SEND, ScheduleKind.RECV):
             out.append(None)
+        elif op.kind is ScheduleKind.COLLECTIVE and ranks == "all":
+            launch_s = min(overhead_s, t.total_s)
+            launch = et.Node(
+                type=et.COMP_NODE,
+                duration_micros=micros(launch_s),
+                attr=[et.AttributeProto(name="is_cpu_op", bool_val=False)],
+            )
+            node = _work(op, micros(t.total_s - launch_s), ranks, group, dims)
+            out.append([(".launch", launch), ("", node)])
         else:
-            out.append(_work(op, micros, ranks, group, dims))
+            out.append([("", _work(op, micros(t.total_s), ranks, group, dims))])
     return out
 
 
@@ -215,11 +237,14 @@ def _rank_nodes(
             if pp > 1 and stage == 0 and step >= 0:
                 recv = _p2p(et.COMM_RECV_NODE, last_stage, rank, token, tag(step, mb, pp - 1))
                 add(recv, f"{at}.token")
-            for op, template in zip(program, work[stage, step], strict=True):
-                if template is not None:
-                    node = et.Node()
-                    node.CopyFrom(template)
-                elif op.kind is ScheduleKind.SEND:
+            for op, templates in zip(program, work[stage, step], strict=True):
+                if templates is not None:
+                    for suffix, template in templates:
+                        node = et.Node()
+                        node.CopyFrom(template)
+                        add(node, f"{at}.{op.name}{suffix}")
+                    continue
+                if op.kind is ScheduleKind.SEND:
                     peer = groups[stage + 2][index]
                     size = _slice(op.link_bytes, tp, index)
                     node = _p2p(et.COMM_SEND_NODE, rank, peer, size, tag(step, mb, stage))
