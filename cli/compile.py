@@ -119,7 +119,7 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
         "tensor-parallel group with its bandwidth, collectives replayed as compute) or one "
         "per chiplet (all: real collectives, tp x the traces). Both add empty traces for "
         "idle NPUs of the last server. GPT-3 175B on the default target: representative "
-        "96 traces, 15 MB; all 3,072 traces, 474 MB",
+        "96 traces, 15 MB; all 3,072 traces, 519 MB",
     )
     p.add_argument(
         "--trace-steps",
