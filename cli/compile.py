@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from chipletc.backends.emit import DEFAULT_MAX_OUTPUT_MB, DEFAULT_STEPS, RANKS, output_files
+from chipletc.backends.emit import (
+    DEFAULT_MAX_OUTPUT_MB,
+    DEFAULT_STEPS,
+    RANKS,
+    format_usd,
+    output_files,
+)
 from chipletc.compiler.compile import CompileResult, compile_model
 from chipletc.compiler.partition import SOLVERS, Objective, SearchOptions
 
@@ -231,11 +237,11 @@ def format_summary(r: CompileResult, out: str | None) -> str:
         f"  throughput           {sm['tokens_per_s']:,.0f} tokens/s"
         f"   (bottleneck: {sm['bottleneck']}, MFU {sm['mfu']:.1%})",
         "cost",
-        f"  $ per 1K tokens      ${c.tco_per_1k_tokens_usd:.6f}",
+        f"  $ per 1K tokens      {format_usd(c.tco_per_1k_tokens_usd)}",
         f"  energy per 1K tokens {c.energy_per_1k_tokens_J:,.0f} J",
     ]
     for k, v in c.breakdown_per_1k_tokens_usd.items():
-        lines.append(f"    {k:<22} ${v:.6f}")
+        lines.append(f"    {k:<22} {format_usd(v)}")
     gap = "n/a" if so["gap"] is None else f"{so['gap']:.2%}"
     lines += [
         "solver",

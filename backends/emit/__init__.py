@@ -45,7 +45,7 @@ from .astra import (
 )
 from .chakra import chakra_bytes, to_chakra
 from .chrome import to_chrome_trace
-from .report import to_report_md
+from .report import format_usd, to_report_md
 from .window import window_steps
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "RANKS",
     "Ranks",
+    "format_usd",
     "output_bytes",
     "output_files",
     "to_chakra",

@@ -15,7 +15,16 @@ from chipletc.backends.perf import PerfEstimate
 from chipletc.backends.sim import SimResult
 from chipletc.ir.plan import Plan
 
-__all__ = ["to_report_md"]
+__all__ = ["format_usd", "to_report_md"]
+
+
+def format_usd(usd: float, digits: int = 4) -> str:
+    """Dollars to ``digits`` significant digits, so tiny costs keep their precision.
+
+    >>> format_usd(0.000002034), format_usd(0.0005626), format_usd(12.5)
+    ('$2.034e-06', '$0.0005626', '$12.5')
+    """
+    return f"${usd:.{digits}g}"
 
 
 def to_report_md(
@@ -87,8 +96,8 @@ def to_report_md(
         "",
         "## Cost",
         "",
-        f"${usd:.6f} per 1K generated tokens at the analytical throughput "
-        f"(${usd * an.tokens_per_s / sim.tokens_per_s:.6f} at the simulated one), "
+        f"{format_usd(usd)} per 1K generated tokens at the analytical throughput "
+        f"({format_usd(usd * an.tokens_per_s / sim.tokens_per_s)} at the simulated one), "
         f"{cost.energy_per_1k_tokens_J:,.0f} J per 1K tokens, "
         f"{cost.num_servers} server(s) at ${cost.usd_per_server_hour:.4f} an hour.",
         "",
@@ -97,7 +106,7 @@ def to_report_md(
     ]
     for k, v in cost.breakdown_per_1k_tokens_usd.items():
         share = v / usd if usd else 0.0
-        lines.append(f"| {k.removesuffix('_usd').replace('_', ' ')} | {v:.6f} | {share:.1%} |")
+        lines.append(f"| {k.removesuffix('_usd').replace('_', ' ')} | {v:.4g} | {share:.1%} |")
     lines += ["", "## Solver", ""]
     if solver is None:
         lines.append("None ran: `chipletc simulate` replays the mapping it was given.")

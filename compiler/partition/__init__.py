@@ -7,7 +7,7 @@ solver's report. When nothing fits, ``InfeasibleError`` says what fails and by h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
@@ -63,6 +63,10 @@ def partition(
                 "raise --time-limit or pin --tp/--pp"
             )
         raise InfeasibleError(explain_infeasible(graph, target, problem))
+    if result.status == "OPTIMAL" and problem.time_unit_ns > 1:
+        # optimal in units of time_unit_ns, which may hide a better mapping in whole
+        # nanoseconds (see problem.py): do not claim more than that
+        result = replace(result, status="FEASIBLE")
     best = result.best
     mapping = ModelMapping(
         tp=problem.tps[best.ti],

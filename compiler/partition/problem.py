@@ -12,6 +12,20 @@ LM head's table copy on the last of several stages. Here it is cut into per-bloc
 "pre" and "post" pieces, each rounded up to whole bytes, so a stage's sum may exceed
 ``ir.layout.stage_memory`` by a few bytes (never fall short of it).
 
+Time unit: times are integers of ``time_unit_ns`` nanoseconds, rounded up, so that
+servers x end-to-end time x (max batch / batch) stays below 2**52, where CP-SAT's
+floating-point LP still represents every integer exactly; with a unit of 1 the problem
+is exact in whole nanoseconds (the user's units) and an OPTIMAL answer is optimal in
+them. Relaxing a bound must never worsen the answer, so the unit depends on physics,
+not on how loose a bound is: before the unit is chosen, the candidate batches are cut
+to those whose KV cache fits the chips at all, and the server bound to the most servers
+a replica can use (its widest tp over one stage per block). A ``--max-batch`` or
+``max_servers`` beyond those limits gives the very same problem. Within them a looser
+bound may still coarsen the unit; ``partition`` then reports FEASIBLE, not OPTIMAL
+(tests/test_partition_bounds.py checks, against an exhaustive search in whole
+nanoseconds, that the zoo's small models keep a unit of 1 and never get dearer when a
+bound is relaxed).
+
 Time: one micro-batch's pass through a stage, prefill at the prompt length and decode
 at the mean context (``backends.perf.analytical``). tp groups tile servers (tp divides
 a server's chips, or spans whole servers), so stage-to-stage hops cross the cluster
@@ -353,8 +367,9 @@ class ProblemBuilder:
         self._rows[key] = found
         return found
 
-    def build(self, target: Target) -> PartitionProblem:
-        """The problem on ``target``."""
+    def build(self, target: Target, time_unit_ns: int | None = None) -> PartitionProblem:
+        """The problem on ``target``; ``time_unit_ns`` forces the time unit (1: whole
+        nanoseconds, the exact reference the tests solve exhaustively)."""
         g, opts = self.graph, self.opts
         info = g.info
         tps = self._candidate_tps(target)
@@ -366,10 +381,13 @@ class ProblemBuilder:
             )
         tabs = [self._tp_tables(tp) for tp in tps]
         L = g.num_blocks
+        # no replica uses more servers than its widest tp over one stage per block: a
+        # larger bound changes nothing (and must not coarsen the time unit below)
         max_servers = min(
             target.max_servers,
             opts.max_servers or target.max_servers,
             -(-(opts.max_chiplets or 10**9) // target.chips_per_server),
+            -(-(max(tps) * min(opts.pp or L, L)) // target.chips_per_server),
         )
         chip_limit = min(opts.max_chiplets or 10**9, max_servers * target.chips_per_server)
         max_stages = min(opts.pp or L, max(1, chip_limit // min(tps)))
@@ -387,10 +405,29 @@ class ProblemBuilder:
                 + max(tab.pre_weight, tab.post_weight + tab.tied_weight)
                 <= cap
             )
+        # batches whose KV cache fits some tp's chips at all (a block on a stage, and the
+        # whole replica); larger ones (a --max-batch far beyond memory) are dropped before
+        # the time unit is chosen, so such a bound changes nothing
+        counts = [self.kind_of_block.count(k) for k in self.kinds]
+
+        def batch_fits(j: int) -> bool:
+            for tp, tab, ok in zip(tps, tabs, tp_ok, strict=True):
+                per_block = [tab.block_weight[k] + tab.block_kv[j][k] for k in self.kinds]
+                stages = min(max_stages, chip_limit // tp)
+                whole = sum(c * b for c, b in zip(counts, per_block, strict=True))
+                whole += tab.pre_weight + tab.post_weight + stages * ws_min
+                if ok and min(per_block) + ws_min <= cap and whole <= stages * cap:
+                    return True
+            return False
+
+        nb = max((j + 1 for j in range(len(self.batches)) if batch_fits(j)), default=1)
+        batches = self.batches[:nb]
+        nm = max(1, sum(1 for m in self.mbs if m <= max(batches)))
+        mbs, workspace = self.mbs[:nm], self.workspace[:nm]
         smallest_block = min(
             tab.block_weight[k] + tab.block_kv[0][k] for tab in tabs for k in self.kinds
         )
-        mb_ok = [w + smallest_block <= cap for w in self.workspace]
+        mb_ok = [w + smallest_block <= cap for w in workspace]
 
         nk = len(self.kinds)
         zero_row = StageSeconds((0.0,) * nk, (0.0,) * nk, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -399,12 +436,12 @@ class ProblemBuilder:
         hops_d: list[list[tuple[float, float]]] = []
         hops_p: list[list[tuple[float, float]]] = []
         cluster = target.link_levels()[-1]
-        bmax = max(self.batches)
+        bmax = max(batches)
         stage_ub_s, e2e_ub_s = 0.0, 0.0
         for i, tp in enumerate(tps):
             server_level = neighbour_stage_level(target, tp)
             r_row, d_row, p_row = [], [], []
-            for j, m in enumerate(self.mbs):
+            for j, m in enumerate(mbs):
                 if not (tp_ok[i] and mb_ok[j]):
                     r_row.append(zero_row)
                     d_row.append(zero_hop)
@@ -436,7 +473,7 @@ class ProblemBuilder:
             rows.append(r_row)
             hops_d.append(d_row)
             hops_p.append(p_row)
-        unit_ns = max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 2**52))
+        unit_ns = time_unit_ns or max(1, math.ceil(e2e_ub_s * 1e9 * max_servers * bmax / 2**52))
 
         def q(x: float) -> int:
             return _ns(x, unit_ns)
@@ -455,8 +492,8 @@ class ProblemBuilder:
             num_layers=L,
             kind_of_block=self.kind_of_block,
             tps=tps,
-            batches=tuple(self.batches),
-            micro_batches=tuple(self.mbs),
+            batches=tuple(batches),
+            micro_batches=tuple(mbs),
             capacity_bytes=cap,
             chips_per_server=target.chips_per_server,
             max_servers=max_servers,
@@ -470,8 +507,8 @@ class ProblemBuilder:
             pre_weight=tuple(t.pre_weight for t in tabs),
             post_weight=tuple(t.post_weight for t in tabs),
             tied_weight=tuple(t.tied_weight for t in tabs),
-            block_kv=tuple(t.block_kv for t in tabs),
-            workspace=self.workspace,
+            block_kv=tuple(t.block_kv[:nb] for t in tabs),
+            workspace=workspace,
             block_decode=table("block_decode"),
             block_prefill=table("block_prefill"),
             pre_decode=column("pre_decode"),
