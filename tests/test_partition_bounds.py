@@ -10,9 +10,11 @@ test_explore); fewer run CP-SAT through ``partition`` against ``solve_exhaustive
 from __future__ import annotations
 
 import dataclasses
+import re
 from fractions import Fraction
 
 import pytest
+from builders import make_graph, make_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +141,30 @@ def test_many_servers_cost_gpt3_no_more(zoo_graph):
     more = partition(graph, roomy, SearchOptions())
     assert more.result.status == "OPTIMAL"
     assert per_token(more.problem, more.best) <= per_token(base.problem, base.best)
+
+
+@pytest.mark.parametrize(
+    ("field", "impossible", "pattern", "scale"),
+    [
+        ("max_latency_s", 1e-9, r"raise --max-latency-ms to at least ([\d.e+-]+)", 1e-3),
+        ("min_tokens_per_s", 1e12, r"lower --min-throughput to at most ([\d.e+-]+)", 1.0),
+    ],
+    ids=["latency", "throughput"],
+)
+def test_unmet_bound_names_the_best_reachable_and_that_bound_works(
+    field, impossible, pattern, scale
+):
+    """Issue 17: a refusal names the binding bound and the nearest value that works."""
+    graph = make_graph(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)
+    target = make_target(sram_mb=2, max_servers=2)
+    opts = SearchOptions(prompt_len=32, gen_len=32, max_batch=8, **{field: impossible})
+    with pytest.raises(InfeasibleError, match=pattern) as err:
+        partition(graph, target, opts)
+    match = re.search(pattern, str(err.value))
+    assert match is not None
+    best = float(match.group(1)) * scale
+    assert partition(graph, target, dataclasses.replace(opts, **{field: best})).best
+    # and it is the best: 1 % beyond it nothing fits
+    beyond = best * (0.99 if field == "max_latency_s" else 1.01)
+    with pytest.raises(InfeasibleError):
+        partition(graph, target, dataclasses.replace(opts, **{field: beyond}))

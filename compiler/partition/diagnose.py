@@ -1,11 +1,21 @@
-"""Say why nothing fits, and by how much, in one line."""
+"""Say why nothing fits, and by how much, in one line.
+
+A latency or throughput bound that nothing meets is explained by re-solving without
+it (objective: that figure): the message gives the best the model reaches there, the
+nearest bound that works.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
 
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
 
-from .problem import PartitionProblem
+from .cpsat import solve_cpsat
+from .problem import Objective, PartitionProblem, build_problem
 
 __all__ = ["explain_infeasible"]
 
@@ -64,6 +74,9 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
             f"{'' if o.max_chiplets is None else f', --max-chiplets {o.max_chiplets}'}); "
             f"short by {chips - allowed}"
         )
+    best = _best_without_bound(graph, target, p)
+    if best is not None:
+        return f"{name}: {best}"
     bounds = []
     if o.max_latency_s is not None:
         bounds.append(f"--max-latency-ms {o.max_latency_s * 1e3:g}")
@@ -76,3 +89,41 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
     ]
     what = " and ".join(bounds + pins) or "the constraints"
     return f"{name}: no mapping meets {what}; relax them (without them compile shows the best)"
+
+
+def _best_without_bound(graph: Graph, target: Target, p: PartitionProblem) -> str | None:
+    """What the binding latency or throughput bound allows at best, found by solving
+    without it (the other constraints and pins kept); None when that does not help."""
+    o = p.options
+    for flag, field, objective in (
+        ("--max-latency-ms", "max_latency_s", Objective.LATENCY),
+        ("--min-throughput", "min_tokens_per_s", Objective.THROUGHPUT),
+    ):
+        if getattr(o, field) is None:
+            continue
+        free = build_problem(graph, target, replace(o, objective=objective, **{field: None}))
+        ev = solve_cpsat(free).best
+        if ev is None:
+            continue
+        unit_s = free.time_unit_ns * 1e-9
+        batch = free.batches[ev.bi]
+        where = f"(tp={free.tps[ev.ti]}, pp={ev.pp}, batch {batch})"
+        if objective is Objective.LATENCY:
+            best_ms = _four_digits(ev.step * unit_s * 1e3, math.ceil)
+            return (
+                f"no mapping meets {flag} {o.max_latency_s * 1e3:g}: the fastest decodes a "
+                f"token in {best_ms:.4g} ms {where}; raise {flag} to at least {best_ms:.4g}"
+            )
+        best_tps = _four_digits(batch * o.gen_len / (ev.e2e * unit_s), math.floor)
+        return (
+            f"no mapping meets {flag} {o.min_tokens_per_s:g}: the highest is "
+            f"{best_tps:.4g} tokens/s {where}; lower {flag} to at most {best_tps:.4g}"
+        )
+    return None
+
+
+def _four_digits(x: float, rounding: Callable[[float], int]) -> float:
+    """``x`` to four significant digits, rounded the safe way (up for a bound to raise,
+    down for one to lower), so the suggested bound works as printed."""
+    scale = 10.0 ** (math.floor(math.log10(x)) - 3)
+    return rounding(x / scale) * scale
