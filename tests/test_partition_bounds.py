@@ -95,7 +95,7 @@ def test_relaxing_a_bound_never_worsens_the_optimum(zoo_graph, default_target, c
 
 
 @settings(
-    max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    max_examples=3, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
 @given(bounded())
 def test_cpsat_optimum_is_the_exhaustive_one_in_nanoseconds(zoo_graph, default_target, case):
