@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chipletc.ir.dtypes import parse_dtype
 from chipletc.ir.errors import UsageError
-from chipletc.ir.graph import Graph
-from chipletc.ir.plan import Plan
+
+if TYPE_CHECKING:
+    from chipletc.ir.graph import Graph
+    from chipletc.ir.plan import Plan
 
 __all__ = [
+    "add_cache_arg",
     "add_model_args",
     "add_model_or_plan_args",
+    "add_option_flags",
     "add_storage_args",
     "load_graph",
+    "options_from",
     "plan_sources",
     "positive_int",
     "with_sources",
@@ -39,6 +48,67 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
     return value
+
+
+Options = TypeVar("Options")
+
+
+def add_option_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    names: Iterable[str] | None = None,
+    help: Mapping[str, str] | None = None,
+) -> None:
+    """Add a flag for each of the fields ``names`` (default all, in order) of the options
+    dataclass ``cls``.
+
+    The field's metadata gives the flag (``--`` + the name with dashes by default), its
+    ``help``, ``metavar`` and ``divide_by``; its type gives the parser (positive int or
+    float, a switch for bool, the values of an enum) and its default is appended to
+    the help. ``help`` replaces a field's help text for one command.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name in fields if names is None else names:
+        f, kind = fields[name], hints[name]
+        meta = f.metadata
+        text = (help or {}).get(name, meta.get("help"))
+        kwargs: dict[str, Any] = {}
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif isinstance(kind, type) and issubclass(kind, Enum):
+            kwargs.update(choices=[e.value for e in kind], default=f.default.value)
+        else:
+            number = int if int in typing.get_args(kind) or kind is int else float
+            kwargs["type"] = positive_int if number is int else positive_float
+            kwargs["metavar"] = meta.get("metavar")
+            if f.default is not None:
+                kwargs["default"] = f.default
+        default = kwargs.get("default")
+        if text is not None and default is not None:
+            text += f" (default {default:g})" if isinstance(default, float) else (
+                f" (default {default})"
+            )
+        parser.add_argument(_flag(f), help=text, **kwargs)
+
+
+def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
+    """The options dataclass ``cls`` from the flags ``add_option_flags`` added (fields
+    without a flag keep their defaults)."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        dest = _flag(f).removeprefix("--").replace("-", "_")
+        if not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if value is not None and "divide_by" in f.metadata:
+            value = value / f.metadata["divide_by"]
+        values[f.name] = value
+    return cls(**values)
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -86,22 +156,34 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="lower the model again instead of reading the cache of lowered models "
+        "(chipletc cache info), and do not write it",
+    )
+
+
 def load_graph(args: argparse.Namespace) -> Graph:
-    """The model MODEL names, with the storage flags applied."""
-    from chipletc.compiler.frontends import load_model
+    """The model MODEL names (through the cache of lowered models unless --no-cache),
+    with the storage flags applied."""
+    from chipletc.compiler.cache import load_cached
+    from chipletc.compiler.frontends import apply_storage
 
     weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
     kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
     sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
     if not 0.0 <= sparsity < 1.0:
         raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
-    return load_model(args.model, weights_dtype=weights, kv_dtype=kv, weight_sparsity=sparsity)
+    graph = load_cached(args.model, use_cache=not getattr(args, "no_cache", False))
+    return apply_storage(graph, weights, kv, sparsity)
 
 
 def with_sources(plan: Plan, model: str, target: str, sparsity: float) -> Plan:
     """The plan, recording how MODEL and the target were named and the weight sparsity,
     so that `chipletc simulate --plan` rebuilds the same system."""
-    return replace(
+    return dataclasses.replace(
         plan,
         model={**plan.model, "source": model, "weight_sparsity": sparsity},
         target={**plan.target, "source": target},

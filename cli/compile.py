@@ -14,25 +14,24 @@ from chipletc.backends.emit import (
     output_files,
 )
 from chipletc.compiler.compile import CompileResult, compile_model
-from chipletc.compiler.partition import SOLVERS, Objective, SearchOptions
+from chipletc.compiler.partition import SOLVERS, SearchOptions
 
 from .common import (
+    add_cache_arg,
     add_model_args,
+    add_option_flags,
     add_storage_args,
     load_graph,
-    positive_float,
+    options_from,
     positive_int,
     with_sources,
 )
 from .output import shown_dir, write_outputs
 
-HELP = "find the best tp/pp/batch mapping of MODEL onto a target and write its plan"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     from chipletc.backends.targets import DEFAULT_TARGET
 
-    p = sub.add_parser("compile", help=HELP, description=HELP + ".")
     add_model_args(p)
     p.add_argument(
         "--target",
@@ -41,65 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="T",
         help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})",
     )
-    p.add_argument(
-        "--objective",
-        choices=[o.value for o in Objective],
-        default="tco",
-        help="tco: min $ per 1K generated tokens; latency: min decode time per "
-        "token; throughput: max generated tokens/s (default tco)",
-    )
-    p.add_argument(
-        "--prompt-len",
-        type=positive_int,
-        default=1024,
-        metavar="P",
-        help="prompt tokens (default 1024)",
-    )
-    p.add_argument(
-        "--gen-len",
-        type=positive_int,
-        default=1024,
-        metavar="G",
-        help="generated tokens (default 1024)",
-    )
-    p.add_argument(
-        "--max-latency-ms", type=positive_float, metavar="MS", help="bound on decode time per token"
-    )
-    p.add_argument(
-        "--min-throughput",
-        type=positive_float,
-        metavar="TOK_S",
-        help="bound on generated tokens/s of one replica",
-    )
-    p.add_argument("--max-chiplets", type=positive_int, metavar="N")
-    p.add_argument("--max-servers", type=positive_int, metavar="N")
-    p.add_argument(
-        "--max-batch",
-        type=positive_int,
-        default=1024,
-        metavar="B",
-        help="largest batch tried; batches are powers of two (default 1024)",
-    )
-    for pin in ("tp", "pp", "batch", "micro-batch"):
-        p.add_argument(f"--{pin}", type=positive_int, metavar="N", help=f"pin {pin}")
-    p.add_argument(
-        "--pad-heads",
-        action="store_true",
-        help="allow tp that does not divide the heads, padding them (as PaLM pads 48 to 64)",
-    )
+    add_option_flags(p, SearchOptions)
     add_storage_args(p)
+    add_cache_arg(p)
     p.add_argument(
         "--solver",
         choices=sorted(SOLVERS),
         default="cpsat",
         help="cpsat (default) or exhaustive, the plain-Python reference",
-    )
-    p.add_argument(
-        "--time-limit",
-        type=positive_float,
-        default=20.0,
-        metavar="S",
-        help="solver limit in CP-SAT deterministic seconds (default 20)",
     )
     add_output_args(p)
     p.add_argument(
@@ -145,31 +93,12 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from(args: argparse.Namespace) -> SearchOptions:
-    return SearchOptions(
-        objective=Objective(args.objective),
-        prompt_len=args.prompt_len,
-        gen_len=args.gen_len,
-        max_batch=args.max_batch,
-        max_latency_s=None if args.max_latency_ms is None else args.max_latency_ms / 1e3,
-        min_tokens_per_s=args.min_throughput,
-        max_chiplets=args.max_chiplets,
-        max_servers=args.max_servers,
-        tp=args.tp,
-        pp=args.pp,
-        batch=args.batch,
-        micro_batch=args.micro_batch,
-        pad_heads=args.pad_heads,
-        deterministic_time_limit=args.time_limit,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from chipletc.backends.targets import load_target
 
     graph = load_graph(args)
     target = load_target(args.target)
-    result = compile_model(graph, target, options_from(args), args.solver)
+    result = compile_model(graph, target, options_from(SearchOptions, args), args.solver)
     if args.out:
         plan = with_sources(result.plan, args.model, args.target, args.weight_sparsity)
         files = output_files(

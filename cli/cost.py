@@ -9,11 +9,8 @@ from typing import Any
 from chipletc.backends.cost import cost_report
 from chipletc.backends.targets import DEFAULT_TARGET, load_target
 
-HELP = "print the die, package, server and TCO cost breakdowns of a target"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cost", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")

@@ -8,19 +8,18 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from chipletc.compiler.partition import Objective
+from chipletc.compiler.partition import SearchOptions
 from chipletc.ir.errors import UsageError
 
-from .common import add_storage_args, positive_float, positive_int
-from .compile import options_from
+from .common import add_cache_arg, add_option_flags, add_storage_args, options_from, positive_int
 from .output import shown_dir, write_outputs
 
-HELP = "explore a chiplet design space for MODELs: Pareto front, best designs, baselines"
 JOURNAL = "journal.jsonl"
+EXPLORE_FLAGS = ("objective", "prompt_len", "gen_len", "max_latency_s", "min_tokens_per_s",
+                 "max_batch", "max_servers", "pad_heads")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explore", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="zoo names (chipletc models), path/to/file.py:factory, .onnx files "
                    "or checkpoint directories")
@@ -34,23 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes (local) or CPUs (a Ray instance it starts); default 1")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local processes (default) or Ray (RAY_ADDRESS joins a cluster)")
-    p.add_argument("--objective", choices=[o.value for o in Objective], default="tco",
-                   help="each design's mapping minimizes this (default tco)")
-    p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P",
-                   help="prompt tokens (default 1024)")
-    p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G",
-                   help="generated tokens (default 1024; context P + G = 2048 as the paper)")
-    p.add_argument("--max-latency-ms", type=positive_float, metavar="MS",
-                   help="bound on decode time per token")
-    p.add_argument("--min-throughput", type=positive_float, metavar="TOK_S",
-                   help="bound on generated tokens/s of one replica")
-    p.add_argument("--max-batch", type=positive_int, default=1024, metavar="B",
-                   help="largest batch tried; batches are powers of two (default 1024)")
-    p.add_argument("--max-servers", type=positive_int, metavar="N",
-                   help="fewest of this and the space's max_servers")
-    p.add_argument("--pad-heads", action="store_true",
-                   help="allow tp that does not divide the heads, padding them")
+    # compile's pins stay free: each design gets its own optimal mapping
+    add_option_flags(p, SearchOptions, EXPLORE_FLAGS, help={
+        "objective": "each design's mapping minimizes this",
+        "gen_len": "generated tokens; P + G = 2048 is the paper's context",
+        "max_servers": "fewest of this and the space's max_servers",
+    })
     add_storage_args(p)
+    add_cache_arg(p)
     p.add_argument("--baseline", action="append", default=[], metavar="NAME:K=V,...",
                    help="override a rented baseline per chip, e.g. "
                    "a100:price=0.87,tokens_per_s=211 ($ per GPU-hour, tokens/s per GPU); "
@@ -73,9 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-designs", type=positive_int, default=5, metavar="K",
                    help="simulate the K cheapest front designs per model for --slo (default 5)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    # compile's pins stay free: each design gets its own optimal mapping
-    p.set_defaults(func=run, tp=None, pp=None, batch=None, micro_batch=None, max_chiplets=None,
-                   time_limit=20.0)
+    p.set_defaults(func=run)
 
 
 class ProgressBar:
@@ -128,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if spec is not None and spec.arrivals == "burst":
         raise UsageError("--workload: --slo needs poisson or gamma arrivals (a rate to vary)")
     space = load_space(args.space)
-    search = options_from(args)
+    search = options_from(SearchOptions, args)
     graphs = [load_graph(argparse.Namespace(**{**vars(args), "model": name}))
               for name in args.models]
     opts = ExploreOptions(search=search, workers=args.workers, executor=args.executor,

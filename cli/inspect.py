@@ -16,13 +16,10 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.op import Op
 from chipletc.ir.workload import Workload
 
-from .common import add_model_args, add_storage_args, load_graph, positive_int
-
-HELP = "show a model's parameters, bytes, FLOPs per token, KV cache and ops"
+from .common import add_cache_arg, add_model_args, add_storage_args, load_graph, positive_int
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-layer", action="store_true", help="add one row per block")
@@ -40,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cached positions a decode step attends to (default: the prompt length)",
     )
     add_storage_args(p)
+    add_cache_arg(p)
     p.set_defaults(func=run)
 
 

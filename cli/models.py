@@ -8,11 +8,8 @@ import json
 from chipletc.models.config import ModelConfig
 from chipletc.models.zoo import get_config, list_models
 
-HELP = "list the built-in models (zoo names for chipletc inspect/compile)"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=run)
 

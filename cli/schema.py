@@ -6,11 +6,8 @@ import argparse
 
 from chipletc.ir.schema import SCHEMA_KINDS, schema_text
 
-HELP = "print the JSON Schema of plan.json or schedule.json"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=SCHEMA_KINDS, help="the document")
     p.set_defaults(func=run)
 

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from chipletc.ir.errors import UsageError
 
-from .common import add_model_or_plan_args, add_storage_args, positive_int
+from .common import add_cache_arg, add_model_or_plan_args, add_storage_args, positive_int
 from .output import write_outputs
 
 if TYPE_CHECKING:
     from chipletc.backends.serve import IterationModel, SchedulerConfig
 
-HELP = "serve a request workload on MODEL's mapping: latency percentiles, SLO capacity, $ per token"
 
 WORKLOAD_HELP = (
     "ARRIVALS:FIELDS, a .jsonl trace or a shipped one (trace:chat, trace:bursty). "
@@ -31,10 +30,9 @@ WORKLOAD_HELP = (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     from chipletc.backends.serve import POLICIES
 
-    p = sub.add_parser("serve", help=HELP, description=HELP + ".")
     add_model_or_plan_args(p, "serve on")
     p.add_argument(
         "--workload",
@@ -115,6 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
     add_storage_args(g)
+    add_cache_arg(g)
     p.add_argument(
         "-o",
         "--out",
@@ -322,14 +321,13 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     """(graph, target, mapping, prompt length it was sized for, sources): from --plan,
     or compiled for the workload's mean lengths."""
     from chipletc.backends.targets import load_target
-    from chipletc.compiler.partition import partition
+    from chipletc.compiler.partition import SearchOptions, partition
 
-    from .common import load_graph
-    from .compile import options_from
+    from .common import load_graph, options_from
     from .simulate import from_plan
 
     if args.plan:
-        graph, target, mapping, prompt_len, _, sources = from_plan(args.plan)
+        graph, target, mapping, prompt_len, _, sources = from_plan(args.plan, not args.no_cache)
         return graph, target, mapping, prompt_len, sources
     graph = load_graph(args)
     target = load_target(args.target)
@@ -337,7 +335,7 @@ def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     gen_len = args.gen_len or max(1, round(statistics.fmean(r.gen_len for r in requests)))
     # serve's --max-batch bounds the sequences in flight, not the batches compile tries
     search = {"prompt_len": prompt_len, "gen_len": gen_len, "max_batch": 1024}
-    options = options_from(argparse.Namespace(**{**vars(args), **search}))
+    options = options_from(SearchOptions, argparse.Namespace(**{**vars(args), **search}))
     mapping = partition(graph, target, options).mapping
     return graph, target, mapping, prompt_len, (args.model, args.target, args.weight_sparsity)
 

@@ -22,6 +22,7 @@ from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
 from .common import (
+    add_cache_arg,
     add_model_or_plan_args,
     add_storage_args,
     load_graph,
@@ -32,11 +33,8 @@ from .common import (
 from .compile import add_output_args
 from .output import shown_dir, write_outputs
 
-HELP = "simulate MODEL under a given tp/pp/batch mapping, or the mapping of a plan.json"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     add_model_or_plan_args(p, "simulate")
     p.add_argument("--tp", type=positive_int, default=1, metavar="N", help="tensor-parallel width")
     p.add_argument("--pp", type=positive_int, default=1, metavar="N", help="pipeline stages")
@@ -51,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G")
     p.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
     add_storage_args(p)
+    add_cache_arg(p)
     add_output_args(p)  # -o DIR also gets simulation.json
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -66,9 +65,12 @@ def _parse_stages(text: str, pp: int) -> tuple[tuple[int, int], ...]:
     return out
 
 
-def from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
+def from_plan(
+    path: str, use_cache: bool = True
+) -> tuple[Graph, Target, ModelMapping, int, int, tuple[str, str, float]]:
     from chipletc.backends.targets import load_target
-    from chipletc.compiler.frontends import load_model
+    from chipletc.compiler.cache import load_cached
+    from chipletc.compiler.frontends import apply_storage
 
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -76,10 +78,11 @@ def from_plan(path: str) -> tuple[Graph, Target, ModelMapping, int, int, tuple[s
         raise PlanError(f"--plan {path}: cannot read a plan ({err})") from None
     plan = Plan.from_dict(doc)
     model_spec, target_spec, sparsity = sources = plan_sources(plan)
+    graph = load_cached(model_spec, use_cache)
     weights = plan.model.get("weights_dtype", "")
     kv = plan.model.get("kv_dtype")
-    graph = load_model(
-        model_spec,
+    graph = apply_storage(
+        graph,
         weights_dtype=parse_dtype(weights) if weights and "," not in weights else None,
         kv_dtype=parse_dtype(kv) if kv else None,
         weight_sparsity=sparsity,
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plan and args.model:
         raise UsageError("simulate: give MODEL or --plan, not both")
     graph, target, mapping, prompt_len, gen_len, sources = (
-        from_plan(args.plan) if args.plan else _from_flags(args)
+        from_plan(args.plan, not args.no_cache) if args.plan else _from_flags(args)
     )
     require_within_limits(target)
     graph.check_context(prompt_len, "--prompt-len")

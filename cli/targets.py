@@ -7,11 +7,8 @@ import json
 
 from chipletc.backends.targets import DEFAULT_TARGET, list_targets, list_techs, load_target
 
-HELP = "list the hardware target presets (and technology nodes)"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("targets", help=HELP, description=HELP + ".")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=run)
 

@@ -10,7 +10,7 @@ from .errors import UsageError
 
 __all__ = ["SCHEMA_KINDS", "load_schema", "schema_text"]
 
-SCHEMA_KINDS = ("plan", "schedule")
+SCHEMA_KINDS = ("plan", "schedule", "graph")
 
 
 def schema_text(kind: str) -> str:

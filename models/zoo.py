@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from chipletc.ir.errors import ModelError
 
 from .config import MLAConfig, ModelConfig, MoEConfig
-from .transformer import Transformer
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["build", "get_config", "list_models", "with_layers"]
 
@@ -179,7 +179,15 @@ def get_config(name: str) -> ModelConfig:
 
 
 def build(name_or_config: str | ModelConfig) -> nn.Module:
-    """The model as a torch module on the meta device: shapes only, no weight memory."""
+    """The model as a torch module on the meta device: shapes only, no weight memory.
+
+    torch is imported here, not with the module: the configs above serve commands
+    (`chipletc models`) that build nothing.
+    """
+    import torch
+
+    from .transformer import Transformer
+
     cfg = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
     with torch.device("meta"):
         return Transformer(cfg)

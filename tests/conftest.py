@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def _checked_chakra_sets():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(emit, "to_chakra", checked)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory) -> Iterator[None]:
+    """Tests, and the chipletc processes they start, cache lowered models in a temporary
+    folder, never in the user's cache."""
+    before = os.environ.get("CHIPLETC_CACHE")
+    os.environ["CHIPLETC_CACHE"] = str(tmp_path_factory.mktemp("chipletc-cache"))
+    yield
+    if before is None:
+        del os.environ["CHIPLETC_CACHE"]
+    else:
+        os.environ["CHIPLETC_CACHE"] = before
 
 
 @cache

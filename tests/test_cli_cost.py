@@ -8,19 +8,12 @@ import pytest
 from builders import CliRun
 
 from chipletc.backends.targets import DEFAULT_TARGET, list_targets
-from chipletc.cli import main as cli_main
 
 JSON_KEYS = {
     "die": ["area_mm2", "dies_per_wafer", "yield", "cost_usd"],
     "package": ["cost_usd"],
     "server": ["cost_usd", "power_w", "tco_usd", "life_years"],
 }
-
-
-@pytest.fixture(autouse=True)
-def only_these_commands(monkeypatch):
-    """Build the real parser with just the commands under test (others may be absent)."""
-    monkeypatch.setattr(cli_main, "COMMANDS", ("targets", "cost"))
 
 
 def test_targets_lists_every_preset(cli: CliRun):

@@ -291,8 +291,7 @@ BAD_SPACES = [
 @pytest.mark.parametrize("data, message", BAD_SPACES,
                          ids=["empty-list", "empty-range", "unknown-key", "two-forms",
                               "no-feasible"])
-def test_bad_space_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, data, message):
-    monkeypatch.setattr(cli, "COMMANDS", ("explore",))
+def test_bad_space_is_one_line_and_exit_2(tmp_path, capsys, data, message):
     path = write_space(tmp_path, data)
     code = cli.main(["explore", MODEL, "--space", str(path), "--no-baselines"])
     out, err = capsys.readouterr()
@@ -314,8 +313,7 @@ def test_ranges_of_too_many_values_are_refused(axis):
                     "s.yaml")
 
 
-def test_cli_writes_every_output(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMANDS", ("explore",))
+def test_cli_writes_every_output(tmp_path, capsys):
     path = write_space(tmp_path, SMALL_SPACE)
     out_dir = tmp_path / "out"
     argv = ["explore", MODEL, "--space", str(path), "-o", str(out_dir),

@@ -11,6 +11,7 @@ import pytest
 
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.partition import SearchOptions
+from chipletc.ir.graph_json import GRAPH_VERSION, graph_to_json
 from chipletc.ir.plan import PLAN_VERSION
 from chipletc.ir.schedule import SCHEDULE_VERSION
 from chipletc.ir.schema import SCHEMA_KINDS, load_schema, schema_text
@@ -19,8 +20,9 @@ from chipletc.ir.schema import SCHEMA_KINDS, load_schema, schema_text
 PINNED = {
     ("plan", "1.0"): "e400d044d55d352436d16038d5ad70d768a0cc9079f62babe7b97dbed28d695c",
     ("schedule", "1.0"): "efcd3f0133cb4834b669af9ccdf1d33c878267cf102d0cbe0e480f9a20be9f47",
+    ("graph", "1.0"): "fb835e9490d8f5ba14d83753c5249701f6b3ed14eed93c230920acaa3c54f9e2",
 }
-VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION}
+VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION, "graph": GRAPH_VERSION}
 
 
 @pytest.mark.parametrize("kind", SCHEMA_KINDS)
@@ -33,6 +35,11 @@ def test_schema_changes_only_with_a_version_bump(kind):
     assert PINNED.get((kind, version)) == digest, (
         f"{kind} schema changed without a version bump: bump the version and pin {digest}"
     )
+
+
+@pytest.mark.parametrize("name", ["gpt2-small", "mixtral-8x7b", "deepseek-v3"])
+def test_lowered_graph_validates(zoo_graph, name):
+    jsonschema.validate(json.loads(graph_to_json(zoo_graph(name))), load_schema("graph"))
 
 
 def test_compiled_plan_validates(zoo_graph, default_target):

@@ -50,12 +50,13 @@ from chipletc.ir.schedule import Schedule, ScheduleKind, TimelineRecord
 from chipletc.ir.target import Target
 
 from .scan import finish_times, route_times, step_matrices
-from .timing import PassTime, hop_time_s, pass_tables
+from .timing import PASS_FIELDS, PassTime, hop_time_s, pass_tables
 
 __all__ = ["ENGINES", "TIMELINE_STEPS", "SimResult", "Simulation", "simulate"]
 
 _ATTRIBUTION = ("compute", "memory", "overhead", "links", "bubble")
 ENGINES = ("scan", "events")
+_TOTAL = PASS_FIELDS.index("total_s")
 TIMELINE_STEPS = 16  # decode steps in the default timeline window (after prefill)
 
 Engine = Literal["scan", "events"]
@@ -139,7 +140,7 @@ class SimResult:
 class _Route:
     """What both engines replay: pass times per stage and step, the boundaries' hops."""
 
-    passes: list[list[PassTime]]  # per stage: prefill, then decode step 0, 1, ...
+    passes: list[np.ndarray]  # per stage: prefill, then decode step 0, 1, ... (pass_tables)
     pass_s: list[list[float]]
     hops: list[tuple[float, float]]  # (prefill, decode) per boundary
     hop_bytes: list[tuple[float, float]]
@@ -173,7 +174,7 @@ def _route(schedule: Schedule, target: Target) -> _Route:
             links.append((f"stage{s}->stage{s + 1}",))
     return _Route(
         passes=passes,
-        pass_s=[[p.total_s for p in table] for table in passes],
+        pass_s=[table[:, _TOTAL].tolist() for table in passes],
         hops=hops,
         hop_bytes=hop_bytes,
         links=links,
@@ -337,7 +338,10 @@ def _summarise(
     for t in step_done:
         steps.append(t - prev)
         prev = t
-    stage_totals = [sum(table[1:], table[0]).scaled(m_count) for table in route.passes]
+    # each stage's passes added in step order (cumsum adds one row at a time, as sum())
+    stage_totals = [
+        PassTime(*np.cumsum(table, axis=0)[-1].tolist()).scaled(m_count) for table in route.passes
+    ]
     sends = [0.0] * sch.pp
     for s, (h_pf, h_dc) in enumerate(route.hops):
         sends[s] = m_count * (h_pf + sch.gen_len * h_dc)

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from chipletc.backends.perf.analytical import op_time
 from chipletc.backends.perf.collectives import (
     collective_time_s,
@@ -26,7 +28,15 @@ from chipletc.ir.op import OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp
 from chipletc.ir.target import Target
 
-__all__ = ["PassTime", "hop_time_s", "op_times", "pass_tables", "pass_time", "step_program"]
+__all__ = [
+    "PASS_FIELDS",
+    "PassTime",
+    "hop_time_s",
+    "op_times",
+    "pass_tables",
+    "pass_time",
+    "step_program",
+]
 
 
 @dataclass(frozen=True)
@@ -57,10 +67,10 @@ class PassTime:
         )
 
     def scaled(self, k: float) -> PassTime:
-        return PassTime(*(getattr(self, f) * k for f in _FIELDS))
+        return PassTime(*(getattr(self, f) * k for f in PASS_FIELDS))
 
 
-_FIELDS = tuple(PassTime.__dataclass_fields__)
+PASS_FIELDS = tuple(PassTime.__dataclass_fields__)
 
 
 def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float) -> PassTime:
@@ -110,19 +120,21 @@ def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -
     return sum(op_times(ops, target, tp, peak), PassTime())
 
 
-def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
-    """Per stage, pass times: index 0 prefill, index ``i`` decode step ``i - 1``.
+def pass_tables(schedule: Schedule, target: Target) -> list[np.ndarray]:
+    """Per stage, pass times as a ``(gen_len + 1, len(PASS_FIELDS))`` array: row 0
+    prefill, row ``i`` decode step ``i - 1``; columns are ``PassTime``'s fields.
 
     Decode step ``i`` (0-based) attends over ``prompt_len + i + 1`` positions. Blocks
     of one kind repeat the same attention costs, so each distinct op is timed once per
-    step, whatever stage or block it sits in.
+    step, whatever stage or block it sits in. A step's row is the stage's
+    context-independent ops plus each attention op's time x its count, added in the
+    same order as ``PassTime.__add__`` would (numpy adds column by column).
     """
     peak = target.chiplet.peak_flops(schedule.act_dtype)
     tp = schedule.tp
-    memo: dict[tuple[ScheduleOp, int], PassTime] = {}
+    memo: dict[ScheduleOp, np.ndarray] = {}
     tables = []
     for stage in schedule.stages:
-        out = [pass_time(stage.prefill, target, tp, peak)]
         _check_producers(stage.decode)
         static = pass_time(
             (op for op in stage.decode if not op.context_dependent), target, tp, peak
@@ -133,17 +145,23 @@ def pass_tables(schedule: Schedule, target: Target) -> list[list[PassTime]]:
             for op in stage.decode
             if op.context_dependent
         )
-        for step in range(schedule.gen_len):
-            shift = _decode_shift(schedule, step)
-            total = static
-            for op, count in dynamic.items():
-                key = (op, shift)
-                if key not in memo:
-                    memo[key] = _one(op.shifted(shift), target, tp, peak, 0.0)
-                total = total + memo[key].scaled(count)
-            out.append(total)
-        tables.append(out)
+        table = np.empty((schedule.gen_len + 1, len(PASS_FIELDS)))
+        table[0] = _row(pass_time(stage.prefill, target, tp, peak))
+        decode = table[1:]
+        decode[:] = _row(static)
+        for op, count in dynamic.items():
+            if op not in memo:
+                memo[op] = np.array([
+                    _row(_one(op.shifted(_decode_shift(schedule, step)), target, tp, peak, 0.0))
+                    for step in range(schedule.gen_len)
+                ]).reshape(schedule.gen_len, len(PASS_FIELDS))
+            decode += memo[op] * count
+        tables.append(table)
     return tables
+
+
+def _row(t: PassTime) -> list[float]:
+    return [getattr(t, f) for f in PASS_FIELDS]
 
 
 def step_program(schedule: Schedule, stage: int, step: int) -> tuple[ScheduleOp, ...]:

@@ -152,6 +152,11 @@ def _locate(name_or_path: str, directory: Path, names: list[str], kind: str,
                       f"{', '.join(names)} (or give a path to a .yaml file)")
 
 
+# libyaml's parser where PyYAML was built with it (the same safe constructors, ~10x faster:
+# `chipletc targets` reads every preset)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read(path: Path, label: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -159,7 +164,7 @@ def _read(path: Path, label: str) -> dict[str, Any]:
         raise TargetError(f"{label}: cannot read the file ({err.strerror}); give an existing "
                           "YAML file or a preset name") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

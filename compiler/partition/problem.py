@@ -76,22 +76,65 @@ class Objective(str, Enum):
 
 @dataclass(frozen=True)
 class SearchOptions:
-    objective: Objective = Objective.TCO
-    prompt_len: int = 1024
-    gen_len: int = 1024
-    max_batch: int = 1024
-    max_latency_s: float | None = None  # bound on decode time per token
-    min_tokens_per_s: float | None = None  # bound on generated tokens/s of a replica
-    max_chiplets: int | None = None
-    max_servers: int | None = None
-    tp: int | None = None
-    pp: int | None = None
-    batch: int | None = None
-    micro_batch: int | None = None
-    pad_heads: bool = False
+    """What to search for. Field metadata is the command line's: ``flag`` where it is not
+    ``--`` + the field's name, ``help``, ``metavar``, and ``divide_by`` where the flag's
+    unit differs (``chipletc.cli.common.add_option_flags`` builds the flags from it)."""
+
+    objective: Objective = field(
+        default=Objective.TCO,
+        metadata={
+            "help": "tco: min $ per 1K generated tokens; latency: min decode time per token; "
+            "throughput: max generated tokens/s"
+        },
+    )
+    prompt_len: int = field(default=1024, metadata={"help": "prompt tokens", "metavar": "P"})
+    gen_len: int = field(default=1024, metadata={"help": "generated tokens", "metavar": "G"})
+    max_batch: int = field(
+        default=1024,
+        metadata={"help": "largest batch tried; batches are powers of two", "metavar": "B"},
+    )
+    max_latency_s: float | None = field(
+        default=None,
+        metadata={
+            "flag": "--max-latency-ms",
+            "divide_by": 1e3,
+            "help": "bound on decode time per token",
+            "metavar": "MS",
+        },
+    )
+    min_tokens_per_s: float | None = field(
+        default=None,
+        metadata={
+            "flag": "--min-throughput",
+            "help": "bound on generated tokens/s of one replica",
+            "metavar": "TOK_S",
+        },
+    )
+    max_chiplets: int | None = field(default=None, metadata={"metavar": "N"})
+    max_servers: int | None = field(default=None, metadata={"metavar": "N"})
+    tp: int | None = field(default=None, metadata={"help": "pin tp", "metavar": "N"})
+    pp: int | None = field(default=None, metadata={"help": "pin pp", "metavar": "N"})
+    batch: int | None = field(default=None, metadata={"help": "pin batch", "metavar": "N"})
+    micro_batch: int | None = field(
+        default=None, metadata={"help": "pin micro-batch", "metavar": "N"}
+    )
+    pad_heads: bool = field(
+        default=False,
+        metadata={
+            "help": "allow tp that does not divide the heads, padding them (as PaLM pads 48 "
+            "to 64)"
+        },
+    )
     # CP-SAT deterministic time (its own work unit, roughly seconds on a fast core;
     # not wall time): a run stopped by it repeats exactly
-    deterministic_time_limit: float = 20.0
+    deterministic_time_limit: float = field(
+        default=20.0,
+        metadata={
+            "flag": "--time-limit",
+            "help": "solver limit in CP-SAT deterministic seconds",
+            "metavar": "S",
+        },
+    )
 
     def __post_init__(self) -> None:
         try:
