@@ -47,7 +47,8 @@ def register(p: argparse.ArgumentParser) -> None:
                    "repeatable")
     p.add_argument("--no-baselines", action="store_true", help="skip the GPU/TPU baselines")
     p.add_argument("--progress", action="store_true",
-                   help="show the progress bar even when stderr is not a terminal")
+                   help="draw the progress bar even when stderr is not a terminal (otherwise "
+                   "a plain progress line every 5 s)")
     p.add_argument("--stop-after", type=positive_int, metavar="N",
                    help="evaluate about N designs this run (whole chunks, at least one), "
                    "then stop; resume with -o DIR")
@@ -66,13 +67,19 @@ def register(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-class ProgressBar:
-    """A one-line bar on ``stream`` with the rate and the time left."""
+class Progress:
+    """Progress on ``stream``: a bar redrawn in place on a terminal (``bar``), otherwise a
+    plain line every ``period_s`` seconds and at the end, for logs and CI."""
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream, self.width = stream, width
+    def __init__(self, stream: TextIO, bar: bool, period_s: float = 5.0, width: int = 30) -> None:
+        self.stream, self.bar, self.period_s, self.width = stream, bar, period_s, width
         self.start = time.perf_counter()
         self.first: int | None = None
+        self.last_line = -period_s
+
+    def note(self, text: str) -> None:
+        self.stream.write(f"explore: {text}\n")
+        self.stream.flush()
 
     def __call__(self, done: int, total: int) -> None:
         if self.first is None:
@@ -80,11 +87,15 @@ class ProgressBar:
         elapsed = time.perf_counter() - self.start
         rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
         eta = f"{(total - done) / rate:,.0f} s" if rate > 0 else "?"
-        fill = int(self.width * done / total) if total else self.width
-        self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done:,}/{total:,} "
-                          f"designs  {rate:,.1f}/s  ETA {eta}   ")
-        if done >= total:
-            self.stream.write("\n")
+        if self.bar:
+            fill = int(self.width * done / total) if total else self.width
+            self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done:,}/{total:,} "
+                              f"designs  {rate:,.1f}/s  ETA {eta}   ")
+            if done >= total:
+                self.stream.write("\n")
+        elif done >= total or elapsed - self.last_line >= self.period_s:
+            self.last_line = elapsed
+            self.stream.write(f"explore: {done:,}/{total:,} designs  {rate:,.1f}/s  ETA {eta}\n")
         self.stream.flush()
 
 
@@ -105,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .common import load_graph
 
+    progress = Progress(sys.stderr, bar=args.progress or sys.stderr.isatty())
     overrides = [parse_override(text) for text in args.baseline]
     slo = parse_slo(args.slo) if args.slo else None
     if args.workload and slo is None:
@@ -117,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--workload: --slo needs poisson or gamma arrivals (a rate to vary)")
     space = load_space(args.space)
     search = options_from(SearchOptions, args)
+    progress.note(f"loading {', '.join(args.models)}; then screening {space.size:,} designs")
     graphs = [load_graph(argparse.Namespace(**{**vars(args), "model": name}))
               for name in args.models]
     opts = ExploreOptions(search=search, workers=args.workers, executor=args.executor,
@@ -126,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         write_outputs(out, {})  # creates DIR, or says it cannot
         journal = out / JOURNAL
-    show = args.progress or sys.stderr.isatty()
-    result = explore(graphs, space, opts, journal, ProgressBar(sys.stderr) if show else None)
+    result = explore(graphs, space, opts, journal, progress)
     if not result.complete:
         hint = "rerun the same command to resume" if args.out else "give -o DIR to resume"
         print(f"stopped after {result.evaluated_now:,} designs this run; {hint}", file=sys.stderr)
