@@ -149,17 +149,16 @@ def _write_entry(path: Path, key: str, graph: Graph) -> None:
 
 def load_cached(spec: str, use_cache: bool = True,
                 load: Callable[[str], Graph] | None = None) -> Graph:
-    """``load(spec)`` (default ``compiler.frontends.load_model``) through the cache."""
-    if load is None:
-        from chipletc.compiler.frontends import load_model as load
+    """``load(spec)`` (default ``compiler.frontends.load_model``, imported only on a
+    miss: it brings in torch) through the cache."""
     key = source_key(spec) if use_cache else None
-    if key is None:
-        return load(spec)
-    path = _entry_path(key)
-    graph = _read_entry(path, key)
+    graph = None if key is None else _read_entry(_entry_path(key), key)
     if graph is None:
+        if load is None:
+            from chipletc.compiler.frontends import load_model as load
         graph = load(spec)
-        _write_entry(path, key, graph)
+        if key is not None:
+            _write_entry(_entry_path(key), key, graph)
     return graph
 
 

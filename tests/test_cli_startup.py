@@ -54,3 +54,8 @@ def test_light_commands_import_no_heavy_package(argv):
 
 def test_the_probe_sees_torch_when_a_model_is_lowered():
     assert "torch" in heavy_imports("inspect", "gpt2-small", "--no-cache")
+
+
+def test_a_model_in_the_cache_is_read_without_torch():
+    heavy_imports("inspect", "gpt2-medium")  # lowers it (torch) and caches it
+    assert heavy_imports("inspect", "gpt2-medium") == set()

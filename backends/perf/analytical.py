@@ -31,13 +31,15 @@ Compute overlaps communication only through ``collective_overlap``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
     transfer_time_s,
 )
+from chipletc.backends.perf.metrics import RunMetrics, StageRun, run_metrics
 from chipletc.ir.graph import Graph
 from chipletc.ir.layout import decode_context, stage_ops, stage_transfer_bytes, stage_transfer_level
 from chipletc.ir.mapping import ModelMapping
@@ -49,6 +51,7 @@ from chipletc.ir.workload import Workload
 __all__ = [
     "GroupTime",
     "OpTime",
+    "OpTimeModel",
     "PerfEstimate",
     "estimate",
     "group_time",
@@ -87,51 +90,61 @@ def op_time(cost: OpCost, target: Target, peak_flops: float) -> OpTime:
     )
 
 
+class OpTimeModel(Protocol):
+    """How long one rank's share of an op (``cost``) takes on ``target``.
+
+    The seam for per-op models other than the roofline (a table of measured kernels, a
+    learned predictor): the analytical model (``group_time``, ``estimate``) and the
+    simulator (``backends.sim``) both take one, ``op_time`` (roofline x efficiency) by
+    default. Collectives have their own seam, ``collectives.collective_time_s``.
+    """
+
+    def __call__(self, cost: OpCost, target: Target, peak_flops: float) -> OpTime: ...
+
+
 @dataclass(frozen=True)
 class GroupTime:
-    """Time of a group of ops (a block, a stage) on one rank, with its attribution."""
+    """Time of a group of ops (a block, a stage) on one rank, split as the run metrics
+    need it (``metrics.StageRun``): the same parts as the simulator's ``PassTime``."""
 
     total_s: float = 0.0
-    compute_s: float = 0.0  # ops whose compute time exceeds their memory time
-    memory_s: float = 0.0  # ops bound by memory bandwidth
+    compute_s: float = 0.0  # compute-bound ops (roofline part)
+    memory_s: float = 0.0  # memory-bound ops (roofline part)
+    overhead_s: float = 0.0  # fixed per-op time
     link_s: float = 0.0  # collectives
     flops: float = 0.0  # per rank
+    model_flops: float = 0.0  # the model's FLOPs done by the whole group
+    memory_bytes: float = 0.0  # weights, KV cache and activations moved by the rank
 
     def __add__(self, other: GroupTime) -> GroupTime:
-        return GroupTime(
-            self.total_s + other.total_s,
-            self.compute_s + other.compute_s,
-            self.memory_s + other.memory_s,
-            self.link_s + other.link_s,
-            self.flops + other.flops,
-        )
+        return GroupTime(*(getattr(self, f) + getattr(other, f) for f in _GROUP_FIELDS))
 
     def scaled(self, k: float) -> GroupTime:
-        return GroupTime(
-            self.total_s * k, self.compute_s * k, self.memory_s * k, self.link_s * k, self.flops * k
-        )
+        return GroupTime(*(getattr(self, f) * k for f in _GROUP_FIELDS))
 
-    @property
-    def bottleneck(self) -> str:
-        parts = {"compute": self.compute_s, "memory": self.memory_s, "links": self.link_s}
-        return max(parts, key=parts.__getitem__)
+
+_GROUP_FIELDS = tuple(f.name for f in fields(GroupTime))
 
 
 def group_time(
-    graph: Graph, ops: Iterable[Op], target: Target, tp: int, wl: Workload, pad_heads: bool
+    graph: Graph,
+    ops: Iterable[Op],
+    target: Target,
+    tp: int,
+    wl: Workload,
+    pad_heads: bool,
+    op_model: OpTimeModel = op_time,
 ) -> GroupTime:
-    """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch).
-
-    The per-op overhead counts as compute or memory time, whichever bounds the op.
-    """
+    """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch)."""
     info = graph.info
     peak = target.chiplet.peak_flops(graph.act_dtype)
     total = GroupTime()
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
         mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
-        t = op_time(mine, target, peak)
+        t = op_model(mine, target, peak)
         busy = t.total_s
+        bound = max(t.compute_s, t.memory_s)
         t_l = sum(
             exposed_collective_s(
                 collective_time_s(c.kind, c.bytes, tp, target),
@@ -142,10 +155,13 @@ def group_time(
         )
         total = total + GroupTime(
             total_s=busy + t_l,
-            compute_s=busy if t.compute_bound else 0.0,
-            memory_s=0.0 if t.compute_bound else busy,
+            compute_s=bound if t.compute_bound else 0.0,
+            memory_s=0.0 if t.compute_bound else bound,
+            overhead_s=t.overhead_s,
             link_s=t_l,
             flops=mine.flops,
+            model_flops=whole.flops,
+            memory_bytes=mine.memory_bytes + mine.act_in_bytes + mine.act_out_bytes,
         )
     return total
 
@@ -160,11 +176,11 @@ class PerfEstimate:
     stage_prefill: tuple[GroupTime, ...]
     transfer_decode_s: float  # one stage-to-stage hop of a micro-batch
     transfer_prefill_s: float
+    metrics: RunMetrics  # attribution, MFU, utilisation: the simulator's definitions
 
     @property
     def bottleneck(self) -> str:
-        slow = max(self.stage_decode, key=lambda g: g.total_s)
-        return slow.bottleneck
+        return self.metrics.bottleneck
 
 
 def pipeline_times(
@@ -177,16 +193,23 @@ def pipeline_times(
 
 
 def estimate(
-    graph: Graph, target: Target, mapping: ModelMapping, prompt_len: int, gen_len: int
+    graph: Graph,
+    target: Target,
+    mapping: ModelMapping,
+    prompt_len: int,
+    gen_len: int,
+    op_model: OpTimeModel = op_time,
 ) -> PerfEstimate:
-    """Prefill, decode and throughput of one replica under ``mapping``."""
+    """Prefill, decode and throughput of one replica under ``mapping``, and the run's
+    metrics: each stage's passes over the run (``num_micro_batches`` prefills and as
+    many passes per decode step at the mean context) against the end-to-end time."""
     m, tp = mapping.micro_batch, mapping.tp
     wl_pf = Workload.prefill(m, prompt_len)
     wl_dc = Workload.decode(m, decode_context(prompt_len, gen_len))
     stage_pf, stage_dc = [], []
     for ops in stage_ops(graph, mapping):
-        stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads))
-        stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads))
+        stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads, op_model))
+        stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads, op_model))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]
     bytes_pf = stage_transfer_bytes(graph, m * prompt_len)
     bytes_dc = stage_transfer_bytes(graph, m)
@@ -196,6 +219,21 @@ def estimate(
     prefill_s, _ = pipeline_times([g.total_s for g in stage_pf], hop_pf, k)
     _, step_s = pipeline_times([g.total_s for g in stage_dc], hop_dc, k)
     end_to_end = prefill_s + gen_len * step_s
+    sends = [k * (pf + gen_len * dc) for pf, dc in zip(hop_pf, hop_dc, strict=True)] + [0.0]
+    runs = []
+    for pf, dc, send in zip(stage_pf, stage_dc, sends, strict=True):
+        run = (pf + dc.scaled(gen_len)).scaled(k)
+        runs.append(StageRun(
+            busy_s=run.total_s,
+            compute_s=run.compute_s,
+            memory_s=run.memory_s,
+            overhead_s=run.overhead_s,
+            collective_s=run.link_s,
+            send_s=send,
+            flops=run.flops,
+            model_flops=run.model_flops,
+            memory_bytes=run.memory_bytes,
+        ))
     return PerfEstimate(
         prefill_s=prefill_s,
         decode_s_per_token=step_s,
@@ -205,4 +243,5 @@ def estimate(
         stage_prefill=tuple(stage_pf),
         transfer_decode_s=max(hop_dc, default=0.0),
         transfer_prefill_s=max(hop_pf, default=0.0),
+        metrics=run_metrics(runs, end_to_end, max(sends), target, tp, graph.act_dtype),
     )

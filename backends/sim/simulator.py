@@ -45,6 +45,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from chipletc.backends.perf.analytical import OpTimeModel, op_time
+from chipletc.backends.perf.metrics import RunMetrics, StageRun, run_metrics
 from chipletc.ir.errors import IRError, UsageError
 from chipletc.ir.schedule import Schedule, ScheduleKind, TimelineRecord
 from chipletc.ir.target import Target
@@ -54,7 +56,6 @@ from .timing import PASS_FIELDS, PassTime, hop_time_s, pass_tables
 
 __all__ = ["ENGINES", "TIMELINE_STEPS", "SimResult", "Simulation", "simulate"]
 
-_ATTRIBUTION = ("compute", "memory", "overhead", "links", "bubble")
 ENGINES = ("scan", "events")
 _TOTAL = PASS_FIELDS.index("total_s")
 TIMELINE_STEPS = 16  # decode steps in the default timeline window (after prefill)
@@ -69,10 +70,10 @@ class SimResult:
 
     ``prefill_s`` is the time to first token of the whole batch (the last micro-batch's
     prefill done); ``decode_s`` the rest of the run, ``decode_step_s[i]`` the time
-    between the batch completing decode step ``i - 1`` and step ``i``. ``attribution``
-    splits the chiplets' time (mean over stages) into compute- and memory-bound op
-    time, fixed per-op overhead, links (collectives and the stage's outgoing
-    transfers) and pipeline bubble (idle); it sums to 1. ``events`` counts the stage
+    between the batch completing decode step ``i - 1`` and step ``i``. ``metrics``
+    holds the attribution, bottleneck, MFU and utilisation, defined once in
+    ``backends.perf.metrics`` for the simulator and the analytical model alike (its
+    figures are also properties here). ``events`` counts the stage
     passes replayed. ``replay`` recomputes the timeline of a window of steps on demand
     (see ``timeline``): a whole run of a large plan is tens of millions of intervals.
     """
@@ -83,20 +84,36 @@ class SimResult:
     decode_step_s: tuple[float, ...]
     end_to_end_s: float
     tokens_per_s: float
-    mfu: float
-    model_flops: float
-    executed_flops: float
     collective_bytes: float  # buffers per rank, summed over stages, passes and collectives
     transfer_bytes: float  # stage-to-stage messages, summed
-    attribution: dict[str, float]
-    utilisation: dict[str, dict[str, float]]
+    metrics: RunMetrics
     stage_busy_s: tuple[float, ...]
     events: int
     replay: Replay = field(repr=False, compare=False)
 
     @property
     def bottleneck(self) -> str:
-        return max(self.attribution, key=self.attribution.__getitem__)
+        return self.metrics.bottleneck
+
+    @property
+    def mfu(self) -> float:
+        return self.metrics.mfu
+
+    @property
+    def attribution(self) -> dict[str, float]:
+        return self.metrics.attribution
+
+    @property
+    def utilisation(self) -> dict[str, dict[str, float]]:
+        return self.metrics.utilisation
+
+    @property
+    def model_flops(self) -> float:
+        return self.metrics.model_flops
+
+    @property
+    def executed_flops(self) -> float:
+        return self.metrics.executed_flops
 
     def timeline(self, steps: range | None = None) -> Iterator[TimelineRecord]:
         """Every stage pass and transfer of the steps in ``steps``, lazily.
@@ -155,8 +172,8 @@ class _Route:
         return any(n > 1 for n in uses.values())
 
 
-def _route(schedule: Schedule, target: Target) -> _Route:
-    passes = pass_tables(schedule, target)
+def _route(schedule: Schedule, target: Target, op_model: OpTimeModel = op_time) -> _Route:
+    passes = pass_tables(schedule, target, op_model)
     per_server = target.chips_per_server
     hops, hop_bytes, links = [], [], []
     for s in range(schedule.pp - 1):
@@ -346,31 +363,21 @@ def _summarise(
     for s, (h_pf, h_dc) in enumerate(route.hops):
         sends[s] = m_count * (h_pf + sch.gen_len * h_dc)
     transfer_bytes = m_count * sum(b_pf + sch.gen_len * b_dc for b_pf, b_dc in route.hop_bytes)
-    parts = dict.fromkeys(_ATTRIBUTION, 0.0)
-    for tot, send in zip(stage_totals, sends, strict=True):
-        parts["compute"] += tot.compute_s
-        parts["memory"] += tot.memory_s
-        parts["overhead"] += tot.overhead_s
-        parts["links"] += tot.collective_s + send
-        parts["bubble"] += max(0.0, end - tot.total_s - send)
-    whole = sum(parts.values()) or 1.0
-    attribution = {k: v / whole for k, v in parts.items()}
-    chips = sch.tp * sch.pp
-    peak = target.chiplet.peak_flops(sch.act_dtype)
-    model_flops = sum(t.model_flops for t in stage_totals)
-    executed = sch.tp * sum(t.flops for t in stage_totals)
-    busy = tuple(t.total_s for t in stage_totals)
-    moved = sum(t.memory_bytes for t in stage_totals)
+    runs = [
+        StageRun(
+            busy_s=t.total_s,
+            compute_s=t.compute_s,
+            memory_s=t.memory_s,
+            overhead_s=t.overhead_s,
+            collective_s=t.collective_s,
+            send_s=send,
+            flops=t.flops,
+            model_flops=t.model_flops,
+            memory_bytes=t.memory_bytes,
+        )
+        for t, send in zip(stage_totals, sends, strict=True)
+    ]
     span = end or 1.0
-    util = {
-        target.chiplet.name or "chiplet": {
-            "count": float(chips),
-            "busy": sum(busy) / (sch.pp * span),
-            "flops": executed / (chips * peak * span),
-            "memory_bw": moved / (sch.pp * target.memory_bw_Bps * span),
-            "busiest_link": link_busy / span,
-        }
-    }
     return SimResult(
         prefill_s=prefill,
         decode_s=end - prefill,
@@ -378,20 +385,18 @@ def _summarise(
         decode_step_s=tuple(steps),
         end_to_end_s=end,
         tokens_per_s=sch.batch * sch.gen_len / span,
-        mfu=model_flops / (chips * peak * span),
-        model_flops=model_flops,
-        executed_flops=executed,
         collective_bytes=sum(t.collective_bytes for t in stage_totals),
         transfer_bytes=transfer_bytes,
-        attribution=attribution,
-        utilisation=util,
-        stage_busy_s=busy,
+        metrics=run_metrics(runs, end, link_busy, target, sch.tp, sch.act_dtype),
+        stage_busy_s=tuple(t.total_s for t in stage_totals),
         events=events,
         replay=replay,
     )
 
 
-def simulate(schedule: Schedule, target: Target, engine: Engine = "scan") -> SimResult:
+def simulate(
+    schedule: Schedule, target: Target, engine: Engine = "scan", op_model: OpTimeModel = op_time
+) -> SimResult:
     """Replay ``schedule`` on ``target``: prefill of every micro-batch, then its decode.
 
     ``engine="scan"`` (default) is exact and vectorised (``scan.py``). It cannot order
@@ -400,10 +405,11 @@ def simulate(schedule: Schedule, target: Target, engine: Engine = "scan") -> Sim
     ``lower_schedule``'s stage-major numbering (a boundary leaving a server is the only
     one leaving it, and the only one entering the next), only with hand-made
     schedules. ``engine="events"`` is the reference, one heap event per stage pass.
+    ``op_model`` times each op (``backends.perf.OpTimeModel``; the roofline by default).
     """
     if engine not in ENGINES:
         raise UsageError(f"simulate: unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-    route = _route(schedule, target)
+    route = _route(schedule, target, op_model)
     if engine == "events" or route.shares_links:
         return Simulation(schedule, target, route=route).run()
     return _scan(schedule, target, route)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from chipletc.backends.perf.analytical import op_time
+from chipletc.backends.perf.analytical import OpTimeModel, op_time
 from chipletc.backends.perf.collectives import (
     collective_time_s,
     exposed_collective_s,
@@ -73,7 +73,14 @@ class PassTime:
 PASS_FIELDS = tuple(PassTime.__dataclass_fields__)
 
 
-def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float) -> PassTime:
+def _one(
+    op: ScheduleOp,
+    target: Target,
+    tp: int,
+    peak: float,
+    producer_s: float,
+    op_model: OpTimeModel = op_time,
+) -> PassTime:
     """One op's time; ``producer_s`` is the time of the op before it (a collective may
     hide under it)."""
     if op.kind is ScheduleKind.COLLECTIVE:
@@ -89,7 +96,7 @@ def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float
         kv_read_bytes=op.kv_bytes,
         act_in_bytes=op.act_bytes,
     )
-    t = op_time(cost, target, peak)
+    t = op_model(cost, target, peak)
     bound = max(t.compute_s, t.memory_s)
     return PassTime(
         total_s=t.total_s,
@@ -102,25 +109,39 @@ def _one(op: ScheduleOp, target: Target, tp: int, peak: float, producer_s: float
     )
 
 
-def op_times(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> list[PassTime]:
+def op_times(
+    ops: Iterable[ScheduleOp],
+    target: Target,
+    tp: int,
+    peak: float,
+    op_model: OpTimeModel = op_time,
+) -> list[PassTime]:
     """Each op's share of ``pass_time``, in order: emitters draw a pass op by op with
     exactly the times the simulator added up (sends and receives take none here)."""
     out, prev = [], 0.0
     for op in ops:
-        t = _one(op, target, tp, peak, prev)
+        t = _one(op, target, tp, peak, prev, op_model)
         if op.kind is ScheduleKind.COMPUTE:
             prev = t.total_s
         out.append(t)
     return out
 
 
-def pass_time(ops: Iterable[ScheduleOp], target: Target, tp: int, peak: float) -> PassTime:
+def pass_time(
+    ops: Iterable[ScheduleOp],
+    target: Target,
+    tp: int,
+    peak: float,
+    op_model: OpTimeModel = op_time,
+) -> PassTime:
     """Ops run one after the other on the representative; a collective overlaps only
     the op producing its input (as the analytical model)."""
-    return sum(op_times(ops, target, tp, peak), PassTime())
+    return sum(op_times(ops, target, tp, peak, op_model), PassTime())
 
 
-def pass_tables(schedule: Schedule, target: Target) -> list[np.ndarray]:
+def pass_tables(
+    schedule: Schedule, target: Target, op_model: OpTimeModel = op_time
+) -> list[np.ndarray]:
     """Per stage, pass times as a ``(gen_len + 1, len(PASS_FIELDS))`` array: row 0
     prefill, row ``i`` decode step ``i - 1``; columns are ``PassTime``'s fields.
 
@@ -137,7 +158,7 @@ def pass_tables(schedule: Schedule, target: Target) -> list[np.ndarray]:
     for stage in schedule.stages:
         _check_producers(stage.decode)
         static = pass_time(
-            (op for op in stage.decode if not op.context_dependent), target, tp, peak
+            (op for op in stage.decode if not op.context_dependent), target, tp, peak, op_model
         )
         # the op's costs without its name: equal ops of different blocks share a key
         dynamic = Counter(
@@ -146,13 +167,14 @@ def pass_tables(schedule: Schedule, target: Target) -> list[np.ndarray]:
             if op.context_dependent
         )
         table = np.empty((schedule.gen_len + 1, len(PASS_FIELDS)))
-        table[0] = _row(pass_time(stage.prefill, target, tp, peak))
+        table[0] = _row(pass_time(stage.prefill, target, tp, peak, op_model))
         decode = table[1:]
         decode[:] = _row(static)
         for op, count in dynamic.items():
             if op not in memo:
                 memo[op] = np.array([
-                    _row(_one(op.shifted(_decode_shift(schedule, step)), target, tp, peak, 0.0))
+                    _row(_one(op.shifted(_decode_shift(schedule, step)), target, tp, peak, 0.0,
+                              op_model))
                     for step in range(schedule.gen_len)
                 ]).reshape(schedule.gen_len, len(PASS_FIELDS))
             decode += memo[op] * count
