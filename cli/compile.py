@@ -23,6 +23,7 @@ from .common import (
     add_storage_args,
     load_graph,
     options_from,
+    positive_float,
     positive_int,
     with_sources,
 )
