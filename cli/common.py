@@ -169,7 +169,6 @@ def load_graph(args: argparse.Namespace) -> Graph:
     """The model MODEL names (through the cache of lowered models unless --no-cache),
     with the storage flags applied."""
     from chipletc.compiler.cache import load_cached
-    from chipletc.compiler.frontends import apply_storage
 
     weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
     kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
@@ -177,6 +176,10 @@ def load_graph(args: argparse.Namespace) -> Graph:
     if not 0.0 <= sparsity < 1.0:
         raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
     graph = load_cached(args.model, use_cache=not getattr(args, "no_cache", False))
+    if weights is None and kv is None and not sparsity:
+        return graph  # a cached graph as it is: no frontend (and no torch) imported
+    from chipletc.compiler.frontends import apply_storage
+
     return apply_storage(graph, weights, kv, sparsity)
 
 
