@@ -44,8 +44,9 @@ import heapq
 import math
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chipletc.ir.errors import IRError, UsageError
 
@@ -129,6 +130,18 @@ class _Seq:
         self.blocks = 0  # KV blocks it holds
         self.in_flight = 0  # prompt tokens in the pipeline now
         self.epoch = 0  # bumped when it stops decoding: stale heap entries are skipped
+
+
+def _due(
+    heap: list[tuple[Any, int, int, int]], until: float, live: dict[int, _Seq]
+) -> Iterator[tuple[Any, _Seq]]:
+    """Pop the entries of ``heap`` due by ``until`` whose sequence is still in ``live``
+    in the same epoch (a preempted sequence's stale entries are dropped)."""
+    while heap and heap[0][0] <= until:
+        key, _, rid, epoch = heapq.heappop(heap)
+        seq = live.get(rid)
+        if seq is not None and seq.epoch == epoch:
+            yield key, seq
 
 
 class _Replica:
@@ -241,14 +254,8 @@ class _Replica:
     def reserve_decode_blocks(self) -> None:
         """Give every decoding sequence that crosses into a new block its block now,
         preempting the latest admitted while the pool is short."""
-        needing: list[_Seq] = []
         heap = self.block_heap
-        while heap and heap[0][0] <= self.clock:
-            _, _, rid, epoch = heapq.heappop(heap)
-            seq = self.decoding.get(rid)
-            if seq is not None and seq.epoch == epoch:
-                needing.append(seq)
-        for seq in needing:
+        for _, seq in list(_due(heap, self.clock, self.decoding)):
             while self.free_blocks < 1 and seq.rid in self.decoding:
                 if not self.preempt_one():
                     break
@@ -329,23 +336,15 @@ class _Replica:
         if n_dec:
             self.sum_cached += n_dec
             self.clock += 1
-            heap = self.finish_heap
-            while heap and heap[0][0] <= self.clock:
-                _, _, rid, epoch = heapq.heappop(heap)
-                seq = self.decoding.get(rid)
-                if seq is not None and seq.epoch == epoch:
-                    self.stop_decoding(seq)
-                    self.release(seq)
-                    self.finish(rid, self.now)
+            for _, seq in list(_due(self.finish_heap, self.clock, self.decoding)):
+                self.stop_decoding(seq)
+                self.release(seq)
+                self.finish(seq.rid, self.now)
 
     def land_chunks(self) -> None:
         """Chunks that have left the pipeline by now: a finished prompt emits a token."""
-        heap = self.pending
-        while heap and heap[0][0] <= self.now:
-            t, _, rid, epoch = heapq.heappop(heap)
-            seq = self.prefilling.get(rid)
-            if seq is None or seq.epoch != epoch:
-                continue  # preempted while in flight
+        for t, seq in list(_due(self.pending, self.now, self.prefilling)):
+            rid = seq.rid
             seq.todo -= seq.in_flight
             seq.in_flight = 0
             if seq.todo:
