@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint accuracy clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/bench -s -q -p no:cacheprovider
+
+# docs/accuracy.md and the README's accuracy table, from the calibration sets
+accuracy: $(STAMP)
+	$(PY) -m chipletc.compiler.accuracy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from chipletc.ir.dtypes import parse_dtype
+from chipletc.ir.dtypes import DType, parse_dtype
 from chipletc.ir.errors import UsageError
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "add_storage_args",
     "load_graph",
     "options_from",
+    "parse_compute_dtype",
     "plan_sources",
     "positive_int",
     "with_sources",
@@ -147,6 +148,12 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--kv-dtype", metavar="D", help="store the KV cache as D (default bf16)")
     parser.add_argument(
+        "--compute-dtype",
+        metavar="D",
+        help="run matmuls at the chip's peak rate for D: bf16 (default, also for "
+        "quantized weights: weight-only), fp16, fp8, int8, int4 (W8A8-style runs)",
+    )
+    parser.add_argument(
         "--weight-sparsity",
         type=float,
         default=0.0,
@@ -165,6 +172,20 @@ def add_cache_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+COMPUTE_DTYPES = (DType.BF16, DType.FP16, DType.FP8, DType.INT8, DType.INT4)
+
+
+def parse_compute_dtype(text: str | None) -> DType | None:
+    """``--compute-dtype``: one of ``COMPUTE_DTYPES``, or None when not given."""
+    if not text:
+        return None
+    dtype = parse_dtype(text)
+    if dtype not in COMPUTE_DTYPES:
+        allowed = ", ".join(d.value for d in COMPUTE_DTYPES)
+        raise UsageError(f"--compute-dtype: {text!r} is not a compute type; use one of {allowed}")
+    return dtype
+
+
 def load_graph(args: argparse.Namespace) -> Graph:
     """The model MODEL names (through the cache of lowered models unless --no-cache),
     with the storage flags applied."""
@@ -172,15 +193,16 @@ def load_graph(args: argparse.Namespace) -> Graph:
 
     weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
     kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
+    compute = parse_compute_dtype(getattr(args, "compute_dtype", None))
     sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
     if not 0.0 <= sparsity < 1.0:
         raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
     graph = load_cached(args.model, use_cache=not getattr(args, "no_cache", False))
-    if weights is None and kv is None and not sparsity:
+    if weights is None and kv is None and compute is None and not sparsity:
         return graph  # a cached graph as it is: no frontend (and no torch) imported
     from chipletc.compiler.frontends import apply_storage
 
-    return apply_storage(graph, weights, kv, sparsity)
+    return apply_storage(graph, weights, kv, sparsity, compute_dtype=compute)
 
 
 def with_sources(plan: Plan, model: str, target: str, sparsity: float) -> Plan:

@@ -81,11 +81,13 @@ def from_plan(
     graph = load_cached(model_spec, use_cache)
     weights = plan.model.get("weights_dtype", "")
     kv = plan.model.get("kv_dtype")
+    compute = plan.model.get("compute_dtype")
     graph = apply_storage(
         graph,
         weights_dtype=parse_dtype(weights) if weights and "," not in weights else None,
         kv_dtype=parse_dtype(kv) if kv else None,
         weight_sparsity=sparsity,
+        compute_dtype=parse_dtype(compute) if compute else None,
     )
     m = plan.mapping
     mapping = ModelMapping(

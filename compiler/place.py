@@ -133,6 +133,7 @@ def build_plan(
             "weight_bytes": graph.weight_bytes,
             "weights_dtype": ",".join(graph.weight_bytes_by_dtype()),
             "kv_dtype": graph.kv_dtype.value,
+            "compute_dtype": graph.compute_dtype.value,
             "num_layers": graph.num_blocks,
         },
         target={

@@ -171,7 +171,7 @@ def lower_schedule(
         prompt_len=prompt_len,
         gen_len=gen_len,
         decode_context=ctx,
-        act_dtype=graph.act_dtype,
+        compute_dtype=graph.compute_dtype,
         stages=tuple(stages),
     )
 

@@ -61,10 +61,12 @@ class Graph:
         info: ModelInfo,
         kv_dtype: DType = DType.BF16,
         act_dtype: DType = DType.BF16,
+        compute_dtype: DType = DType.BF16,
     ) -> None:
         self.info = info
         self.kv_dtype = kv_dtype
-        self.act_dtype = act_dtype
+        self.act_dtype = act_dtype  # activations as stored and moved
+        self.compute_dtype = compute_dtype  # the matmul rate: the chip's peak for it
         self._g: nx.DiGraph = nx.DiGraph()
         self._order: dict[str, int] = {}
         self._topo: list[Op] | None = None
@@ -91,7 +93,7 @@ class Graph:
         self._topo = None
 
     def copy(self) -> Graph:
-        other = Graph(self.info, self.kv_dtype, self.act_dtype)
+        other = Graph(self.info, self.kv_dtype, self.act_dtype, self.compute_dtype)
         other._g = self._g.copy()
         other._order = dict(self._order)
         return other
@@ -232,14 +234,22 @@ class Graph:
 
     # -- transforms -------------------------------------------------------------------
 
-    def with_dtypes(self, weights: DType | None = None, kv: DType | None = None) -> Graph:
-        """The same model stored with other weight and/or KV-cache dtypes.
+    def with_dtypes(
+        self,
+        weights: DType | None = None,
+        kv: DType | None = None,
+        compute: DType | None = None,
+    ) -> Graph:
+        """The same model stored with other weight and/or KV-cache dtypes, or computing
+        its matmuls at another dtype's rate (``compute``: W8A8-style fp8/int8 runs).
 
         Weights whose byte count came from a checkpoint header keep it unless recast.
         """
         other = self.copy()
         if kv is not None:
             other.kv_dtype = kv
+        if compute is not None:
+            other.compute_dtype = compute
         if weights is not None:
             for op in self.ops:
                 if op.weights or op.tied is not None:

@@ -35,7 +35,7 @@ __all__ = [
     "dumps_sections",
 ]
 
-PLAN_VERSION = "1.0"
+PLAN_VERSION = "1.1"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ __all__ = [
     "TimelineRecord",
 ]
 
-SCHEDULE_VERSION = "1.0"
+SCHEDULE_VERSION = "1.1"
 
 
 class ScheduleKind(str, Enum):
@@ -137,7 +137,7 @@ class Schedule:
     prompt_len: int
     gen_len: int
     decode_context: int  # context length the decode programs are evaluated at
-    act_dtype: DType  # sets the peak FLOP/s compute runs at
+    compute_dtype: DType  # sets the peak FLOP/s compute runs at
     stages: tuple[StageSchedule, ...]
 
     def __post_init__(self) -> None:
@@ -163,7 +163,7 @@ class Schedule:
             "prompt_len": self.prompt_len,
             "gen_len": self.gen_len,
             "decode_context": self.decode_context,
-            "act_dtype": self.act_dtype.value,
+            "compute_dtype": self.compute_dtype.value,
             "stages": [
                 {"stage": st.stage, "blocks": list(st.blocks), "chiplets": list(st.chiplets)}
                 for st in self.stages

@@ -21,6 +21,9 @@ PINNED = {
     ("plan", "1.0"): "e400d044d55d352436d16038d5ad70d768a0cc9079f62babe7b97dbed28d695c",
     ("schedule", "1.0"): "efcd3f0133cb4834b669af9ccdf1d33c878267cf102d0cbe0e480f9a20be9f47",
     ("graph", "1.0"): "fb835e9490d8f5ba14d83753c5249701f6b3ed14eed93c230920acaa3c54f9e2",
+    # 1.1: the compute dtype recorded apart from storage (plan), act_dtype -> compute_dtype
+    ("plan", "1.1"): "61bc8466795785b6eda6b19e276b18ef49f51264b75e493d738c976c0a2ffdec",
+    ("schedule", "1.1"): "09229f770b912d5a613225445775d986af7ee6e03a9b58c82b16a69ec09c6024",
 }
 VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION, "graph": GRAPH_VERSION}
 

@@ -98,7 +98,7 @@ def output_files(
     records = list(result.timeline(range(-1, n_steps)))
     trace = to_chrome_trace(schedule, records, target, plan, steps)
     dims = network_dims(schedule, target, ranks)
-    peak = target.chiplet.peak_flops(schedule.act_dtype)
+    peak = target.chiplet.peak_flops(schedule.compute_dtype)
     ets = to_chakra(schedule, target, ranks, steps, PREFIX)
     files |= {
         "trace.json": json.dumps(trace, separators=(",", ":")),

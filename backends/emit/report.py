@@ -48,7 +48,8 @@ def to_report_md(
         f"chipletc {__version__}; prompt {w['prompt_len']} tokens, generate {w['gen_len']}; "
         f"{plan.model['params'] / 1e9:.3g} B parameters, {plan.model['weight_bytes'] / 1e9:.3g} GB "
         f"of weights ({plan.model.get('weights_dtype', '')}), "
-        f"KV cache in {plan.model['kv_dtype']}.",
+        f"KV cache in {plan.model['kv_dtype']}, matmuls at the "
+        f"{plan.model.get('compute_dtype', 'bf16')} rate.",
         "",
         "## Mapping",
         "",

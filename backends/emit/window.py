@@ -26,7 +26,7 @@ def window_steps(schedule: Schedule, steps: int) -> int:
 def pass_ops(schedule: Schedule, target: Target, steps: int) -> dict[tuple[int, int], PassOps]:
     """``(stage, step) -> ((op, time), ...)`` for every pass of the window; step -1 is
     prefill. Every micro-batch of a step runs the same program."""
-    peak = target.chiplet.peak_flops(schedule.act_dtype)
+    peak = target.chiplet.peak_flops(schedule.compute_dtype)
     out = {}
     for s in range(schedule.pp):
         for step in range(-1, window_steps(schedule, steps)):

@@ -9,10 +9,11 @@ contends for a link.
   activations) over the bandwidth of the memory that holds the weights x
   ``efficiency.memory``; the overhead is the fixed cost of launching one kernel or
   program step, which dominates small decode batches on GPUs. Compute runs at the
-  activation dtype's rate: quantized weights save bytes, not FLOPs (weight-only
-  quantization). Activations are read from and written to that same memory (HBM on a
-  GPU or TPU, SRAM on a Chiplet Cloud design), scaled by
-  ``efficiency.activation_traffic`` where a compiler fuses elementwise ops away.
+  rate of ``graph.compute_dtype`` (bf16 unless a W8A8-style fp8/int8 run is asked
+  for): quantized weights alone save bytes, not FLOPs. Activations are read from and
+  written to that same memory (HBM on a GPU or TPU, SRAM on a Chiplet Cloud design),
+  scaled by ``efficiency.activation_traffic`` where a compiler fuses elementwise ops
+  away.
 * Tensor-parallel collectives and stage-to-stage sends are timed by
   ``backends.perf.collectives`` (ring, torus, multi-rail, hierarchical and tree
   algorithms, the fastest per message); up to ``efficiency.collective_overlap`` of a
@@ -137,7 +138,7 @@ def group_time(
 ) -> GroupTime:
     """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch)."""
     info = graph.info
-    peak = target.chiplet.peak_flops(graph.act_dtype)
+    peak = target.chiplet.peak_flops(graph.compute_dtype)
     total = GroupTime()
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
@@ -243,5 +244,5 @@ def estimate(
         stage_prefill=tuple(stage_pf),
         transfer_decode_s=max(hop_dc, default=0.0),
         transfer_prefill_s=max(hop_pf, default=0.0),
-        metrics=run_metrics(runs, end_to_end, max(sends), target, tp, graph.act_dtype),
+        metrics=run_metrics(runs, end_to_end, max(sends), target, tp, graph.compute_dtype),
     )

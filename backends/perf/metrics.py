@@ -65,10 +65,10 @@ def run_metrics(
     busiest_link_s: float,
     target: Target,
     tp: int,
-    act_dtype: DType,
+    compute_dtype: DType,
 ) -> RunMetrics:
     """The figures of a run that ends at ``end_s``; ``busiest_link_s`` is the busy time
-    of the most used stage-to-stage link."""
+    of the most used stage-to-stage link; MFU is against the peak for ``compute_dtype``."""
     parts = dict.fromkeys(ATTRIBUTION, 0.0)
     for st in stages:
         parts["compute"] += st.compute_s
@@ -79,7 +79,7 @@ def run_metrics(
     whole = sum(parts.values()) or 1.0
     pp = len(stages)
     chips = tp * pp
-    peak = target.chiplet.peak_flops(act_dtype)
+    peak = target.chiplet.peak_flops(compute_dtype)
     model_flops = sum(st.model_flops for st in stages)
     executed = tp * sum(st.flops for st in stages)
     span = end_s or 1.0

@@ -102,7 +102,7 @@ class IterationModel:
         self.graph, self.target, self.mapping = graph, target, mapping
         info = graph.info
         self._shard = (mapping.tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
-        self._peak = target.chiplet.peak_flops(graph.act_dtype)
+        self._peak = target.chiplet.peak_flops(graph.compute_dtype)
         distinct: dict[tuple, int] = {}
         ops: list[Op] = []
         stages = stage_ops(graph, mapping)

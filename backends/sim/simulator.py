@@ -387,7 +387,7 @@ def _summarise(
         tokens_per_s=sch.batch * sch.gen_len / span,
         collective_bytes=sum(t.collective_bytes for t in stage_totals),
         transfer_bytes=transfer_bytes,
-        metrics=run_metrics(runs, end, link_busy, target, sch.tp, sch.act_dtype),
+        metrics=run_metrics(runs, end, link_busy, target, sch.tp, sch.compute_dtype),
         stage_busy_s=tuple(t.total_s for t in stage_totals),
         events=events,
         replay=replay,

@@ -151,7 +151,7 @@ def pass_tables(
     context-independent ops plus each attention op's time x its count, added in the
     same order as ``PassTime.__add__`` would (numpy adds column by column).
     """
-    peak = target.chiplet.peak_flops(schedule.act_dtype)
+    peak = target.chiplet.peak_flops(schedule.compute_dtype)
     tp = schedule.tp
     memo: dict[ScheduleOp, np.ndarray] = {}
     tables = []

@@ -9,8 +9,11 @@ pad ring, minus the IO, is split between MACs (``mac_ratio``) and SRAM; SRAM ban
 is set so that ``ops_per_sram_read`` operations run per byte read from SRAM at peak
 (the paper's "operational intensity", 1-32). The two are exact inverses.
 
-Power is the node's W/TOPS plus the IO links' power. The chip computes in bf16 (the
-MAC density is a bf16 figure); int8/fp8 fall back to that rate (``peak_flops``).
+Power is the node's W/TOPS plus the IO links' power. The node's MAC density is a bf16
+figure; the same array runs narrower types faster (``NARROW_RATE``): fp8 and int8 at
+twice and int4 at four times the bf16 rate, the ratios NVIDIA's tensor cores give on one
+array (A100 datasheet: 312 bf16 / 624 int8 / 1248 int4 dense TOPS; H100 SXM datasheet:
+989 bf16 / 1979 fp8 and int8).
 Explore calls these thousands of times: no YAML, no I/O, no cost model here. They
 live with the target loader (which builds a YAML's ``chiplet: {by_area: ...}`` with
 them), not in ``backends.cost``: they construct hardware, they do not price it.
@@ -37,6 +40,7 @@ __all__ = [
     "CC_LINK_LATENCY_S",
     "CC_LINK_MM2",
     "CC_LINK_W",
+    "NARROW_RATE",
     "chiplet_by_area",
     "chiplet_by_performance",
 ]
@@ -48,6 +52,10 @@ CC_LINK_MM2 = 0.3  # die area per link
 CC_LINK_W = 0.125  # power per link
 CC_LINK_LATENCY_S = 100e-9  # assumption: SerDes PHY + link layer on both ends, per hop
 TERA = 1e12
+
+
+NARROW_RATE = {DType.BF16: 1, DType.FP16: 1, DType.FP8: 2, DType.INT8: 2, DType.INT4: 4}
+"""Peak rate per dtype relative to bf16 on one MAC array (see the module docstring)."""
 
 
 def _spec(
@@ -65,7 +73,7 @@ def _spec(
     rate = tops * TERA
     return ChipletSpec(
         area_mm2=area_mm2,
-        flops_per_s={DType.BF16: rate, DType.FP16: rate},
+        flops_per_s={d: k * rate for d, k in NARROW_RATE.items()},
         sram_bytes=round(sram_mib * MIB),
         sram_bw_Bps=sram_bw_Bps,
         link_count=link_count,

@@ -28,6 +28,7 @@ from typing import Any
 from chipletc.backends.cost import cost_per_1k_tokens, cost_rate_usd_per_s, server_cost
 from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
+from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
@@ -121,7 +122,7 @@ class _Evaluator:
         common.update(
             die_mm2=chip.area_mm2,
             sram_mib=chip.sram_bytes / MIB,
-            tops=max(chip.flops_per_s.values()) / 1e12,
+            tops=chip.peak_flops(DType.BF16) / 1e12,
             sram_bw_GBps=chip.sram_bw_Bps / 1e9,
             chip_w=chip.power_w,
             chips_per_server=target.chips_per_server,

@@ -41,6 +41,7 @@ def load_model(
     weights_dtype: DType | None = None,
     kv_dtype: DType | None = None,
     weight_sparsity: float = 0.0,
+    compute_dtype: DType | None = None,
 ) -> Graph:
     """Build or import the model ``spec`` names, lower it, then run the graph passes.
 
@@ -51,7 +52,7 @@ def load_model(
     done = [f"trace ({graph.info.frontend})", *(p.name for p in LOWERING_PASSES)]
     graph = run_passes(graph, [Pass("assign_sharding", assign_sharding)], done)
     return apply_storage(
-        graph, weights_dtype, kv_dtype, weight_sparsity, [*done, "assign_sharding"]
+        graph, weights_dtype, kv_dtype, weight_sparsity, [*done, "assign_sharding"], compute_dtype
     )
 
 
@@ -61,12 +62,16 @@ def apply_storage(
     kv_dtype: DType | None = None,
     weight_sparsity: float = 0.0,
     before: Sequence[str] = ("load_model",),
+    compute_dtype: DType | None = None,
 ) -> Graph:
-    """``graph`` stored differently: ``cast_dtypes`` when a weight or KV-cache dtype is
-    given, then ``sparsify`` when ``weight_sparsity`` is not 0 (verified after each)."""
+    """``graph`` stored differently: ``cast_dtypes`` when a weight, KV-cache or compute
+    dtype is given, then ``sparsify`` when ``weight_sparsity`` is not 0 (verified after
+    each). The compute dtype is the rate matmuls run at, not a storage format."""
     passes: list[Pass[Graph]] = []
-    if weights_dtype is not None or kv_dtype is not None:
-        passes.append(Pass("cast_dtypes", lambda g: g.with_dtypes(weights_dtype, kv_dtype)))
+    if weights_dtype is not None or kv_dtype is not None or compute_dtype is not None:
+        passes.append(
+            Pass("cast_dtypes", lambda g: g.with_dtypes(weights_dtype, kv_dtype, compute_dtype))
+        )
     if weight_sparsity:
         passes.append(Pass("sparsify", lambda g: g.with_sparsity(weight_sparsity)))
     return run_passes(graph, passes, before)

@@ -378,7 +378,7 @@ class ProblemBuilder:
         key = (
             tp,
             m,
-            chip.peak_flops(self.graph.act_dtype),
+            chip.peak_flops(self.graph.compute_dtype),
             target.memory_bw_Bps,
             target.efficiency,
             collective_key(target, tp),
