@@ -27,6 +27,7 @@ __all__ = [
     "parse_compute_dtype",
     "plan_sources",
     "positive_int",
+    "storage_flags",
     "with_sources",
 ]
 
@@ -186,17 +187,25 @@ def parse_compute_dtype(text: str | None) -> DType | None:
     return dtype
 
 
-def load_graph(args: argparse.Namespace) -> Graph:
-    """The model MODEL names (through the cache of lowered models unless --no-cache),
-    with the storage flags applied."""
-    from chipletc.compiler.cache import load_cached
-
+def storage_flags(
+    args: argparse.Namespace,
+) -> tuple[DType | None, DType | None, DType | None, float]:
+    """The storage flags checked: (weights, KV, compute dtype, weight sparsity)."""
     weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
     kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
     compute = parse_compute_dtype(getattr(args, "compute_dtype", None))
     sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
     if not 0.0 <= sparsity < 1.0:
         raise UsageError(f"--weight-sparsity: must be in [0, 1) ({sparsity})")
+    return weights, kv, compute, sparsity
+
+
+def load_graph(args: argparse.Namespace) -> Graph:
+    """The model MODEL names (through the cache of lowered models unless --no-cache),
+    with the storage flags applied."""
+    from chipletc.compiler.cache import load_cached
+
+    weights, kv, compute, sparsity = storage_flags(args)
     graph = load_cached(args.model, use_cache=not getattr(args, "no_cache", False))
     if weights is None and kv is None and compute is None and not sparsity:
         return graph  # a cached graph as it is: no frontend (and no torch) imported

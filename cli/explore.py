@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         to_png,
     )
 
-    from .common import load_graph
+    from .common import load_graph, storage_flags
 
     progress = Progress(sys.stderr, bar=args.progress or sys.stderr.isatty())
     overrides = [parse_override(text) for text in args.baseline]
@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--workload: --slo needs poisson or gamma arrivals (a rate to vary)")
     space = load_space(args.space)
     search = options_from(SearchOptions, args)
+    storage_flags(args)  # bad storage flags are refused before the first progress line
     progress.note(f"loading {', '.join(args.models)}; then screening {space.size:,} designs")
     graphs = [load_graph(argparse.Namespace(**{**vars(args), "model": name}))
               for name in args.models]

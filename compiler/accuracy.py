@@ -23,7 +23,7 @@ from pathlib import Path
 
 from chipletc.backends.sim.simulator import SimResult, simulate
 from chipletc.backends.targets import load_target
-from chipletc.compiler.frontends import load_model
+from chipletc.compiler.cache import load_cached
 from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.dtypes import DType
 from chipletc.ir.graph import Graph
@@ -143,7 +143,9 @@ SETS = (
 
 @cache
 def _graph(model: str, weights: DType, kv: DType, compute: DType) -> Graph:
-    return load_model(model).with_dtypes(weights=weights, kv=kv, compute=compute)
+    from chipletc.compiler.frontends import apply_storage
+
+    return apply_storage(load_cached(model), weights, kv, compute_dtype=compute)
 
 
 @cache
