@@ -159,12 +159,16 @@ def check_plan(plan: Plan, graph: Graph, target: Target) -> list[str]:
     fullest: dict[int, Fraction] = defaultdict(Fraction)
     rows: dict[int, Fraction] = defaultdict(Fraction)  # one row of every cut shard
     reported: dict[int, int] = {}
+    kv_of: dict[tuple[int, int, int], int] = {}  # (stage, first, last) -> a rank's KV bytes
     for c in plan.chiplets:
         first, last = c.layers
-        ops = [op for b in range(first, last + 1) for op in groups[b]]
-        ops += groups["pre"] if c.stage == 0 else []
-        ops += groups["post"] if c.stage == pp - 1 else []
-        kv = math.ceil(sum(_kv_bytes(op, graph, tp) for op in ops) * batch * (prompt + gen))
+        if (c.stage, first, last) not in kv_of:
+            ops = [op for b in range(first, last + 1) for op in groups[b]]
+            ops += groups["pre"] if c.stage == 0 else []
+            ops += groups["post"] if c.stage == pp - 1 else []
+            per_token = sum(_kv_bytes(op, graph, tp) for op in ops)
+            kv_of[c.stage, first, last] = math.ceil(per_token * batch * (prompt + gen))
+        kv = kv_of[c.stage, first, last]
         held = Fraction(0)
         for s in by_rank[c.stage, c.tp_rank]:
             w = every[s.tensor]

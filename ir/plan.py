@@ -19,6 +19,7 @@ weights, KV cache and activation workspace against its capacity.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from math import prod
@@ -222,9 +223,10 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
     ]
     cells: dict[tuple[int, ...], int] = defaultdict(int)
     for s in shards:
+        # the cells of dimension d a shard covers run from its start's cut to its end's
         ranges = [
-            [i for i in range(len(cuts[d]) - 1) if s.slice[d][0] <= cuts[d][i] < s.slice[d][1]]
-            for d in range(len(t.shape))
+            list(range(bisect_left(cuts[d], a), bisect_left(cuts[d], b)))
+            for d, (a, b) in enumerate(s.slice)
         ]
         for cell in _product(ranges):
             cells[cell] += 1
