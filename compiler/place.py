@@ -36,15 +36,17 @@ def _op_shards(
 ) -> list[tuple[Weight, tuple, int]]:
     """(weight, slice, copies) for what rank ``rank`` holds of ``op``'s weights."""
     out = []
-    expert_weights = [w for w in op.weights if len(w.shape) >= 2]
+    # Position among the expert matrices, by identity: a checkpoint's experts are hundreds
+    # of separate tensors, and list.index would compare them pairwise.
+    expert_index = {id(w): i for i, w in enumerate(x for x in op.weights if len(x.shape) >= 2)}
     for w in op.weights:
         full = _full(w)
         if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
             out.append((w, full, tp))
             continue
         if op.shard is Shard.EXPERT and len(w.shape) == 2:
-            idx = expert_weights.index(w)
-            lo, hi = split_range(len(expert_weights), tp, rank)
+            idx = expert_index[id(w)]
+            lo, hi = split_range(len(expert_index), tp, rank)
             if lo <= idx < hi:
                 out.append((w, full, 1))
             continue

@@ -16,9 +16,11 @@ from chipletc.ir.errors import ModelError
 __all__ = ["MLAConfig", "MoEConfig", "ModelConfig"]
 
 Position = Literal["learned", "rotary", "alibi", "relative"]
-MLPKind = Literal["gelu", "relu", "swiglu"]
+MLPKind = Literal["gelu", "relu", "swiglu", "geglu"]
 NormKind = Literal["layernorm", "rmsnorm"]
 RouterKind = Literal["softmax", "sigmoid"]
+SublayerNorms = Literal["pre", "post", "both"]
+QKNorm = Literal["none", "head", "full"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,8 @@ class MLAConfig:
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank Q and KV projections.
 
     Each token caches the compressed latent (``kv_lora_rank``) plus the shared rotary
-    key (``qk_rope_dim``); keys and values are re-expanded per head from it.
+    key (``qk_rope_dim``); keys and values are re-expanded per head from it. A
+    ``q_lora_rank`` of 0 projects queries directly (DeepSeek-V2-Lite).
     """
 
     q_lora_rank: int
@@ -41,7 +44,9 @@ class MoEConfig:
     """A mixture-of-experts FFN: ``num_experts`` SwiGLU experts, ``top_k`` per token.
 
     ``num_shared_experts`` always-on experts of the same width run beside the routed
-    ones; the first ``first_dense_layers`` blocks keep a dense FFN of ``ffn_dim``.
+    ones (``shared_ffn_dim`` wide together when given, Qwen2-MoE; else
+    ``num_shared_experts x expert_ffn_dim``), scaled by a sigmoid gate when
+    ``shared_gate``; the first ``first_dense_layers`` blocks keep a dense FFN of ``ffn_dim``.
     """
 
     num_experts: int
@@ -50,6 +55,8 @@ class MoEConfig:
     num_shared_experts: int = 0
     first_dense_layers: int = 0
     router: RouterKind = "softmax"
+    shared_ffn_dim: int = 0
+    shared_gate: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,14 @@ class ModelConfig:
     ``bias`` covers the linear layers and the LayerNorm shifts (PaLM has neither);
     ``qkv_bias`` adds biases to the Q, K and V projections only (Qwen2); ``norm_bias``
     overrides ``bias`` for the LayerNorm shifts (Falcon: bias-free linears, biased
-    norms); ``pos_offset`` is the number of extra learned position rows (OPT keeps 2).
+    norms); ``attn_bias`` overrides ``bias`` for the attention projections (GPT-J:
+    bias-free attention, biased MLP); ``pos_offset`` is the number of extra learned
+    position rows (OPT keeps 2). ``parallel_norms`` gives a parallel block one norm
+    per branch (GPT-NeoX, Falcon-40B); ``sublayer_norms`` puts the norms before each
+    sublayer (``pre``), on its output before the residual add (``post``, OLMo 2) or
+    both (Gemma 2/3); ``qk_norm`` normalises queries and keys per head (Qwen3, Gemma 3)
+    or over all heads (OLMo 2); ``fused_gate_up`` stores the SwiGLU gate and up
+    projections as one matrix (Phi-3).
     """
 
     name: str
@@ -86,6 +100,12 @@ class ModelConfig:
     norm_bias: bool | None = None
     embed_norm: bool = False
     pos_offset: int = 0
+    attn_bias: bool | None = None
+    head_bias: bool = False
+    parallel_norms: bool = False
+    sublayer_norms: SublayerNorms = "pre"
+    qk_norm: QKNorm = "none"
+    fused_gate_up: bool = False
     mla: MLAConfig | None = None
     moe: MoEConfig | None = None
     notes: str = ""
@@ -102,6 +122,10 @@ class ModelConfig:
             )
         if self.moe is not None and not 0 < self.moe.top_k <= self.moe.num_experts:
             raise ModelError(f"model {self.name!r}: top_k must be in 1..num_experts")
+        if self.parallel_norms and not self.parallel_block:
+            raise ModelError(f"model {self.name!r}: parallel_norms needs a parallel block")
+        if self.fused_gate_up and self.mlp not in ("swiglu", "geglu"):
+            raise ModelError(f"model {self.name!r}: fused_gate_up needs a gated MLP")
         if self.mla is not None and self.fused_qkv:
             raise ModelError(f"model {self.name!r}: MLA has no fused QKV projection")
 

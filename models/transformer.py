@@ -1,9 +1,11 @@
 """Torch definitions of the decoder-only transformer families in the zoo.
 
 One ``Transformer`` covers them all, switched by ``ModelConfig``: learned, rotary,
-ALiBi or relative positions; MHA, GQA, MQA or MLA attention; GELU, ReLU or SwiGLU
-MLPs; serial or parallel blocks; LayerNorm or RMSNorm; dense or mixture-of-experts
-FFNs. Modules are meant to be built on the meta device and traced, never run on data:
+ALiBi or relative positions; MHA, GQA, MQA or MLA attention, with or without query
+and key norms; GELU, ReLU, SwiGLU or GeGLU MLPs; serial or parallel blocks with norms
+before, after or around each sublayer; LayerNorm or RMSNorm; dense or
+mixture-of-experts FFNs.
+Modules are meant to be built on the meta device and traced, never run on data:
 every forward is free of data-dependent Python control flow so ``torch.fx`` can
 trace it, and tensors created inside ``forward`` follow the input's device.
 """
@@ -64,14 +66,20 @@ class Attention(nn.Module):
         d, h, kv, dh = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.heads, self.kv_heads, self.head_dim = h, kv, dh
         self.position = cfg.position
-        qkv_bias = cfg.bias or cfg.qkv_bias
+        bias = cfg.bias if cfg.attn_bias is None else cfg.attn_bias
+        qkv_bias = bias or cfg.qkv_bias
         if cfg.fused_qkv:
             self.qkv = nn.Linear(d, (h + 2 * kv) * dh, bias=qkv_bias)
         else:
             self.q = nn.Linear(d, h * dh, bias=qkv_bias)
             self.k = nn.Linear(d, kv * dh, bias=qkv_bias)
             self.v = nn.Linear(d, kv * dh, bias=qkv_bias)
-        self.proj = nn.Linear(h * dh, d, bias=cfg.bias)
+        self.proj = nn.Linear(h * dh, d, bias=bias)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm != "none":
+            per_head = cfg.qk_norm == "head"
+            self.q_norm = _norm(cfg, dh if per_head else h * dh)
+            self.k_norm = _norm(cfg, dh if per_head else kv * dh)
         if cfg.position == "relative":
             self.rel = nn.Linear(d, h * dh, bias=False)
 
@@ -82,8 +90,12 @@ class Attention(nn.Module):
             q, k, v = self.qkv(x).split([h * dh, kv * dh, kv * dh], dim=-1)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
-        q = q.view(b, t, h, dh).transpose(1, 2)
-        k = k.view(b, t, kv, dh).transpose(1, 2)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.view(b, t, h, dh), k.view(b, t, kv, dh)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(b, t, kv, dh).transpose(1, 2)
         if self.position == "rotary":
             q, k = _rotate(q, pos["cos"], pos["sin"]), _rotate(k, pos["cos"], pos["sin"])
@@ -117,7 +129,8 @@ class MLAttention(nn.Module):
 
     Q and KV pass through low-rank projections with an RMSNorm on the latent; keys
     are the per-head up-projected part concatenated with one rotary key shared by all
-    heads. What a token caches is the latent plus the rotary key.
+    heads. What a token caches is the latent plus the rotary key. Without a query
+    rank (``q_lora_rank`` 0) queries come from one full projection.
     """
 
     def __init__(self, cfg: ModelConfig, mla: MLAConfig) -> None:
@@ -125,9 +138,12 @@ class MLAttention(nn.Module):
         d, h = cfg.d_model, cfg.num_heads
         self.mla, self.heads = mla, h
         qk = mla.qk_nope_dim + mla.qk_rope_dim
-        self.q_down = nn.Linear(d, mla.q_lora_rank, bias=False)
-        self.q_norm = nn.RMSNorm(mla.q_lora_rank)
-        self.q_up = nn.Linear(mla.q_lora_rank, h * qk, bias=False)
+        if mla.q_lora_rank:
+            self.q_down = nn.Linear(d, mla.q_lora_rank, bias=False)
+            self.q_norm = nn.RMSNorm(mla.q_lora_rank)
+            self.q_up = nn.Linear(mla.q_lora_rank, h * qk, bias=False)
+        else:
+            self.q = nn.Linear(d, h * qk, bias=False)
         self.kv_down = nn.Linear(d, mla.kv_lora_rank + mla.qk_rope_dim, bias=False)
         self.kv_norm = nn.RMSNorm(mla.kv_lora_rank)
         self.kv_up = nn.Linear(mla.kv_lora_rank, h * (mla.qk_nope_dim + mla.v_head_dim), bias=False)
@@ -137,7 +153,8 @@ class MLAttention(nn.Module):
         b, t, _ = x.shape
         m, h = self.mla, self.heads
         cos, sin = pos["cos"], pos["sin"]
-        q = self.q_up(self.q_norm(self.q_down(x))).view(b, t, h, -1).transpose(1, 2)
+        q = self.q_up(self.q_norm(self.q_down(x))) if m.q_lora_rank else self.q(x)
+        q = q.view(b, t, h, -1).transpose(1, 2)
         q_nope, q_pe = q.split([m.qk_nope_dim, m.qk_rope_dim], dim=-1)
         latent, k_pe = self.kv_down(x).split([m.kv_lora_rank, m.qk_rope_dim], dim=-1)
         k_pe = _rotate(k_pe.view(b, 1, t, m.qk_rope_dim), cos, sin)
@@ -150,22 +167,31 @@ class MLAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Two-layer GELU/ReLU MLP, or the gated SwiGLU form (gate, up, down)."""
+    """Two-layer GELU/ReLU MLP, or the gated SwiGLU/GeGLU form (gate, up, down), whose
+    gate and up projections may be one fused matrix (``fused``)."""
 
-    def __init__(self, d: int, ffn: int, kind: str, bias: bool) -> None:
+    def __init__(self, d: int, ffn: int, kind: str, bias: bool, fused: bool = False) -> None:
         super().__init__()
-        self.kind = kind
-        if kind == "swiglu":
-            self.gate = nn.Linear(d, ffn, bias=bias)
-            self.up = nn.Linear(d, ffn, bias=bias)
+        self.kind, self.fused = kind, fused
+        if kind in ("swiglu", "geglu"):
+            if fused:
+                self.gate_up = nn.Linear(d, 2 * ffn, bias=bias)
+            else:
+                self.gate = nn.Linear(d, ffn, bias=bias)
+                self.up = nn.Linear(d, ffn, bias=bias)
             self.down = nn.Linear(ffn, d, bias=bias)
         else:
             self.fc1 = nn.Linear(d, ffn, bias=bias)
             self.fc2 = nn.Linear(ffn, d, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "swiglu":
-            return self.down(F.silu(self.gate(x)) * self.up(x))
+        if self.kind in ("swiglu", "geglu"):
+            if self.fused:
+                gate, up = self.gate_up(x).chunk(2, dim=-1)
+            else:
+                gate, up = self.gate(x), self.up(x)
+            act = F.silu(gate) if self.kind == "swiglu" else F.gelu(gate, approximate="tanh")
+            return self.down(act * up)
         act = F.relu if self.kind == "relu" else F.gelu
         return self.fc2(act(self.fc1(x)))
 
@@ -186,11 +212,9 @@ class MoE(nn.Module):
         self.w_gate = nn.Parameter(torch.empty(e, d, f))
         self.w_up = nn.Parameter(torch.empty(e, d, f))
         self.w_down = nn.Parameter(torch.empty(e, f, d))
-        self.shared = (
-            MLP(d, f * moe.num_shared_experts, "swiglu", bias=False)
-            if moe.num_shared_experts
-            else None
-        )
+        shared = moe.shared_ffn_dim or f * moe.num_shared_experts
+        self.shared = MLP(d, shared, "swiglu", bias=False) if shared else None
+        self.shared_gate = nn.Linear(d, 1, bias=False) if moe.shared_gate else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.router(x)
@@ -207,31 +231,43 @@ class MoE(nn.Module):
         experts = torch.einsum("btef,efd->bted", hidden, self.w_down)
         out = (gates.unsqueeze(-1) * experts).sum(dim=-2)
         if self.shared is not None:
-            out = out + self.shared(x)
+            shared = self.shared(x)
+            if self.shared_gate is not None:
+                shared = self.shared_gate(x).sigmoid() * shared
+            out = out + shared
         return out
 
 
 class Block(nn.Module):
-    """One transformer block: serial (pre-norm) or parallel (PaLM: one shared norm)."""
+    """One transformer block: serial or parallel (PaLM: one shared norm; GPT-NeoX: one
+    norm per branch). A serial block's norms sit before each sublayer (``norm1``,
+    ``norm2``), on its output (``post1``, ``post2``), or both."""
 
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.parallel = cfg.parallel_block
-        self.norm1 = _norm(cfg, cfg.d_model)
+        self.parallel, self.parallel_norms = cfg.parallel_block, cfg.parallel_norms
+        self.pre, self.post = cfg.sublayer_norms != "post", cfg.sublayer_norms != "pre"
+        d = cfg.d_model
+        if self.pre:
+            self.norm1 = _norm(cfg, d)
         self.attn = Attention(cfg) if cfg.mla is None else MLAttention(cfg, cfg.mla)
-        if not cfg.parallel_block:
-            self.norm2 = _norm(cfg, cfg.d_model)
+        if self.pre and (not cfg.parallel_block or cfg.parallel_norms):
+            self.norm2 = _norm(cfg, d)
+        if self.post:
+            self.post1, self.post2 = _norm(cfg, d), _norm(cfg, d)
         if cfg.moe is not None and cfg.is_moe_layer(layer):
             self.mlp: nn.Module = MoE(cfg, cfg.moe)
         else:
-            self.mlp = MLP(cfg.d_model, cfg.ffn_dim, cfg.mlp, cfg.bias)
+            self.mlp = MLP(d, cfg.ffn_dim, cfg.mlp, cfg.bias, cfg.fused_gate_up)
 
     def forward(self, x: torch.Tensor, pos: Positions) -> torch.Tensor:
         if self.parallel:
             h = self.norm1(x)
-            return x + self.attn(h, pos) + self.mlp(h)
-        x = x + self.attn(self.norm1(x), pos)
-        return x + self.mlp(self.norm2(x))
+            return x + self.attn(h, pos) + self.mlp(self.norm2(x) if self.parallel_norms else h)
+        a = self.attn(self.norm1(x) if self.pre else x, pos)
+        x = x + (self.post1(a) if self.post else a)
+        m = self.mlp(self.norm2(x) if self.pre else x)
+        return x + (self.post2(m) if self.post else m)
 
 
 class Transformer(nn.Module):
@@ -253,7 +289,7 @@ class Transformer(nn.Module):
         self.emb_norm = _norm(cfg, cfg.d_model) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.norm = _norm(cfg, cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         if cfg.tied_embeddings:
             self.head.weight = self.tok.weight
         n = cfg.max_positions

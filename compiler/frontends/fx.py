@@ -628,12 +628,19 @@ def _reach(
 
 
 def _mlp_roles(st: _Lowering, act: _Group, users: dict[int, list[int]]) -> None:
-    """FC1 -> act -> FC2, or GATE -> act, times UP -> DOWN, around one activation."""
+    """FC1 -> act -> FC2, or GATE -> act, times UP -> DOWN, around one activation.
+
+    An activation that only scales the output of an MLP already labelled (Qwen2-MoE's
+    sigmoid gate on its shared expert) is no MLP of its own: its matmul stays OTHER
+    (replicated). Activations are visited in graph order, so that MLP comes first.
+    """
     feeders = _matmuls_behind(st, act.key)
     product = [u for u in users[act.key] if st.groups[u].kind == ELEM]
     ups = set()
     for p in product:
         ups |= _matmuls_behind(st, p) - feeders
+    if ups and all(st.groups[u].role in (Role.DOWN, Role.FC2) for u in ups):
+        return
     gated = bool(ups)
     for f in feeders:
         st.groups[f].role = Role.GATE if gated else Role.FC1

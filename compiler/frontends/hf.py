@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from math import prod
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from chipletc.ir.errors import ChipletcError, ModelError
 from chipletc.ir.graph import Graph
 from chipletc.ir.op import Weight
 from chipletc.models import zoo
-from chipletc.models.config import ModelConfig, MoEConfig
+from chipletc.models.config import MLAConfig, ModelConfig, MoEConfig
 
 from .fx import lower_module, replace_weights
 from .safetensors_header import TensorEntry, read_checkpoint
@@ -50,33 +51,103 @@ class _Names:
     block: dict[str, str]
     transposed: frozenset[str] = frozenset()  # stored (in, out): GPT-2's Conv1D
     experts: str = ""
+    # Another name the same tensor has in checkpoints saved by other versions.
+    aliases: tuple[tuple[str, str], ...] = ()
+    # Stacked zoo expert tensor -> the leaf of each per-expert Hugging Face tensor.
+    expert_leaves: tuple[tuple[str, str], ...] = (
+        ("w_gate", "gate_proj"), ("w_up", "up_proj"), ("w_down", "down_proj"),
+    )  # fmt: skip
 
 
-_LLAMA_BLOCK = {
-    "norm1": "input_layernorm",
+_LLAMA_TOP = {"tok": "model.embed_tokens", "norm": "model.norm", "head": "lm_head"}
+_LLAMA_ATTN = {
     "attn.q": "self_attn.q_proj",
     "attn.k": "self_attn.k_proj",
     "attn.v": "self_attn.v_proj",
     "attn.proj": "self_attn.o_proj",
-    "norm2": "post_attention_layernorm",
-    "mlp.gate": "mlp.gate_proj",
-    "mlp.up": "mlp.up_proj",
-    "mlp.down": "mlp.down_proj",
-    "mlp.router": "block_sparse_moe.gate",
+    "attn.q_norm": "self_attn.q_norm",
+    "attn.k_norm": "self_attn.k_norm",
 }
-_LLAMA = _Names(
-    {"tok": "model.embed_tokens", "norm": "model.norm", "head": "lm_head"},
+_LLAMA_MLP = {"mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj", "mlp.down": "mlp.down_proj"}
+_LLAMA_BLOCK = {
+    "norm1": "input_layernorm",
+    "norm2": "post_attention_layernorm",
+    **_LLAMA_ATTN,
+    **_LLAMA_MLP,
+}
+_LLAMA = _Names(_LLAMA_TOP, "model.layers", _LLAMA_BLOCK)
+_MIXTRAL = _Names(
+    _LLAMA_TOP,
     "model.layers",
-    _LLAMA_BLOCK,
+    {**_LLAMA_BLOCK, "mlp.router": "block_sparse_moe.gate"},
     experts="block_sparse_moe.experts",
+    expert_leaves=(("w_gate", "w1"), ("w_up", "w3"), ("w_down", "w2")),
 )
-_GPT2 = _Names(
-    {"tok": "transformer.wte", "pos": "transformer.wpe", "norm": "transformer.ln_f",
-     "head": "lm_head"},
-    "transformer.h",
-    {"norm1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "norm2": "ln_2",
+_QWEN_MOE = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {**_LLAMA_BLOCK, "mlp.router": "mlp.gate", "mlp.shared_gate": "mlp.shared_expert_gate",
+     **{f"mlp.shared.{k}": f"mlp.shared_expert.{k}_proj" for k in ("gate", "up", "down")}},
+    experts="mlp.experts",
+)  # fmt: skip
+_DEEPSEEK = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {"norm1": "input_layernorm", "norm2": "post_attention_layernorm",
+     "attn.q": "self_attn.q_proj", "attn.q_down": "self_attn.q_a_proj",
+     "attn.q_norm": "self_attn.q_a_layernorm", "attn.q_up": "self_attn.q_b_proj",
+     "attn.kv_down": "self_attn.kv_a_proj_with_mqa", "attn.kv_norm": "self_attn.kv_a_layernorm",
+     "attn.kv_up": "self_attn.kv_b_proj", "attn.proj": "self_attn.o_proj", **_LLAMA_MLP,
+     "mlp.router": "mlp.gate",
+     **{f"mlp.shared.{k}": f"mlp.shared_experts.{k}_proj" for k in ("gate", "up", "down")}},
+    experts="mlp.experts",
+)  # fmt: skip
+_GEMMA2 = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {**_LLAMA_BLOCK, "post1": "post_attention_layernorm", "norm2": "pre_feedforward_layernorm",
+     "post2": "post_feedforward_layernorm"},
+)  # fmt: skip
+_OLMO2 = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {**_LLAMA_ATTN, **_LLAMA_MLP, "post1": "post_attention_layernorm",
+     "post2": "post_feedforward_layernorm"},
+)  # fmt: skip
+_PHI3 = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {"norm1": "input_layernorm", "norm2": "post_attention_layernorm",
+     "attn.qkv": "self_attn.qkv_proj", "attn.proj": "self_attn.o_proj",
+     "mlp.gate_up": "mlp.gate_up_proj", "mlp.down": "mlp.down_proj"},
+)  # fmt: skip
+_STARCODER2 = _Names(
+    _LLAMA_TOP,
+    "model.layers",
+    {"norm1": "input_layernorm", "norm2": "post_attention_layernorm", **_LLAMA_ATTN,
      "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"},
-    frozenset({"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}),
+)  # fmt: skip
+_GPT2_BLOCK = {
+    "norm1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+}  # fmt: skip
+_GPT2_TOP = {"tok": "transformer.wte", "pos": "transformer.wpe", "norm": "transformer.ln_f",
+             "head": "lm_head"}  # fmt: skip
+_GPT2 = _Names(_GPT2_TOP, "transformer.h", _GPT2_BLOCK, frozenset(_GPT2_BLOCK) - {"norm1", "norm2"})
+_GPT_BIGCODE = _Names(_GPT2_TOP, "transformer.h", _GPT2_BLOCK)
+_GPTJ = _Names(
+    {"tok": "transformer.wte", "norm": "transformer.ln_f", "head": "lm_head"},
+    "transformer.h",
+    {"norm1": "ln_1", "attn.q": "attn.q_proj", "attn.k": "attn.k_proj", "attn.v": "attn.v_proj",
+     "attn.proj": "attn.out_proj", "mlp.fc1": "mlp.fc_in", "mlp.fc2": "mlp.fc_out"},
+)  # fmt: skip
+_GPT_NEOX = _Names(
+    {"tok": "gpt_neox.embed_in", "norm": "gpt_neox.final_layer_norm", "head": "embed_out"},
+    "gpt_neox.layers",
+    {"norm1": "input_layernorm", "norm2": "post_attention_layernorm",
+     "attn.qkv": "attention.query_key_value", "attn.proj": "attention.dense",
+     "mlp.fc1": "mlp.dense_h_to_4h", "mlp.fc2": "mlp.dense_4h_to_h"},
+    aliases=(("embed_out.weight", "lm_head.weight"),),  # transformers 5 saves lm_head
 )  # fmt: skip
 _OPT = _Names(
     {"tok": "model.decoder.embed_tokens", "pos": "model.decoder.embed_positions",
@@ -86,17 +157,33 @@ _OPT = _Names(
      "attn.v": "self_attn.v_proj", "attn.proj": "self_attn.out_proj",
      "norm2": "final_layer_norm", "mlp.fc1": "fc1", "mlp.fc2": "fc2"},
 )  # fmt: skip
-_FALCON = _Names(
-    {"tok": "transformer.word_embeddings", "norm": "transformer.ln_f", "head": "lm_head"},
+_FALCON_BLOCK = {
+    "norm1": "input_layernorm", "norm2": "post_attention_layernorm",
+    "attn.qkv": "self_attention.query_key_value", "attn.proj": "self_attention.dense",
+    "mlp.fc1": "mlp.dense_h_to_4h", "mlp.fc2": "mlp.dense_4h_to_h",
+}  # fmt: skip
+_FALCON_TOP = {"tok": "transformer.word_embeddings", "norm": "transformer.ln_f", "head": "lm_head"}
+_FALCON = _Names(_FALCON_TOP, "transformer.h", _FALCON_BLOCK)
+_FALCON_NEW = _Names(
+    _FALCON_TOP, "transformer.h", {**_FALCON_BLOCK, "norm1": "ln_attn", "norm2": "ln_mlp"}
+)
+_BLOOM = _Names(
+    {"tok": "transformer.word_embeddings", "emb_norm": "transformer.word_embeddings_layernorm",
+     "norm": "transformer.ln_f", "head": "lm_head"},
     "transformer.h",
-    {"norm1": "input_layernorm", "norm2": "post_attention_layernorm",
-     "attn.qkv": "self_attention.query_key_value", "attn.proj": "self_attention.dense",
-     "mlp.fc1": "mlp.dense_h_to_4h", "mlp.fc2": "mlp.dense_4h_to_h"},
+    _FALCON_BLOCK,
 )  # fmt: skip
-# Stacked zoo expert tensor -> the per-expert Hugging Face (Mixtral) name.
-_EXPERT_LEAVES = {"w_gate": "w1", "w_up": "w3", "w_down": "w2"}
+_MPT = _Names(
+    {"tok": "transformer.wte", "norm": "transformer.norm_f", "head": "lm_head"},
+    "transformer.blocks",
+    {"norm1": "norm_1", "attn.qkv": "attn.Wqkv", "attn.proj": "attn.out_proj", "norm2": "norm_2",
+     "mlp.fc1": "ffn.up_proj", "mlp.fc2": "ffn.down_proj"},
+)  # fmt: skip
 # Tensors checkpoints carry that are not weights of the model: ignored, and said so.
-_BUFFERS = re.compile(r"(\.rotary_emb\.inv_freq|\.attn\.bias|\.attn\.masked_bias)$")
+_BUFFERS = re.compile(
+    r"(\.rotary_emb\.inv_freq|\.attn\.bias|\.attn\.masked_bias|\.attention\.bias"
+    r"|\.attention\.masked_bias|\.e_score_correction_bias)$"
+)
 # Companions of a quantized weight ``X.weight``, stored as ``X.<suffix>``.
 _QUANT_PARTS = frozenset(
     {"qweight", "qzeros", "scales", "g_idx", "SCB", "weight_format", "weight_scale",
@@ -114,24 +201,43 @@ _FLOAT_DTYPES = {
 # enough that lowering stays fast (layers are traced one by one) and that sizes stay
 # far from int64 overflow.
 _RANGES: dict[str, tuple[int, int]] = {
-    **dict.fromkeys(("hidden_size", "n_embd", "word_embed_proj_dim"), (1, 1 << 17)),
-    **dict.fromkeys(("num_hidden_layers", "n_layer"), (1, 256)),
+    **dict.fromkeys(("hidden_size", "n_embd", "n_embed", "d_model", "word_embed_proj_dim"),
+                    (1, 1 << 17)),
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers"), (1, 256)),
     **dict.fromkeys(
-        ("num_attention_heads", "n_head", "num_key_value_heads", "num_kv_heads"), (1, 4096)
+        ("num_attention_heads", "n_head", "n_heads", "num_key_value_heads", "num_kv_heads",
+         "n_head_kv"),
+        (1, 4096),
     ),
-    "head_dim": (1, 8192),
-    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"), (1, 1 << 20)),
+    **dict.fromkeys(("head_dim", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"),
+                    (1, 8192)),
+    **dict.fromkeys(
+        ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size", "moe_intermediate_size",
+         "kv_lora_rank"),
+        (1, 1 << 20),
+    ),
+    # 0: absent (no shared expert; queries projected directly, DeepSeek-V2-Lite)
+    **dict.fromkeys(("shared_expert_intermediate_size", "q_lora_rank"), (0, 1 << 20)),
+    "expansion_ratio": (1, 64),
     "vocab_size": (1, 1 << 22),
-    **dict.fromkeys(("max_position_embeddings", "n_positions"), (1, 1 << 24)),
-    **dict.fromkeys(("num_local_experts", "num_experts_per_tok"), (1, 1024)),
-}
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "max_seq_len"), (1, 1 << 24)),
+    **dict.fromkeys(
+        ("num_local_experts", "num_experts_per_tok", "num_experts", "n_routed_experts",
+         "n_shared_experts", "first_k_dense_replace", "decoder_sparse_step"),
+        (0, 1024),
+    ),
+    "num_ln_in_parallel_attn": (1, 2),
+    "moe_layer_freq": (1, 256),
+}  # fmt: skip
 
 
 class _Config:
-    """config.json with lookups that fail as one clear line."""
+    """config.json with lookups that fail as one clear line, and notes on what the
+    mapping leaves out (collected while the config is read)."""
 
     def __init__(self, raw: dict, where: str) -> None:
         self.raw, self.where = raw, where
+        self.notes: list[str] = []
 
     def get(self, key: str, default: object = ...) -> object:
         value = self.raw.get(key)
@@ -152,46 +258,192 @@ class _Config:
             raise ModelError(f"{self.where}: {key!r} is {value}, outside {lo}..{hi}")
         return value
 
+    def first(self, *keys: str, default: object = ...) -> int:
+        """The first of ``keys`` the config sets (families rename fields)."""
+        for key in keys:
+            if self.raw.get(key) is not None:
+                return self.int(key)
+        return self.int(keys[0], default)
+
     def refuse(self, what: str) -> ModelError:
         return ModelError(f"{self.where}: {what} is not supported by the zoo definition")
+
+    def act(self, *keys: str, allowed: tuple[str, ...]) -> None:
+        """Refuse an activation function the zoo MLP does not compute."""
+        for key in keys:
+            value = self.raw.get(key)
+            if value is not None and not any(str(value).startswith(a) for a in allowed):
+                raise self.refuse(f"{key} {value!r}")
+
+    def note_sliding_window(self, layers: int) -> None:
+        """Sliding-window attention changes no weight; its KV cache is counted in full."""
+        window = self.raw.get("sliding_window")
+        if not window or self.raw.get("use_sliding_window") is False:
+            return
+        pattern = self.raw.get("sliding_window_pattern") or self.raw.get("layer_types")
+        if isinstance(pattern, list):
+            local = sum(t == "sliding_attention" for t in pattern)
+        elif isinstance(pattern, int) and pattern > 1:
+            local = layers - layers // pattern
+        elif self.raw.get("model_type") == "gemma2":
+            local = (layers + 1) // 2  # even layers slide (Gemma 2 report, section 2)
+        else:
+            local = layers
+        self.notes.append(
+            f"sliding window {window} on {local} of {layers} layers: their attention and KV "
+            "cache are counted at the full context (an upper bound)"
+        )
+
+    def note_ignored(self, *keys: str) -> None:
+        """Fields that change no weight and no cost the zoo counts, said so when set."""
+        for key in keys:
+            value = self.raw.get(key)
+            if value not in (None, False, 0):
+                self.notes.append(f"{key} {value} ignored (no weights, negligible FLOPs)")
+
+
+def _common(c: _Config, family: str, **fields: object) -> ModelConfig:
+    """A ModelConfig with the fields every family shares filled from ``fields``."""
+    return ModelConfig(
+        name=c.where, family=family, published_params=0.0, source=f"{c.where}/config.json",
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def _llama_like(c: _Config, family: str) -> ModelConfig:
     d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    layers = c.int("num_hidden_layers")
     attn_bias, mlp_bias = bool(c.get("attention_bias", False)), bool(c.get("mlp_bias", False))
-    if attn_bias != mlp_bias:
-        raise c.refuse("attention_bias without mlp_bias (or the reverse)")
-    if c.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise c.refuse(f"hidden_act {c.get('hidden_act')!r}")
+    qkv_bias = family in ("qwen2", "qwen2_moe")
+    gemma = family.startswith("gemma")
+    c.act("hidden_act", "hidden_activation", allowed=("gelu",) if gemma else ("silu", "swish"))
+    c.note_sliding_window(layers)
+    c.note_ignored("attn_logit_softcapping", "final_logit_softcapping")
     moe = None
+    ffn = c.int("intermediate_size")
     if family == "mixtral":
         moe = MoEConfig(
             num_experts=c.int("num_local_experts"),
             top_k=c.int("num_experts_per_tok"),
-            expert_ffn_dim=c.int("intermediate_size"),
+            expert_ffn_dim=ffn,
         )
-    return ModelConfig(
-        name=c.where, family=family, num_layers=c.int("num_hidden_layers"), d_model=d,
+    elif family in ("qwen2_moe", "qwen3_moe"):
+        if c.int("decoder_sparse_step", 1) != 1 or c.get("mlp_only_layers", []):
+            raise c.refuse("dense layers between MoE layers (decoder_sparse_step, mlp_only_layers)")
+        shared = c.int("shared_expert_intermediate_size", 0) if family == "qwen2_moe" else 0
+        moe = MoEConfig(
+            num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+            expert_ffn_dim=c.int("moe_intermediate_size"), num_shared_experts=int(shared > 0),
+            shared_ffn_dim=shared, shared_gate=shared > 0,
+        )  # fmt: skip
+    return _common(
+        c, family, num_layers=layers, d_model=d,
         num_heads=heads, num_kv_heads=c.int("num_key_value_heads", heads),
-        head_dim=c.int("head_dim", d // heads), ffn_dim=c.int("intermediate_size"),
+        head_dim=c.int("head_dim", d // heads), ffn_dim=ffn,
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 4096),
-        position="rotary", mlp="swiglu", norm="rmsnorm", bias=attn_bias,
-        qkv_bias=family == "qwen2", tied_embeddings=bool(c.get("tie_word_embeddings", False)),
-        moe=moe, published_params=0.0, source=f"{c.where}/config.json",
+        position="rotary", mlp="geglu" if gemma else "swiglu", norm="rmsnorm", bias=mlp_bias,
+        attn_bias=attn_bias, qkv_bias=qkv_bias,
+        tied_embeddings=bool(c.get("tie_word_embeddings", gemma)),
+        qk_norm="head" if family in ("qwen3", "qwen3_moe", "gemma3_text") else "none",
+        sublayer_norms="both" if family in ("gemma2", "gemma3_text") else "pre", moe=moe,
+    )  # fmt: skip
+
+
+def _olmo2(c: _Config, family: str) -> ModelConfig:
+    return replace(_llama_like(c, family), sublayer_norms="post", qk_norm="full")
+
+
+def _phi3(c: _Config, family: str) -> ModelConfig:
+    if c.get("rope_scaling", None) is not None or c.get("partial_rotary_factor", 1.0) != 1.0:
+        c.notes.append("rope scaling / partial rotary ignored (no weights)")
+    return replace(_llama_like(c, "phi3"), fused_qkv=True, fused_gate_up=True)
+
+
+def _deepseek(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    layers = c.int("num_hidden_layers")
+    c.act("hidden_act", allowed=("silu",))
+    mla = MLAConfig(
+        q_lora_rank=c.int("q_lora_rank", 0), kv_lora_rank=c.int("kv_lora_rank"),
+        qk_nope_dim=c.int("qk_nope_head_dim"), qk_rope_dim=c.int("qk_rope_head_dim"),
+        v_head_dim=c.int("v_head_dim"),
+    )  # fmt: skip
+    if c.int("n_routed_experts", 0) and c.int("moe_layer_freq", 1) != 1:
+        raise c.refuse("moe_layer_freq other than 1")
+    moe = None
+    if c.int("n_routed_experts", 0):
+        moe = MoEConfig(
+            num_experts=c.int("n_routed_experts"), top_k=c.int("num_experts_per_tok"),
+            expert_ffn_dim=c.int("moe_intermediate_size"),
+            num_shared_experts=c.int("n_shared_experts", 0),
+            first_dense_layers=c.int("first_k_dense_replace", 0),
+            router="sigmoid" if c.get("scoring_func", "softmax") == "sigmoid" else "softmax",
+        )  # fmt: skip
+    mtp = c.raw.get("num_nextn_predict_layers")
+    if mtp:
+        c.notes.append(
+            f"{mtp} multi-token-prediction layer(s) not modelled (not used to serve)"
+        )
+    return _common(
+        c, family, num_layers=layers, d_model=d, num_heads=heads, num_kv_heads=heads,
+        head_dim=mla.qk_nope_dim + mla.qk_rope_dim, ffn_dim=c.int("intermediate_size"),
+        vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 4096),
+        position="rotary", mlp="swiglu", norm="rmsnorm", bias=False,
+        tied_embeddings=bool(c.get("tie_word_embeddings", False)), mla=mla, moe=moe,
     )  # fmt: skip
 
 
 def _gpt2(c: _Config, family: str) -> ModelConfig:
     d, heads = c.int("n_embd"), c.int("n_head")
-    if not str(c.get("activation_function", "gelu_new")).startswith("gelu"):
-        raise c.refuse(f"activation_function {c.get('activation_function')!r}")
-    return ModelConfig(
-        name=c.where, family=family, num_layers=c.int("n_layer"), d_model=d, num_heads=heads,
-        num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("n_inner", 4 * d),
+    c.act("activation_function", allowed=("gelu",))
+    kv = 1 if family == "gpt_bigcode" and c.get("multi_query", True) else heads
+    return _common(
+        c, family, num_layers=c.int("n_layer"), d_model=d, num_heads=heads,
+        num_kv_heads=kv, head_dim=d // heads, ffn_dim=c.int("n_inner", 4 * d),
         vocab_size=c.int("vocab_size"), max_positions=c.int("n_positions", 1024),
         position="learned", mlp="gelu", norm="layernorm", bias=True, fused_qkv=True,
-        tied_embeddings=bool(c.get("tie_word_embeddings", True)), published_params=0.0,
-        source=f"{c.where}/config.json",
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
+    )  # fmt: skip
+
+
+def _gptj(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.int("n_embd"), c.int("n_head")
+    c.act("activation_function", allowed=("gelu",))
+    return _common(
+        c, family, num_layers=c.int("n_layer"), d_model=d, num_heads=heads, num_kv_heads=heads,
+        head_dim=d // heads, ffn_dim=c.int("n_inner", 4 * d), vocab_size=c.int("vocab_size"),
+        max_positions=c.int("n_positions", 2048), position="rotary", mlp="gelu",
+        norm="layernorm", bias=True, attn_bias=False, head_bias=True, parallel_block=True,
+        tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+    )  # fmt: skip
+
+
+def _gpt_neox(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    c.act("hidden_act", allowed=("gelu",))
+    parallel = bool(c.get("use_parallel_residual", True))
+    return _common(
+        c, family, num_layers=c.int("num_hidden_layers"), d_model=d, num_heads=heads,
+        num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("intermediate_size"),
+        vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 2048),
+        position="rotary", mlp="gelu", norm="layernorm", bias=bool(c.get("attention_bias", True)),
+        norm_bias=True, fused_qkv=True, parallel_block=parallel, parallel_norms=parallel,
+        tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+    )  # fmt: skip
+
+
+def _starcoder2(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    layers = c.int("num_hidden_layers")
+    c.act("hidden_act", allowed=("gelu",))
+    c.note_sliding_window(layers)
+    return _common(
+        c, family, num_layers=layers, d_model=d, num_heads=heads,
+        num_kv_heads=c.int("num_key_value_heads", heads), head_dim=d // heads,
+        ffn_dim=c.int("intermediate_size"), vocab_size=c.int("vocab_size"),
+        max_positions=c.int("max_position_embeddings", 4096), position="rotary", mlp="gelu",
+        norm="layernorm", bias=bool(c.get("use_bias", True)), norm_bias=True,
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
     )  # fmt: skip
 
 
@@ -203,35 +455,67 @@ def _opt(c: _Config, family: str) -> ModelConfig:
         raise c.refuse("post-norm OPT (do_layer_norm_before false)")
     if c.get("activation_function", "relu") != "relu":
         raise c.refuse(f"activation_function {c.get('activation_function')!r}")
-    return ModelConfig(
-        name=c.where, family=family, num_layers=c.int("num_hidden_layers"), d_model=d,
+    return _common(
+        c, family, num_layers=c.int("num_hidden_layers"), d_model=d,
         num_heads=heads, num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("ffn_dim"),
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 2048),
         pos_offset=2, position="learned", mlp="relu", norm="layernorm",
         bias=bool(c.get("enable_bias", True)),
-        tied_embeddings=bool(c.get("tie_word_embeddings", True)), published_params=0.0,
-        source=f"{c.where}/config.json",
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
     )  # fmt: skip
 
 
 def _falcon(c: _Config, family: str) -> ModelConfig:
-    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
-    if c.get("new_decoder_architecture", False):
-        raise c.refuse("Falcon's new_decoder_architecture (two norms per parallel block)")
+    # The first Falcon configs used RW's names (n_head, n_layer, n_head_kv).
+    d, heads = c.int("hidden_size"), c.first("num_attention_heads", "n_head")
+    new = bool(c.get("new_decoder_architecture", False))
     if c.get("alibi", False):
         raise c.refuse("Falcon with ALiBi")
-    if c.get("activation", "gelu") != "gelu":
-        raise c.refuse(f"activation {c.get('activation')!r}")
-    kv = 1 if c.get("multi_query", True) else c.int("num_kv_heads", heads)
-    return ModelConfig(
-        name=c.where, family=family, num_layers=c.int("num_hidden_layers"), d_model=d,
+    c.act("activation", allowed=("gelu",))
+    # Falcon-7B's multi_query has one KV head; the new layout states its count.
+    multi_query = c.get("multi_query", True)
+    kv = c.first("num_kv_heads", "n_head_kv", default=heads) if new else 1 if multi_query else heads
+    parallel = new or bool(c.get("parallel_attn", True))
+    two_norms = new and c.int("num_ln_in_parallel_attn", 2) == 2
+    return _common(
+        c, family, num_layers=c.first("num_hidden_layers", "n_layer"), d_model=d,
         num_heads=heads, num_kv_heads=kv, head_dim=d // heads,
         ffn_dim=c.int("ffn_hidden_size", 4 * d), vocab_size=c.int("vocab_size"),
         max_positions=c.int("max_position_embeddings", 2048), position="rotary", mlp="gelu",
         norm="layernorm", bias=bool(c.get("bias", False)), norm_bias=True, fused_qkv=True,
-        parallel_block=bool(c.get("parallel_attn", True)),
-        tied_embeddings=bool(c.get("tie_word_embeddings", True)), published_params=0.0,
-        source=f"{c.where}/config.json",
+        parallel_block=parallel, parallel_norms=two_norms,
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
+    )  # fmt: skip
+
+
+def _bloom(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.first("hidden_size", "n_embed"), c.first("n_head", "num_attention_heads")
+    if c.get("apply_residual_connection_post_layernorm", False):
+        raise c.refuse("apply_residual_connection_post_layernorm")
+    return _common(
+        c, family, num_layers=c.first("n_layer", "num_hidden_layers"), d_model=d,
+        num_heads=heads, num_kv_heads=heads, head_dim=d // heads, ffn_dim=4 * d,
+        vocab_size=c.int("vocab_size"), max_positions=2048, position="alibi", mlp="gelu",
+        norm="layernorm", bias=True, fused_qkv=True, embed_norm=True,
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
+    )  # fmt: skip
+
+
+def _mpt(c: _Config, family: str) -> ModelConfig:
+    d, heads = c.int("d_model"), c.int("n_heads")
+    attn = c.get("attn_config", {})
+    if not isinstance(attn, dict) or not attn.get("alibi", False):
+        raise c.refuse("MPT without ALiBi")
+    if attn.get("kv_n_heads") not in (None, heads):
+        raise c.refuse("MPT with grouped kv heads")
+    if not c.get("no_bias", True):
+        raise c.refuse("MPT with biases (no_bias false)")
+    return _common(
+        c, family, num_layers=c.int("n_layers"), d_model=d, num_heads=heads,
+        num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("expansion_ratio", 4) * d,
+        vocab_size=c.int("vocab_size"), max_positions=c.int("max_seq_len", 2048),
+        position="alibi", mlp="gelu", norm="layernorm", bias=False, fused_qkv=True,
+        tied_embeddings=True,
     )  # fmt: skip
 
 
@@ -239,11 +523,27 @@ def _falcon(c: _Config, family: str) -> ModelConfig:
 _FAMILIES: dict[str, tuple[Callable[[_Config, str], ModelConfig], _Names]] = {
     "llama": (_llama_like, _LLAMA),
     "mistral": (_llama_like, _LLAMA),
-    "mixtral": (_llama_like, _LLAMA),
+    "mixtral": (_llama_like, _MIXTRAL),
     "qwen2": (_llama_like, _LLAMA),
+    "qwen3": (_llama_like, _LLAMA),
+    "qwen2_moe": (_llama_like, _QWEN_MOE),
+    "qwen3_moe": (_llama_like, _QWEN_MOE),
+    "gemma": (_llama_like, _LLAMA),
+    "gemma2": (_llama_like, _GEMMA2),
+    "gemma3_text": (_llama_like, _GEMMA2),
+    "olmo2": (_olmo2, _OLMO2),
+    "phi3": (_phi3, _PHI3),
+    "deepseek_v2": (_deepseek, _DEEPSEEK),
+    "deepseek_v3": (_deepseek, _DEEPSEEK),
+    "starcoder2": (_starcoder2, _STARCODER2),
     "gpt2": (_gpt2, _GPT2),
+    "gpt_bigcode": (_gpt2, _GPT_BIGCODE),
+    "gptj": (_gptj, _GPTJ),
+    "gpt_neox": (_gpt_neox, _GPT_NEOX),
     "opt": (_opt, _OPT),
     "falcon": (_falcon, _FALCON),
+    "bloom": (_bloom, _BLOOM),
+    "mpt": (_mpt, _MPT),
 }
 SUPPORTED = tuple(_FAMILIES)
 
@@ -270,8 +570,10 @@ def model_config(directory: Path) -> tuple[ModelConfig, dict]:
             f"{', '.join(SUPPORTED)}"
         )
     build, _ = _FAMILIES[model_type]
+    config = _Config(raw, where)
     try:
-        return build(_Config(raw, where), model_type), raw
+        cfg = build(config, model_type)
+        return replace(cfg, notes="; ".join(config.notes)), raw
     except ChipletcError:
         raise
     except (TypeError, ValueError) as err:
@@ -288,13 +590,22 @@ def lower_checkpoint(directory: Path) -> Graph:
     attention masks, a stored copy of a tied head) are ignored and noted.
     """
     cfg, raw = model_config(directory)
-    graph = lower_module(zoo.build(cfg), cfg.name, max_positions=cfg.max_positions)
+    graph = _lower_zoo(cfg)
     header = read_checkpoint(directory)
     names = _FAMILIES[cfg.family][1]
+    if cfg.family == "falcon" and cfg.parallel_norms:
+        names = _FALCON_NEW
     weights = _Weights(directory, cfg, raw, names, header)
     graph = replace_weights(graph, weights.of)
     graph.info = replace(graph.info, frontend="hf", notes=weights.reconcile())
     return graph
+
+
+@lru_cache(maxsize=4)
+def _lower_zoo(cfg: ModelConfig) -> Graph:
+    """The zoo module of ``cfg``, lowered (kept for a checkpoint read again with other
+    headers; callers copy it through ``replace_weights``, never change it)."""
+    return lower_module(zoo.build(cfg), cfg.name, max_positions=cfg.max_positions)
 
 
 class _Weights:
@@ -326,10 +637,11 @@ class _Weights:
             return [(f"{n.top[module]}.{leaf}", w.shape)]
         _, layer, rest = module.split(".", 2)
         prefix = f"{n.layers}.{layer}"
-        if leaf in _EXPERT_LEAVES:
+        experts = dict(n.expert_leaves)
+        if leaf in experts:
             shape = tuple(reversed(w.shape[1:]))
             return [
-                (f"{prefix}.{n.experts}.{e}.{_EXPERT_LEAVES[leaf]}.weight", shape)
+                (f"{prefix}.{n.experts}.{e}.{experts[leaf]}.weight", shape)
                 for e in range(w.shape[0])
             ]
         shape = tuple(reversed(w.shape)) if rest in n.transposed else w.shape
@@ -348,6 +660,9 @@ class _Weights:
             if e is not None
         ]
         main = self.header.get(name)
+        alias = dict(self.names.aliases).get(name)
+        if main is None and alias in self.header:
+            name, main = alias, self.header[alias]
         if main is None and not parts:
             self.missing.append(name)
             return Weight(name, shape, self.dtype)
@@ -370,7 +685,11 @@ class _Weights:
         return Weight(name, shape, DType.INT4 if bits <= 4 else DType.INT8, stored)
 
     def reconcile(self) -> str:
-        """Check that checkpoint and config agree; say what was ignored or quantized."""
+        """Check that checkpoint and config agree; say what was ignored or quantized, and
+        what the mapping left out of the config (``ModelConfig.notes``)."""
+        return "; ".join(filter(None, (self._reconcile(), self.cfg.notes)))
+
+    def _reconcile(self) -> str:
         fam = self.cfg.family
         if self.header is None:
             return f"config.json mapped onto the zoo {fam} definition; no safetensors: {self.dtype}"
