@@ -15,13 +15,16 @@ from chipletc.ir.errors import UsageError
 if TYPE_CHECKING:
     from chipletc.ir.graph import Graph
     from chipletc.ir.plan import Plan
+    from chipletc.ir.target import Target
 
 __all__ = [
     "add_cache_arg",
+    "add_economics_flags",
     "add_model_args",
     "add_model_or_plan_args",
     "add_option_flags",
     "add_storage_args",
+    "economics_from",
     "load_graph",
     "options_from",
     "parse_compute_dtype",
@@ -55,11 +58,20 @@ def positive_float(text: str) -> float:
 Options = TypeVar("Options")
 
 
+def number(text: str) -> float:
+    """Any finite number; the options dataclass checks its range."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 def add_option_flags(
     parser: argparse.ArgumentParser,
     cls: type,
     names: Iterable[str] | None = None,
     help: Mapping[str, str] | None = None,
+    over: str | None = None,
 ) -> None:
     """Add a flag for each of the fields ``names`` (default all, in order) of the options
     dataclass ``cls``.
@@ -67,7 +79,9 @@ def add_option_flags(
     The field's metadata gives the flag (``--`` + the name with dashes by default), its
     ``help``, ``metavar`` and ``divide_by``; its type gives the parser (positive int or
     float, a switch for bool, the values of an enum) and its default is appended to
-    the help. ``help`` replaces a field's help text for one command.
+    the help. ``help`` replaces a field's help text for one command. With ``over`` (what
+    the flags override, e.g. "the target's"), a flag has no default of its own: given,
+    it replaces the value ``over`` names, whose range check then applies.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -81,17 +95,51 @@ def add_option_flags(
         elif isinstance(kind, type) and issubclass(kind, Enum):
             kwargs.update(choices=[e.value for e in kind], default=f.default.value)
         else:
-            number = int if int in typing.get_args(kind) or kind is int else float
-            kwargs["type"] = positive_int if number is int else positive_float
+            is_int = int in typing.get_args(kind) or kind is int
+            kwargs["type"] = number if over else positive_int if is_int else positive_float
             kwargs["metavar"] = meta.get("metavar")
             if f.default is not None:
                 kwargs["default"] = f.default
         default = kwargs.get("default")
-        if text is not None and default is not None:
+        if over:
+            kwargs["default"] = None
+            text = f"{text} (default: {over}" + ("" if default is None else (
+                f", else {default:g}" if isinstance(default, float) else f", else {default}"))
+            text += ")"
+        elif text is not None and default is not None:
             text += f" (default {default:g})" if isinstance(default, float) else (
                 f" (default {default})"
             )
         parser.add_argument(_flag(f), help=text, **kwargs)
+
+
+def add_economics_flags(parser: argparse.ArgumentParser) -> None:
+    """The economic knobs (``Economics`` fields with a flag) over the target's values."""
+    from chipletc.ir.tech import Economics
+
+    knobs = [f.name for f in dataclasses.fields(Economics) if "flag" in f.metadata]
+    add_option_flags(parser, Economics, knobs, over="the target's economics")
+
+
+def economics_from(args: argparse.Namespace, target: Target) -> Target:
+    """``target`` with the economic knobs given on the command line, each range-checked
+    and named by its flag when out of range."""
+    from chipletc.ir.errors import TargetError
+    from chipletc.ir.tech import Economics
+
+    values = {}
+    for f in dataclasses.fields(Economics):
+        if "flag" in f.metadata and getattr(args, _dest(f), None) is not None:
+            values[f.name] = getattr(args, _dest(f))
+    if not values:
+        return target
+    try:
+        economics = dataclasses.replace(target.economics, **values)
+    except TargetError as err:
+        name, _, what = str(err).partition(": ")
+        flags = {f.name: _flag(f) for f in dataclasses.fields(Economics)}
+        raise UsageError(f"{flags.get(name, name)}: {what}") from None
+    return dataclasses.replace(target, economics=economics)
 
 
 def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
@@ -99,7 +147,7 @@ def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
     without a flag keep their defaults)."""
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        dest = _flag(f).removeprefix("--").replace("-", "_")
+        dest = _dest(f)
         if not hasattr(args, dest):
             continue
         value = getattr(args, dest)
@@ -111,6 +159,10 @@ def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
 
 def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def _dest(f: dataclasses.Field) -> str:
+    return _flag(f).removeprefix("--").replace("-", "_")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

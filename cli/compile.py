@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from chipletc.backends.cost import TokenCost, assumptions
 from chipletc.backends.emit import (
     DEFAULT_MAX_OUTPUT_MB,
     DEFAULT_STEPS,
@@ -18,16 +19,18 @@ from chipletc.compiler.partition import SOLVERS, SearchOptions
 
 from .common import (
     add_cache_arg,
+    add_economics_flags,
     add_model_args,
     add_option_flags,
     add_storage_args,
+    economics_from,
     load_graph,
     options_from,
     positive_float,
     positive_int,
     with_sources,
 )
-from .output import shown_dir, write_outputs
+from .output import assumption_lines, shown_dir, write_outputs
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -42,6 +45,7 @@ def register(p: argparse.ArgumentParser) -> None:
         help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})",
     )
     add_option_flags(p, SearchOptions)
+    add_economics_flags(p)
     add_storage_args(p)
     add_cache_arg(p)
     p.add_argument(
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from chipletc.backends.targets import load_target
 
     graph = load_graph(args)
-    target = load_target(args.target)
+    target = economics_from(args, load_target(args.target))
     result = compile_model(graph, target, options_from(SearchOptions, args), args.solver)
     if args.out:
         plan = with_sources(result.plan, args.model, args.target, args.weight_sparsity)
@@ -131,6 +135,17 @@ def _bytes(n: float) -> str:
 
 def _seconds(s: float) -> str:
     return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def power_lines(c: TokenCost) -> list[str]:
+    """Energy per 1K tokens and a server's power, at TDP and at the run's average."""
+    lines = [f"  energy per 1K tokens {c.energy_per_1k_tokens_J:,.0f} J at TDP"]
+    if c.average_energy_per_1k_tokens_J is not None:
+        lines[0] += f", {c.average_energy_per_1k_tokens_J:,.0f} J at average power"
+    if c.server_power_w is not None and c.average_power_w is not None:
+        lines.append(f"  server power         {c.server_power_w:,.0f} W at TDP, "
+                     f"{c.average_power_w:,.0f} W average (charged: {c.power_basis})")
+    return lines
 
 
 def format_summary(r: CompileResult, out: str | None) -> str:
@@ -166,9 +181,10 @@ def format_summary(r: CompileResult, out: str | None) -> str:
         f"  decode per token     {_seconds(sm['decode_s_per_token'])}",
         f"  throughput           {sm['tokens_per_s']:,.0f} tokens/s"
         f"   (bottleneck: {sm['bottleneck']}, MFU {sm['mfu']:.1%})",
+        *assumption_lines(assumptions(r.target)),
         "cost",
         f"  $ per 1K tokens      {format_usd(c.tco_per_1k_tokens_usd)}",
-        f"  energy per 1K tokens {c.energy_per_1k_tokens_J:,.0f} J",
+        *power_lines(c),
     ]
     for k, v in c.breakdown_per_1k_tokens_usd.items():
         lines.append(f"    {k:<22} {format_usd(v)}")

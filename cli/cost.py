@@ -9,16 +9,20 @@ from typing import Any
 from chipletc.backends.cost import cost_report
 from chipletc.backends.targets import DEFAULT_TARGET, load_target
 
+from .common import add_economics_flags, economics_from
+from .output import assumption_lines
+
 
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"preset name (chipletc targets) or YAML file (default {DEFAULT_TARGET})")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    add_economics_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = cost_report(load_target(args.target))
+    report = cost_report(economics_from(args, load_target(args.target)))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -42,6 +46,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"target   {r['target']} ({r['ownership']}, tech {r['tech']})",
         f"         {' '.join(r['description'].split())}",
+        *assumption_lines(r["assumptions"]),
         f"die      {die['area_mm2']:.1f} mm2, {die['dies_per_wafer']} dies/wafer, yield "
         f"{die['yield']:.1%}: {_usd(die['cost_usd'])} per good die",
         f"           {_items(die['breakdown'], '$')} (wafer {_usd(die['wafer_cost_usd'])})",

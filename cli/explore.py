@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,15 @@ from typing import Any, TextIO
 from chipletc.compiler.partition import SearchOptions
 from chipletc.ir.errors import UsageError
 
-from .common import add_cache_arg, add_option_flags, add_storage_args, options_from, positive_int
+from .common import (
+    add_cache_arg,
+    add_economics_flags,
+    add_option_flags,
+    add_storage_args,
+    economics_from,
+    options_from,
+    positive_int,
+)
 from .output import shown_dir, write_outputs
 
 JOURNAL = "journal.jsonl"
@@ -39,6 +48,7 @@ def register(p: argparse.ArgumentParser) -> None:
         "gen_len": "generated tokens; P + G = 2048 is the paper's context",
         "max_servers": "fewest of this and the space's max_servers",
     })
+    add_economics_flags(p)
     add_storage_args(p)
     add_cache_arg(p)
     p.add_argument("--baseline", action="append", default=[], metavar="NAME:K=V,...",
@@ -128,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if spec is not None and spec.arrivals == "burst":
         raise UsageError("--workload: --slo needs poisson or gamma arrivals (a rate to vary)")
     space = load_space(args.space)
+    space = dataclasses.replace(space, base=economics_from(args, space.base))
     search = options_from(SearchOptions, args)
     storage_flags(args)  # bad storage flags are refused before the first progress line
     progress.note(f"loading {', '.join(args.models)}; then screening {space.size:,} designs")

@@ -19,7 +19,27 @@ from pathlib import Path
 
 from chipletc.ir.errors import UsageError
 
-__all__ = ["shown_dir", "write_outputs"]
+__all__ = ["assumption_lines", "shown_dir", "write_outputs"]
+
+
+def assumption_lines(values: Mapping[str, object], width: int = 88) -> list[str]:
+    """The assumptions block of a report: each economic knob as the flag that sets it and
+    its value (``backends.cost.assumptions``), wrapped to ``width``."""
+    import dataclasses
+
+    from chipletc.ir.tech import Economics
+
+    flags = {f.name: f.metadata["flag"] for f in dataclasses.fields(Economics)
+             if "flag" in f.metadata}
+    lines, line = ["assumptions (override with these flags)"], " "
+    for name, value in values.items():
+        item = f" {flags[name]} {value:g}" if isinstance(value, float) else (
+            f" {flags[name]} {value}")
+        if len(line) + len(item) > width:
+            lines.append(line)
+            line = " "
+        line += item
+    return [*lines, line] if line.strip() else lines
 
 
 def shown_dir(directory: str | Path) -> str:

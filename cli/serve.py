@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from chipletc.ir.errors import UsageError
 
-from .common import add_cache_arg, add_model_or_plan_args, add_storage_args, positive_int
-from .output import write_outputs
+from .common import (
+    add_cache_arg,
+    add_economics_flags,
+    add_model_or_plan_args,
+    add_storage_args,
+    economics_from,
+    positive_int,
+)
+from .output import assumption_lines, write_outputs
 
 if TYPE_CHECKING:
     from chipletc.backends.serve import IterationModel, SchedulerConfig
@@ -114,6 +121,7 @@ def register(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
     add_storage_args(g)
     add_cache_arg(g)
+    add_economics_flags(p)
     p.add_argument(
         "-o",
         "--out",
@@ -186,7 +194,7 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chipletc.backends.cost import cost_per_1k_tokens
+    from chipletc.backends.cost import assumptions, cost_per_1k_tokens
     from chipletc.backends.serve import (
         Deployment,
         find_capacity,
@@ -219,6 +227,11 @@ def run(args: argparse.Namespace) -> int:
     requests = load_requests(trace) if spec is None else spec.sample()
 
     graph, target, mapping, prompt_len, sources = _mapping(args, requests)
+    target = economics_from(args, target)
+    if target.economics.power_basis.value != "tdp" and not target.economics.rented:
+        raise UsageError(f"--power-basis {target.economics.power_basis.value}: serve charges "
+                         "owned servers at TDP (a request stream's average power is not "
+                         "modelled); use tdp, or compile/simulate for the other bases")
     setup = _setup(args, graph, target, mapping, prompt_len)
     deployment = Deployment(setup.model, setup.config, args.replicas, disaggregate)
     servers = setup.servers * deployment.num_replicas
@@ -291,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
     doc["metrics"] = metrics_dict(m)
     cost = cost_per_1k_tokens(target, servers, m.tokens_per_s)
     doc["tco_per_1k_tokens_usd"] = cost.tco_per_1k_tokens_usd
+    doc["assumptions"] = assumptions(target)
     if colocated is not None:
         co_run, co_cap = colocated
         doc["colocated"] = {
@@ -412,6 +426,7 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         f"batch      mean {met['mean_batch']:.1f} sequences (max {met['max_batch']}); KV pool "
         f"mean {met['mean_kv_occupancy']:.0%} (max {met['max_kv_occupancy']:.0%}); "
         f"{met['preemptions']} preemptions",
+        *assumption_lines(doc["assumptions"]),
         f"cost       ${doc['tco_per_1k_tokens_usd']:.4g} per 1K generated tokens at this load "
         f"({d['servers']} servers)",
     ]

@@ -8,8 +8,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from chipletc.backends.cost import cost_per_1k_tokens, require_within_limits
-from chipletc.backends.emit import output_files
+from chipletc.backends.cost import (
+    TokenCost,
+    assumptions,
+    average_server_power_w,
+    cost_per_1k_tokens,
+    require_within_limits,
+)
+from chipletc.backends.emit import format_usd, output_files
 from chipletc.backends.perf import estimate
 from chipletc.backends.sim import SimResult, simulate
 from chipletc.compiler.place import build_plan
@@ -23,15 +29,17 @@ from chipletc.ir.target import Target
 
 from .common import (
     add_cache_arg,
+    add_economics_flags,
     add_model_or_plan_args,
     add_storage_args,
+    economics_from,
     load_graph,
     plan_sources,
     positive_int,
     with_sources,
 )
-from .compile import add_output_args
-from .output import shown_dir, write_outputs
+from .compile import add_output_args, power_lines
+from .output import assumption_lines, shown_dir, write_outputs
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -48,6 +56,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P")
     p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G")
     p.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
+    add_economics_flags(p)
     add_storage_args(p)
     add_cache_arg(p)
     add_output_args(p)  # -o DIR also gets simulation.json
@@ -135,16 +144,22 @@ def run(args: argparse.Namespace) -> int:
     graph, target, mapping, prompt_len, gen_len, sources = (
         from_plan(args.plan, not args.no_cache) if args.plan else _from_flags(args)
     )
+    target = economics_from(args, target)
     require_within_limits(target)
     graph.check_context(prompt_len, "--prompt-len")
     schedule = lower_schedule(graph, target, mapping, prompt_len, gen_len)
     result = simulate(schedule, target)
+    servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
     doc = summary(graph, target, mapping, prompt_len, gen_len, result)
+    doc["cost"] = cost_per_1k_tokens(
+        target, servers, result.tokens_per_s, average_server_power_w(target, result.metrics)
+    ).to_dict()
+    doc["assumptions"] = assumptions(target)
     if args.out:
         plan = with_sources(build_plan(graph, target, mapping, prompt_len, gen_len), *sources)
         analytical = estimate(graph, target, mapping, prompt_len, gen_len)
-        servers = math.ceil(mapping.num_chiplets / target.chips_per_server)
-        cost = cost_per_1k_tokens(target, servers, analytical.tokens_per_s)
+        cost = cost_per_1k_tokens(target, servers, analytical.tokens_per_s,
+                                  average_server_power_w(target, analytical.metrics))
         files = output_files(
             plan,
             schedule,
@@ -194,6 +209,7 @@ def _seconds(s: float) -> str:
 
 def format_summary(doc: dict[str, Any], out: str | None) -> str:
     m, w = doc["mapping"], doc["workload"]
+    cost = TokenCost(**doc["cost"])
     parts = ", ".join(f"{k} {v:.0%}" for k, v in doc["attribution"].items())
     lines = [
         f"{doc['model']} on {doc['target']}  (prompt {w['prompt_len']}, generate {w['gen_len']})",
@@ -206,6 +222,10 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         f"  end to end           {_seconds(doc['end_to_end_s'])}",
         f"  throughput           {doc['tokens_per_s']:,.1f} tokens/s   MFU {doc['mfu']:.1%}",
         f"  bottleneck           {doc['bottleneck']}   ({parts})",
+        *assumption_lines(doc["assumptions"]),
+        "cost (at the simulated throughput)",
+        f"  $ per 1K tokens      {format_usd(cost.tco_per_1k_tokens_usd)}",
+        *power_lines(cost),
     ]
     if out:
         lines.append(

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chipletc.backends.cost import TokenCost, cost_per_1k_tokens, require_within_limits
+from chipletc.backends.cost import (
+    TokenCost,
+    average_server_power_w,
+    cost_per_1k_tokens,
+    require_within_limits,
+)
 from chipletc.backends.perf import PerfEstimate, estimate
 from chipletc.backends.sim import SimResult, simulate
 from chipletc.ir.graph import Graph
@@ -57,7 +62,8 @@ def compile_model(
     graph.check_context(options.prompt_len, "--prompt-len")
     part = partition(graph, target, options, solver)
     perf = estimate(graph, target, part.mapping, options.prompt_len, options.gen_len)
-    cost = cost_per_1k_tokens(target, part.num_servers, perf.tokens_per_s)
+    cost = cost_per_1k_tokens(target, part.num_servers, perf.tokens_per_s,
+                              average_server_power_w(target, perf.metrics))
     plan = build_plan(graph, target, part.mapping, options.prompt_len, options.gen_len)
     plan.validate()
     summary = _summary(graph, target, options, part, perf, cost, plan)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .errors import TargetError
 
-__all__ = ["MIB", "Economics", "Packaging", "TechNode"]
+__all__ = ["MIB", "Economics", "Packaging", "PowerBasis", "TechNode"]
 
 MIB = 1 << 20
 """Bytes in a MiB: the unit of SRAM densities and chiplet builders."""
@@ -191,6 +192,26 @@ class TechNode:
         return self.wafer_diameter_mm - 2 * self.edge_loss_mm
 
 
+class PowerBasis(str, Enum):
+    """Which power the per-watt items of an owned server's TCO are charged at.
+
+    ``tdp``: all of them (datacentre capex, its interest and opex, electricity) at the
+    server's wall power at TDP, the conservative reading. ``split``: the datacentre is
+    provisioned for TDP, electricity is paid at the run's simulated average wall power.
+    ``simulated``: all of them at the simulated average power, as the Chiplet Cloud
+    authors' code charges them (its TCO is per watt of the power it is given).
+    """
+
+    TDP = "tdp"
+    SPLIT = "split"
+    SIMULATED = "simulated"
+
+
+def _knob(flag: str, metavar: str, help: str) -> dict[str, str]:
+    """A field's command-line flag (every command takes it over the target's value)."""
+    return {"flag": flag, "metavar": metavar, "help": help}
+
+
 @dataclass(frozen=True)
 class Economics:
     """Who pays what over a server's life; defaults from the authors' code (docs/constants.md).
@@ -199,21 +220,42 @@ class Economics:
     server capex with monthly-amortized loan interest, a one-off server opex of
     ``server_opex_frac`` x cost over the life (as the reference formula applies it),
     datacenter capex per watt amortized with interest, datacenter opex per watt-month,
-    and electricity with PUE. Rented hardware sets ``rent_usd_per_hour`` (per server),
-    which replaces all of that. NRE is left out of the per-token figure unless
-    ``nre_deployment_servers`` says over how many servers to spread it.
+    and electricity with PUE, each per-watt item at the power ``power_basis`` names.
+    Rented hardware sets ``rent_usd_per_hour`` (per server), which replaces all of
+    that. ``utilization`` is the share of the time the servers serve at the modelled
+    throughput (the rest they stand idle, still paid for). NRE is left out of the
+    per-token figure unless ``nre_deployment_servers`` says over how many servers to
+    spread it. Fields with flag metadata are the economic knobs every command takes.
     """
 
-    electricity_usd_per_kWh: float = 0.067  # authors' code (TCO.ElectricityCost)
-    pue: float = 1.5  # authors' code (TCO.PUE)
-    dc_capex_usd_per_W: float = 10.0  # authors' code (TCO.DCCapex)
-    dc_amortization_years: float = 12.0  # authors' code (TCO.DCAmortPeriod)
-    dc_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
-    dc_opex_usd_per_W_month: float = 0.04  # authors' code (their TCO formula)
-    server_interest_rate: float = 0.08  # authors' code (TCO.InterestRate)
-    server_life_years: float = 1.5  # authors' code (Server.SrvLife)
-    server_opex_frac: float = 0.05  # authors' code (TCO.SrvOpexRate), once per life
-    rent_usd_per_hour: float | None = None  # per server; None = owned hardware
+    electricity_usd_per_kWh: float = field(default=0.067, metadata=_knob(  # authors' code
+        "--electricity-usd-per-kwh", "USD", "electricity price, $ per kWh"))
+    pue: float = field(default=1.5, metadata=_knob(  # authors' code (TCO.PUE)
+        "--pue", "X", "datacentre power usage effectiveness (facility / IT power)"))
+    dc_capex_usd_per_W: float = field(default=10.0, metadata=_knob(  # authors' code
+        "--dc-capex-usd-per-w", "USD", "datacentre construction, $ per provisioned watt"))
+    dc_amortization_years: float = field(default=12.0, metadata=_knob(  # authors' code
+        "--dc-life-years", "Y", "years the datacentre capex is amortized over"))
+    dc_interest_rate: float = field(default=0.08, metadata=_knob(  # authors' code
+        "--dc-interest-rate", "R", "annual interest on the datacentre capex"))
+    dc_opex_usd_per_W_month: float = field(default=0.04, metadata=_knob(  # authors' code
+        "--dc-opex-usd-per-w-month", "USD", "datacentre opex, $ per watt-month"))
+    server_interest_rate: float = field(default=0.08, metadata=_knob(  # authors' code
+        "--interest-rate", "R", "annual interest on the server capex"))
+    server_life_years: float = field(default=1.5, metadata=_knob(  # authors' code
+        "--life-years", "Y", "server life in years: its capex is spread over it"))
+    server_opex_frac: float = field(default=0.05, metadata=_knob(  # authors' code
+        "--server-opex-frac", "F", "server opex over its life, a fraction of its cost"))
+    rent_usd_per_hour: float | None = field(default=None, metadata=_knob(
+        "--rent-usd-per-hour", "USD",
+        "rent per server-hour; makes the target rented (replaces the owned TCO)"))
+    power_basis: PowerBasis = field(default=PowerBasis.TDP, metadata=_knob(
+        "--power-basis", "B", "power the per-watt TCO items are charged at: tdp, split "
+        "(datacentre at TDP, electricity at simulated average power) or simulated (all at "
+        "simulated average power, the authors' convention)"))
+    utilization: float = field(default=1.0, metadata=_knob(
+        "--utilization", "U", "share of the time the servers serve at the modelled "
+        "throughput; $ per token grow as 1/U"))
     nre_usd: float | None = None  # None = the tech node's NRE
     nre_deployment_servers: int | None = None  # None = NRE not charged
     carbon_kg_per_kWh: float | None = None  # grid intensity; None = no carbon figure
@@ -228,6 +270,12 @@ class Economics:
             require_fraction(f, getattr(self, f), allow_zero=True)
         require_fraction("server_opex_frac", self.server_opex_frac, allow_zero=True)
         require_between("pue", self.pue, 1, 10)  # facility power / IT power
+        try:
+            object.__setattr__(self, "power_basis", PowerBasis(self.power_basis))
+        except ValueError:
+            raise fail("power_basis", "unknown value", self.power_basis,
+                       "one of " + ", ".join(b.value for b in PowerBasis)) from None
+        require_fraction("utilization", self.utilization)
         if self.rent_usd_per_hour is not None:
             require_positive("rent_usd_per_hour", self.rent_usd_per_hour, high=1e6)
         if self.nre_usd is not None:

@@ -5,9 +5,10 @@ each module's docstring for its model and sources (docs/model.md, docs/constants
 """
 
 from .die import DieCost, die_cost, die_yield, dies_per_wafer, expected_dies_per_wafer
+from .energy import HBM_J_PER_B, SRAM_J_PER_B, average_server_power_w, chip_power_parts_w
 from .package import PackageCost, package_cost
 from .per_token import TokenCost, cost_per_1k_tokens
-from .report import cost_report
+from .report import assumptions, cost_report
 from .server import (
     LimitViolation,
     ServerCost,
@@ -27,16 +28,22 @@ from .tco import (
     server_energy_J_per_s,
     server_tco,
     tco_breakdown,
+    tco_power_w,
 )
 
 __all__ = [
+    "HBM_J_PER_B",
     "HOURS_PER_YEAR",
+    "SRAM_J_PER_B",
     "DieCost",
     "LimitViolation",
     "PackageCost",
     "ServerCost",
     "ThermalReport",
     "TokenCost",
+    "assumptions",
+    "average_server_power_w",
+    "chip_power_parts_w",
     "cost_per_1k_tokens",
     "cost_rate_usd_per_s",
     "cost_report",
@@ -55,5 +62,6 @@ __all__ = [
     "server_power",
     "server_tco",
     "tco_breakdown",
+    "tco_power_w",
     "thermal_check",
 ]

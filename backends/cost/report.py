@@ -2,14 +2,17 @@
 
 The CLI prints it and serialises it to JSON unchanged, so keys are stable: ``die``,
 ``package``, ``server`` (``cost_usd``, ``power_w``, ``tco_usd``, ``life_years`` ...),
-``thermal``, ``memory``, and ``rent_usd_per_hour`` for rented targets. For a rented
-target ``server.tco_usd`` is the rent over the server life and ``server.fabricated``
-holds what owning the same bill of materials would cost (the revised paper's
-"fabricated GPU/TPU" comparison); ``server.cost_usd`` is always the bill of materials.
+``thermal``, ``memory``, ``assumptions`` (the economic knobs) and ``rent_usd_per_hour``
+for rented targets. With no run to average over, the server draws its TDP here
+whatever ``power_basis`` says. For a rented target ``server.tco_usd`` is the rent over
+the server life and ``server.fabricated`` holds what owning the same bill of materials
+would cost (the revised paper's "fabricated GPU/TPU" comparison); ``server.cost_usd`` is
+always the bill of materials.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from chipletc.ir.target import Target
@@ -24,7 +27,24 @@ from .tco import (
     tco_breakdown,
 )
 
-__all__ = ["cost_report"]
+__all__ = ["assumptions", "cost_report"]
+
+_RENTED_KNOBS = ("rent_usd_per_hour", "utilization")
+
+
+def assumptions(target: Target) -> dict[str, Any]:
+    """The economic knobs (``Economics`` fields with a flag) a cost of ``target`` rests
+    on, by field name: the rent for rented hardware, every owned-TCO input otherwise."""
+    econ = target.economics
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(econ):
+        if "flag" not in f.metadata or (econ.rented and f.name not in _RENTED_KNOBS):
+            continue
+        if not econ.rented and f.name == "rent_usd_per_hour":
+            continue
+        value = getattr(econ, f.name)
+        out[f.name] = value.value if hasattr(value, "value") else value
+    return out
 
 
 def cost_report(target: Target) -> dict[str, Any]:
@@ -34,8 +54,9 @@ def cost_report(target: Target) -> dict[str, Any]:
     die, pkg = sc.die, sc.package
     thermal = thermal_check(target)
     life_h = econ.server_life_years * HOURS_PER_YEAR
-    owned = tco_breakdown(sc.cost_usd, sc.power_w, econ)
-    owned_tco = server_tco(sc.cost_usd, sc.power_w, econ)
+    # no run here: the server draws its TDP whatever the power basis
+    owned = tco_breakdown(sc.cost_usd, sc.power_w, econ, sc.power_w)
+    owned_tco = server_tco(sc.cost_usd, sc.power_w, econ, sc.power_w)
     server: dict[str, Any] = {
         "chips": target.chips_per_server,
         "packages": target.packages_per_server,
@@ -52,17 +73,19 @@ def cost_report(target: Target) -> dict[str, Any]:
         server["fabricated"] = {
             "tco_usd": owned_tco,
             "tco_breakdown": owned,
-            "cost_rate_usd_per_s": owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ),
+            "cost_rate_usd_per_s": owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ,
+                                                             sc.power_w),
         }
     else:
         server["tco_usd"] = owned_tco
-        server["cost_rate_usd_per_s"] = cost_rate_usd_per_s(target)
+        server["cost_rate_usd_per_s"] = cost_rate_usd_per_s(target, sc.power_w)
         server["tco_breakdown"] = owned
     report: dict[str, Any] = {
         "target": target.name,
         "description": target.description,
         "tech": target.tech.name,
         "ownership": "rented" if econ.rented else "owned",
+        "assumptions": assumptions(target),
         "die": {
             "area_mm2": die.area_mm2,
             "dies_per_wafer": die.dies_per_wafer,

@@ -60,10 +60,11 @@ class ServerCost:
     package: PackageCost
 
 
-def server_power(target: Target) -> dict[str, float]:
-    """Wall power items of one server at TDP (chips, host, DC-DC loss, fans, PSU loss)."""
+def server_power(target: Target, chip_w: float | None = None) -> dict[str, float]:
+    """Wall power items of one server (chips, host, DC-DC loss, fans, PSU loss) with each
+    chip drawing ``chip_w`` (default its TDP); host and fans always draw their full power."""
     parts = target.server.parts
-    chips = target.chips_per_server * target.chiplet.power_w
+    chips = target.chips_per_server * (target.chiplet.power_w if chip_w is None else chip_w)
     dcdc_in = (chips + parts.host_w) / parts.dcdc_efficiency
     fans = target.server.lanes * parts.fan_w_per_lane
     wall = (dcdc_in + fans) / parts.psu_efficiency

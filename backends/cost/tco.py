@@ -12,15 +12,18 @@ m = r / 12, N = 12 T. The year is 12 months of 30 days (``HOURS_PER_YEAR`` = 864
 in the reference formula's electricity term; life seconds use the same year, so the
 electricity share of the cost per second is exactly P x PUE x the kWh price.
 
-Rented hardware costs its hourly rent. ``cost_rate_usd_per_s`` is the one place a
-server's dollars per second are computed; the partitioner multiplies it by servers and
-divides by tokens per second. Nothing here divides by batch.
+Each per-watt item is charged at the power ``Economics.power_basis`` names: TDP, or the
+run's simulated average wall power (``energy.average_server_power_w``), or TDP for the
+datacentre and the average for electricity. Rented hardware costs its hourly rent.
+``cost_rate_usd_per_s`` is the one place a server's dollars per second are computed;
+the partitioner multiplies it by servers and divides by tokens per second. Nothing
+here divides by batch.
 """
 
 from __future__ import annotations
 
 from chipletc.ir.target import Target
-from chipletc.ir.tech import Economics
+from chipletc.ir.tech import Economics, PowerBasis
 
 from .server import server_cost, server_power
 
@@ -34,6 +37,7 @@ __all__ = [
     "server_energy_J_per_s",
     "server_tco",
     "tco_breakdown",
+    "tco_power_w",
 ]
 
 HOURS_PER_YEAR = 24 * 30 * 12
@@ -53,32 +57,52 @@ def life_seconds(economics: Economics) -> float:
     return economics.server_life_years * HOURS_PER_YEAR * 3600
 
 
-def tco_breakdown(cost_usd: float, power_w: float, economics: Economics) -> dict[str, float]:
+def tco_power_w(
+    power_w: float, economics: Economics, average_power_w: float | None
+) -> tuple[float, float]:
+    """(datacentre watts, electricity watts) charged under ``economics.power_basis``:
+    ``power_w`` is the server's wall power at TDP, ``average_power_w`` over the run."""
+    basis = economics.power_basis
+    if basis is PowerBasis.TDP:
+        return power_w, power_w
+    if average_power_w is None:
+        raise ValueError(f"power_basis {basis.value} needs the run's average power")
+    if basis is PowerBasis.SPLIT:
+        return power_w, average_power_w
+    return average_power_w, average_power_w
+
+
+def tco_breakdown(
+    cost_usd: float, power_w: float, economics: Economics, average_power_w: float | None = None
+) -> dict[str, float]:
     """Owned-hardware TCO items over the server's life; they sum to ``server_tco``."""
     e = economics
     life = e.server_life_years
     share = life / e.dc_amortization_years
+    dc_w, energy_w = tco_power_w(power_w, e, average_power_w)
     return {
         "server_capex_usd": cost_usd,
         "server_interest_usd": loan_interest(cost_usd, e.server_interest_rate, life),
         "server_opex_usd": e.server_opex_frac * cost_usd,
-        "dc_capex_usd": power_w * e.dc_capex_usd_per_W * share,
-        "dc_interest_usd": power_w
+        "dc_capex_usd": dc_w * e.dc_capex_usd_per_W * share,
+        "dc_interest_usd": dc_w
         * loan_interest(e.dc_capex_usd_per_W, e.dc_interest_rate, e.dc_amortization_years)
         * share,
-        "dc_opex_usd": power_w * e.dc_opex_usd_per_W_month * 12 * life,
-        "electricity_usd": power_w / 1000 * e.electricity_usd_per_kWh * HOURS_PER_YEAR * life
+        "dc_opex_usd": dc_w * e.dc_opex_usd_per_W_month * 12 * life,
+        "electricity_usd": energy_w / 1000 * e.electricity_usd_per_kWh * HOURS_PER_YEAR * life
         * e.pue,
     }
 
 
-def server_tco(cost_usd: float, power_w: float, economics: Economics) -> float:
+def server_tco(
+    cost_usd: float, power_w: float, economics: Economics, average_power_w: float | None = None
+) -> float:
     """Dollars to own and run one server of ``cost_usd`` and ``power_w`` over its life.
 
     >>> round(server_tco(10_000, 1_000, Economics()), 2)
     15116.15
     """
-    return sum(tco_breakdown(cost_usd, power_w, economics).values())
+    return sum(tco_breakdown(cost_usd, power_w, economics, average_power_w).values())
 
 
 def rent_usd(economics: Economics, hours: float) -> float:
@@ -88,18 +112,22 @@ def rent_usd(economics: Economics, hours: float) -> float:
     return economics.rent_usd_per_hour * hours
 
 
-def owned_cost_rate_usd_per_s(cost_usd: float, power_w: float, economics: Economics) -> float:
+def owned_cost_rate_usd_per_s(
+    cost_usd: float, power_w: float, economics: Economics, average_power_w: float | None = None
+) -> float:
     """Dollars per second to own and run one server: its TCO over its life seconds."""
-    return server_tco(cost_usd, power_w, economics) / life_seconds(economics)
+    return server_tco(cost_usd, power_w, economics, average_power_w) / life_seconds(economics)
 
 
-def cost_rate_usd_per_s(target: Target) -> float:
-    """Dollars per second of ONE server: rent / 3600, or owned TCO / life seconds."""
+def cost_rate_usd_per_s(target: Target, average_power_w: float | None = None) -> float:
+    """Dollars per second of ONE server: rent / 3600, or owned TCO / life seconds
+    (``average_power_w``: the server's average wall power over the run, which a
+    ``power_basis`` other than tdp needs)."""
     econ = target.economics
     if econ.rent_usd_per_hour is not None:
         return econ.rent_usd_per_hour / 3600
     sc = server_cost(target)
-    return owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ)
+    return owned_cost_rate_usd_per_s(sc.cost_usd, sc.power_w, econ, average_power_w)
 
 
 def server_energy_J_per_s(target: Target, *, facility: bool = False) -> float:

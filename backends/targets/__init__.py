@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -348,10 +349,10 @@ def _convert(hint: Any, value: Any, where: str, label: str) -> Any:
         # beyond 2**53 a float is no longer an exact integer: the field's range check
         # refuses it with the value as written (1e+30, not its 31-digit expansion)
         return int(number) if abs(number) <= 2**53 else number
-    if hint is str:
+    if hint is str or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
         if not isinstance(value, str):
             raise TargetError(f"{label}: {where}: must be text ({value!r}); allowed: a string")
-        return value
+        return value  # an enum field's constructor checks the word and names the choices
     raise TypeError(f"no YAML conversion for {hint!r}")  # a new field type: a bug here
 
 

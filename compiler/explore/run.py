@@ -25,14 +25,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chipletc.backends.cost import cost_per_1k_tokens, cost_rate_usd_per_s, server_cost
-from chipletc.compiler.partition import SearchOptions
+from chipletc.backends.cost import (
+    average_server_power_w,
+    cost_per_1k_tokens,
+    cost_rate_usd_per_s,
+    server_cost,
+)
+from chipletc.backends.perf import estimate
+from chipletc.compiler.partition import SearchOptions, mapping_of
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
-from chipletc.ir.tech import MIB
+from chipletc.ir.tech import MIB, PowerBasis
 
 from .solve import solve_optimal
 from .space import CONSTRAINTS, Space, screen
@@ -117,7 +123,8 @@ class _Evaluator:
         assert target is not None, (index, reason)  # survivors were screened before
         chip = target.chiplet
         sc = server_cost(target)
-        rate = cost_rate_usd_per_s(target)
+        # $ per server-hour at TDP (a power basis other than tdp changes it per mapping)
+        rate = cost_rate_usd_per_s(target, sc.power_w)
         common: dict[str, Any] = {"design": index, **space.as_dict(design)}
         common.update(
             die_mm2=chip.area_mm2,
@@ -138,11 +145,15 @@ class _Evaluator:
         return points
 
 
-def map_model(graph: Graph, builder: ProblemBuilder, target: Target) -> dict[str, Any]:
+def map_model(
+    graph: Graph, builder: ProblemBuilder, target: Target, with_average: bool = False
+) -> dict[str, Any]:
     """The optimal mapping of ``graph`` on ``target`` and compile's figures for it, flat.
 
     ``status`` is "ok", ``CAPACITY`` (all servers together hold less than the weights:
-    pruned before any solver) or ``NO_MAPPING``.
+    pruned before any solver) or ``NO_MAPPING``. The run's average server power (one
+    more analytical estimate of the mapping) is computed when the target's power basis
+    needs it or ``with_average`` asks, and then given as ``average_power_w``.
     """
     capacity = target.memory_capacity_bytes * target.chips_per_server * target.max_servers
     if capacity < graph.weight_bytes:
@@ -155,8 +166,18 @@ def map_model(graph: Graph, builder: ProblemBuilder, target: Target) -> dict[str
     if best is None:
         return {"status": NO_MAPPING}
     fig = figures(builder, target, problem, best)
-    cost = cost_per_1k_tokens(target, best.servers, fig.tokens_per_s)
+    econ = target.economics
+    average_w = None
+    if with_average or (econ.power_basis is not PowerBasis.TDP and not econ.rented):
+        opts = builder.opts
+        perf = estimate(graph, target, mapping_of(problem, best), opts.prompt_len, opts.gen_len)
+        average_w = average_server_power_w(target, perf.metrics)
+    cost = cost_per_1k_tokens(target, best.servers, fig.tokens_per_s, average_w)
     tp = problem.tps[best.ti]
+    extra = {} if average_w is None else {
+        "average_power_w": average_w,
+        "average_J_per_1k_tokens": cost.average_energy_per_1k_tokens_J,
+    }
     return {
         "status": "ok",
         "tp": tp,
@@ -170,6 +191,7 @@ def map_model(graph: Graph, builder: ProblemBuilder, target: Target) -> dict[str
         "tokens_per_s": fig.tokens_per_s,
         "usd_per_1k_tokens": cost.tco_per_1k_tokens_usd,
         "J_per_1k_tokens": cost.energy_per_1k_tokens_J,
+        **extra,
     }
 
 

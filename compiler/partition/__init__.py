@@ -29,6 +29,7 @@ __all__ = [
     "SearchOptions",
     "SolveResult",
     "build_problem",
+    "mapping_of",
     "partition",
 ]
 
@@ -68,12 +69,16 @@ def partition(
         # nanoseconds (see problem.py): do not claim more than that
         result = replace(result, status="FEASIBLE")
     best = result.best
-    mapping = ModelMapping(
+    return Partition(mapping_of(problem, best), best.servers, result, problem)
+
+
+def mapping_of(problem: PartitionProblem, best: Evaluation) -> ModelMapping:
+    """The ``ModelMapping`` a solved point ``best`` of ``problem`` stands for."""
+    return ModelMapping(
         tp=problem.tps[best.ti],
         pp=best.pp,
         stages=stage_ranges(best.counts),
         batch=problem.batches[best.bi],
         micro_batch=problem.micro_batches[best.mi],
-        pad_heads=options.pad_heads,
+        pad_heads=problem.options.pad_heads,
     )
-    return Partition(mapping, best.servers, result, problem)
