@@ -169,7 +169,7 @@ def test_bad_economic_flags_are_one_line_errors(cli: CliRun, argv, message):
 
 
 def test_compile_prints_the_assumptions_and_both_powers(cli: CliRun):
-    code, out, err = cli("compile", "gpt3-175b", "--interest-rate", "0", "--power-basis",
+    code, out, _ = cli("compile", "gpt3-175b", "--interest-rate", "0", "--power-basis",
                          "simulated")
     assert code == 0
     assert re.search(r"--interest-rate 0\s", out) and "--power-basis simulated" in out

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -104,13 +103,10 @@ def serve_trace(run: ServeRun) -> dict[str, Any]:
 
 
 def serve_png(run: ServeRun, probes: Sequence[tuple[float, ServeMetrics]] = ()) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from chipletc.backends.emit.png import new_figure, png_bytes
 
     panels = 2 if probes else 1
-    fig = Figure(figsize=(6.4 * panels, 4.8), dpi=100)
+    fig = new_figure(6.4 * panels, 4.8)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     arrival = np.array([r.arrival_s for r in run.requests])
     first = np.frombuffer(run.log.first_token_s, dtype=np.float64)
@@ -145,7 +141,4 @@ def serve_png(run: ServeRun, probes: Sequence[tuple[float, ServeMetrics]] = ()) 
         ax.set_title("latency against load")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)

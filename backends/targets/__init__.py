@@ -95,11 +95,17 @@ def load_tech(name_or_path: str) -> TechNode:
     return _build(TechNode, data, "", label)
 
 
-def load_target(name_or_path: str) -> Target:
-    """A target by preset name (``list_targets()``) or YAML path, validated."""
+def load_target(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> Target:
+    """A target by preset name (``list_targets()``) or YAML path, validated; ``overrides``
+    merge into it as a derived file's fields would (``{"tech": {"w_per_TOPS": 1.0}}``
+    rebuilds a ``by_area`` chiplet on the changed node)."""
     path, label = _locate(name_or_path, PRESET_DIR, list_targets(), "target", Path.cwd())
     data = _with_base(path, label, PRESET_DIR, list_targets(), "target")
     data.setdefault("name", path.stem)
+    if overrides:
+        if isinstance(data.get("tech"), str) and isinstance(overrides.get("tech"), dict):
+            data["tech"] = {"base": data["tech"]}
+        data = _merge(data, overrides)
     return target_from_dict(data, label, path.parent)
 
 

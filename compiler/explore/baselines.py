@@ -23,10 +23,11 @@ from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import UsageError
 from chipletc.ir.graph import Graph
+from chipletc.ir.target import Target
 
 from .run import map_model
 
-__all__ = ["BASELINES", "BaselineOverride", "baseline_rows", "parse_override"]
+__all__ = ["BASELINES", "BaselineOverride", "baseline_rows", "override_row", "parse_override"]
 
 BASELINES = {
     "a100": "a100-80gb-x8",
@@ -94,21 +95,27 @@ def baseline_rows(
                 row["servers"] * chips_per_server)
         rows.append(row)
         override = by_name.get(name)
-        if override is None or row["status"] != "ok":
-            continue
-        price = override.usd_per_chip_hour or row["usd_per_chip_hour"]
-        per_chip = override.tokens_per_s_per_chip or row["tokens_per_s_per_chip"]
-        rented = dataclasses.replace(target, economics=dataclasses.replace(
-            target.economics, rent_usd_per_hour=price * chips_per_server))
-        tokens_per_s = per_chip * row["servers"] * chips_per_server
-        cost = cost_per_1k_tokens(rented, row["servers"], tokens_per_s)
-        rows.append({
-            **row,
-            "source": "override",
-            "usd_per_chip_hour": price,
-            "tokens_per_s_per_chip": per_chip,
-            "tokens_per_s": tokens_per_s,
-            "usd_per_1k_tokens": cost.tco_per_1k_tokens_usd,
-            "J_per_1k_tokens": None,
-        })
+        if override is not None and row["status"] == "ok":
+            rows.append(override_row(target, row, override))
     return rows
+
+
+def override_row(target: Target, row: dict[str, Any], override: BaselineOverride) -> dict[str, Any]:
+    """The baseline ``row`` (its preset ``target``'s mapping and servers) at the price
+    and per-chip throughput ``override`` gives, the others kept."""
+    chips_per_server = target.chips_per_server
+    price = override.usd_per_chip_hour or row["usd_per_chip_hour"]
+    per_chip = override.tokens_per_s_per_chip or row["tokens_per_s_per_chip"]
+    rented = dataclasses.replace(target, economics=dataclasses.replace(
+        target.economics, rent_usd_per_hour=price * chips_per_server))
+    tokens_per_s = per_chip * row["servers"] * chips_per_server
+    cost = cost_per_1k_tokens(rented, row["servers"], tokens_per_s)
+    return {
+        **row,
+        "source": "override",
+        "usd_per_chip_hour": price,
+        "tokens_per_s_per_chip": per_chip,
+        "tokens_per_s": tokens_per_s,
+        "usd_per_1k_tokens": cost.tco_per_1k_tokens_usd,
+        "J_per_1k_tokens": None,
+    }

@@ -133,12 +133,9 @@ def summary(result: ExploreResult, baselines: dict[str, list[dict[str, Any]]]) -
 
 def to_png(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
     """The design cloud and Pareto front of each model, one panel each, as PNG bytes."""
-    import matplotlib
+    from chipletc.backends.emit.png import new_figure, png_bytes
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4 * len(models), 4.8), dpi=100)
+    fig = new_figure(6.4 * len(models), 4.8)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models, strict=True):
         mine = _ok(points, model)
@@ -154,10 +151,7 @@ def to_png(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
         ax.set_title(model)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
