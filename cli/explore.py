@@ -112,6 +112,7 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     from chipletc.backends.serve import parse_slo, parse_workload
     from chipletc.compiler.explore import (
+        EXPLORE_BASELINES,
         ExploreOptions,
         baseline_rows,
         explore,
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(sys.stderr, bar=args.progress or sys.stderr.isatty())
     overrides = [parse_override(text) for text in args.baseline]
+    names = [*EXPLORE_BASELINES, *(o.name for o in overrides if o.name not in EXPLORE_BASELINES)]
     slo = parse_slo(args.slo) if args.slo else None
     if args.workload and slo is None:
         raise UsageError("--workload: goes with --slo")
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     baselines: dict[str, list[dict[str, Any]]] = {}
     if not args.no_baselines:
         for graph in graphs:
-            baselines[graph.info.name] = baseline_rows(graph, search, overrides)
+            baselines[graph.info.name] = baseline_rows(graph, search, overrides, names)
     doc = summary(result, baselines)
     points = result.points
     files: dict[str, str | bytes] = {}

@@ -10,7 +10,14 @@ PNG and one self-contained HTML page.
 """
 
 
-from .baselines import BASELINES, BaselineOverride, baseline_rows, parse_override
+from .baselines import (
+    BASELINES,
+    EXPLORE_BASELINES,
+    BaselineOverride,
+    baseline_rows,
+    override_row,
+    parse_override,
+)
 from .report import (
     best_designs,
     improvement,
@@ -31,6 +38,7 @@ __all__ = [
     "CONSTRAINTS",
     "DEFAULT_SPACE",
     "EXECUTORS",
+    "EXPLORE_BASELINES",
     "NO_MAPPING",
     "BaselineOverride",
     "Design",
@@ -42,6 +50,7 @@ __all__ = [
     "explore",
     "improvement",
     "load_space",
+    "override_row",
     "pareto_front",
     "parse_override",
     "parse_space",

@@ -27,15 +27,23 @@ from chipletc.ir.target import Target
 
 from .run import map_model
 
-__all__ = ["BASELINES", "BaselineOverride", "baseline_rows", "override_row", "parse_override"]
+__all__ = ["BASELINES", "EXPLORE_BASELINES", "BaselineOverride", "baseline_rows",
+           "override_row", "parse_override"]
 
 BASELINES = {
     "a100": "a100-80gb-x8",
     "h100": "h100-x8",
     "h200": "h200-x8",
     "tpu-v4": "tpu-v4",
+    "rtx4090": "rtx4090-x8",
+    "l40s": "l40s-x8",
+    "mi300x": "mi300x-x8",
+    "b200": "b200-x8",
+    "tpu-v5e": "tpu-v5e",
 }
 """Short name -> rented target preset."""
+EXPLORE_BASELINES = ("a100", "h100", "h200", "tpu-v4")
+"""The baselines explore puts beside its designs unless told otherwise."""
 
 _FIELDS = {"price": "usd_per_chip_hour", "tokens_per_s": "tokens_per_s_per_chip"}
 
@@ -76,7 +84,7 @@ def baseline_rows(
     graph: Graph,
     options: SearchOptions,
     overrides: Sequence[BaselineOverride] = (),
-    names: Sequence[str] = tuple(BASELINES),
+    names: Sequence[str] = EXPLORE_BASELINES,
 ) -> list[dict[str, Any]]:
     """One row per baseline: simulated figures at the preset's rent, then any override."""
     by_name = {o.name: o for o in overrides}
@@ -111,7 +119,7 @@ def override_row(target: Target, row: dict[str, Any], override: BaselineOverride
     tokens_per_s = per_chip * row["servers"] * chips_per_server
     cost = cost_per_1k_tokens(rented, row["servers"], tokens_per_s)
     return {
-        **row,
+        **{k: v for k, v in row.items() if not k.startswith("average_")},  # no run measured
         "source": "override",
         "usd_per_chip_hour": price,
         "tokens_per_s_per_chip": per_chip,

@@ -1,0 +1,114 @@
+"""`chipletc compare`: one model on several targets side by side over context lengths."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from typing import Any
+
+from chipletc.compiler.partition import SearchOptions
+
+from .common import (
+    add_cache_arg,
+    add_economics_flags,
+    add_model_args,
+    add_option_flags,
+    add_storage_args,
+    economics_from,
+    load_graph,
+    options_from,
+)
+from .explore import EXPLORE_FLAGS
+from .output import assumption_lines, shown_dir, write_outputs
+
+DEFAULT_TARGETS = "cc-7nm-gpt3,a100-80gb-x8,h100-x8,rtx4090-x8"
+COLUMNS = ("target", "context", "status", "tp", "pp", "batch", "micro_batch", "servers",
+           "usd_per_1k_tokens", "tokens_per_s", "prefill_s", "decode_s_per_token",
+           "average_J_per_1k_tokens", "J_per_1k_tokens", "usd_per_chip_hour",
+           "tokens_per_s_per_chip")
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--targets", default=DEFAULT_TARGETS, metavar="T1,T2,...",
+                   help=f"presets or YAML files, comma-separated (default {DEFAULT_TARGETS})")
+    p.add_argument("--contexts", default="256,512,1K,2K,4K,8K,16K,32K", metavar="N,...",
+                   help="prompt lengths to sweep, increasing (K = 1024; default "
+                   "256,512,1K,2K,4K,8K,16K,32K)")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME:K=V,...",
+                   help="show a rented target again at another price and throughput per "
+                   "chip, e.g. a100:price=0.87,tokens_per_s=211; repeatable")
+    add_option_flags(p, SearchOptions, [f for f in EXPLORE_FLAGS if f != "prompt_len"],
+                     help={"objective": "each target's mapping minimizes this"})
+    add_economics_flags(p)  # over the owned targets; a rented one changes with --baseline
+    add_storage_args(p)
+    add_cache_arg(p)
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="write compare.json, compare.csv and compare.png to DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.targets import load_target
+    from chipletc.compiler.compare import compare, compare_png, parse_contexts
+    from chipletc.compiler.explore import parse_override
+
+    contexts = parse_contexts(args.contexts)
+    overrides = [parse_override(text) for text in args.baseline]
+    specs = [s.strip() for s in args.targets.split(",") if s.strip()]
+    targets = []
+    for spec in specs:
+        target = load_target(spec)
+        targets.append(target if target.economics.rented else economics_from(args, target))
+    graph = load_graph(args)
+    result = compare(graph, targets, options_from(SearchOptions, args), contexts, overrides)
+    doc = result.to_dict()
+    if args.out:
+        write_outputs(args.out, {"compare.json": json.dumps(doc, indent=1) + "\n",
+                                 "compare.csv": to_csv(doc["rows"]),
+                                 "compare.png": compare_png(result)})
+    print(json.dumps(doc, indent=1) if args.json else format_table(doc, args.out))
+    return 0
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3g} ms"
+
+
+def format_table(doc: dict[str, Any], out: str | None) -> str:
+    lines = [f"{doc['model']}: objective {doc['objective']}, {doc['gen_len']} generated "
+             "tokens after each prompt length", ""]
+    for name, values in doc["assumptions"].items():
+        block = assumption_lines(values)
+        lines.append(f"{name}: {block[0]}")
+        lines += block[1:]
+    head = (f"{'target':<36}{'prompt':>7}  {'mapping':<22}{'$/1K tok':>10}{'tok/s':>10}"
+            f"{'TTFT':>10}{'per token':>11}{'J/token':>9}")
+    lines += ["", head]
+    for r in doc["rows"]:
+        left = f"{r['target']:<36.36}{r['context']:>7}  "
+        if r["status"] != "ok":
+            lines.append(left + r["status"])
+            continue
+        mapping = f"tp {r['tp']} x pp {r['pp']}, b {r['batch']}"
+        energy = r.get("average_J_per_1k_tokens")
+        lines.append(
+            left + f"{mapping:<22}{r['usd_per_1k_tokens']:>10.4g}{r['tokens_per_s']:>10,.0f}"
+            f"{r['prefill_s']:>9.3g}s{_ms(r['decode_s_per_token']):>11}"
+            f"{'-' if energy is None else f'{energy / 1000:.3g}':>9}")
+    lines += ["", "TTFT: the whole batch's prefill; per token: one decode step; J/token at "
+              "the run's average power (override rows: the given throughput, no energy)"]
+    if out:
+        lines.append(f"wrote {shown_dir(out)}: compare.json, compare.csv, compare.png")
+    return "\n".join(lines)

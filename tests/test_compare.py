@@ -1,0 +1,113 @@
+"""`chipletc compare`: rows are compile's optimum, GPU rows agree with `simulate` of the
+same mapping, lengths beyond a position table say so, outputs repeat byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from builders import CliRun
+
+from chipletc.backends.targets import load_target
+from chipletc.compiler.compare import BEYOND_POSITIONS, compare, parse_contexts
+from chipletc.compiler.compile import compile_model
+from chipletc.compiler.explore import parse_override
+from chipletc.compiler.partition import SearchOptions
+
+OPTIONS = SearchOptions(gen_len=128)
+TARGETS = ("cc-7nm-gpt3", "a100-80gb-x8", "h100-x8", "rtx4090-x8")
+
+
+@pytest.fixture(scope="module")
+def gpt3(zoo_graph):
+    graph = zoo_graph("gpt3-175b")
+    targets = [load_target(t) for t in TARGETS]
+    over = parse_override("a100:price=0.87,tokens_per_s=211")
+    return graph, compare(graph, targets, OPTIONS, (256, 1024, 4096), [over])
+
+
+def test_rows_are_compiles_optimum(gpt3):
+    graph, result = gpt3
+    for row in result.rows:
+        if row["source"] != "simulated" or row["status"] != "ok":
+            continue
+        target = load_target(row["target"])
+        compiled = compile_model(graph, target, dataclasses.replace(
+            OPTIONS, prompt_len=row["context"]))
+        assert row["usd_per_1k_tokens"] == pytest.approx(
+            compiled.cost.tco_per_1k_tokens_usd, rel=1e-9)
+        assert row["average_power_w"] == pytest.approx(compiled.cost.average_power_w)
+        assert (row["tp"], row["pp"], row["batch"]) == (
+            compiled.partition.mapping.tp, compiled.partition.mapping.pp,
+            compiled.partition.mapping.batch)
+
+
+def test_beyond_the_position_table_is_a_status(gpt3):
+    _, result = gpt3
+    long = [r for r in result.rows if r["context"] == 4096]
+    assert long and all(r["status"] == BEYOND_POSITIONS for r in long)
+
+
+def test_override_row_follows_its_preset(gpt3):
+    _, result = gpt3
+    rows = list(result.rows)
+    for i, r in enumerate(rows):
+        if r["source"] == "override":
+            assert rows[i - 1]["target"] == "a100-80gb-x8"
+            assert r["tokens_per_s_per_chip"] == 211
+            # $0.87 per GPU-hour over 211 tokens/s per GPU
+            assert r["usd_per_1k_tokens"] == pytest.approx(0.87 / 3600 / 211 * 1000)
+            assert "average_J_per_1k_tokens" not in r
+
+
+@pytest.mark.parametrize("name", ["a100-80gb-x8", "rtx4090-x8"])
+def test_gpu_rows_agree_with_simulate(gpt3, cli: CliRun, name):
+    _, result = gpt3
+    row = next(r for r in result.rows if r["target"] == name and r["context"] == 256)
+    code, out, _ = cli("simulate", "gpt3-175b", "--target", name, "--tp", str(row["tp"]),
+                       "--pp", str(row["pp"]), "--batch", str(row["batch"]), "--micro-batch",
+                       str(row["micro_batch"]), "--prompt-len", "256", "--gen-len", "128",
+                       "--json")
+    assert code == 0
+    sim = json.loads(out)
+    # the simulator replays every step; the analytical row uses the mean context
+    assert sim["tokens_per_s"] == pytest.approx(row["tokens_per_s"], rel=0.02)
+    assert sim["cost"]["tco_per_1k_tokens_usd"] == pytest.approx(
+        row["usd_per_1k_tokens"], rel=0.02)
+
+
+def test_cli_table_chart_and_repeatability(cli: CliRun, tmp_path):
+    outs = []
+    for i in range(2):
+        code, out, _ = cli("compare", "gpt3-175b", "--targets", ",".join(TARGETS),
+                           "--contexts", "256,512,32K", "--gen-len", "64", "-o",
+                           str(tmp_path / str(i)))
+        assert code == 0
+        outs.append(out)
+    assert outs[0].replace(str(tmp_path / "0"), "DIR") == outs[1].replace(
+        str(tmp_path / "1"), "DIR")
+    assert outs[0].count("assumptions (override with these flags)") == len(TARGETS)
+    for name in ("compare.json", "compare.csv", "compare.png"):
+        assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "1" / name).read_bytes()
+    doc = json.loads((tmp_path / "0" / "compare.json").read_text())
+    assert len(doc["rows"]) == len(TARGETS) * 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("256,x", "not a length ('x')"),
+    ("1K,512", "increasing, distinct"),
+    ("0", "at least 1"),
+])
+def test_bad_contexts(text, message):
+    from chipletc.ir.errors import UsageError
+
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_contexts(text)
+
+
+def test_cli_override_needs_its_target(cli: CliRun):
+    code, out, err = cli("compare", "gpt3-175b", "--targets", "cc-7nm-gpt3", "--baseline",
+                         "h100:price=2")
+    assert code == 2 and not out and err.count("\n") == 1
+    assert "h100-x8 is not among --targets" in err
