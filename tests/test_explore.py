@@ -252,7 +252,7 @@ def test_baseline_override_moves_the_factor(gpt3, small_run):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("b200:price=1", "unknown baseline"),
+    ("b300:price=1", "unknown baseline"),
     ("a100:cost=1", "bad item"),
     ("a100:price=-1", "must be positive"),
     ("a100", "nothing to override"),
