@@ -107,8 +107,8 @@ def format_table(doc: dict[str, Any], out: str | None) -> str:
     top = ", ".join(r["label"] for r in doc["knobs"][:3])
     what = f"the ratio to {names[0]}" if names else "$ per 1K tokens"
     lines += ["", f"moving {what} most: {top}",
-              "break-even: the value at which the ratio is 1, searched x10 beyond the range "
-              "(none: it stays on one side)"]
+              "break-even: the value at which the ratio is 1, searched over a bracket wider "
+              "than the range (none: it stays on one side of 1)"]
     if out:
         lines.append(f"wrote {shown_dir(out)}: sensitivity.json, tornado.png")
     return "\n".join(lines)

@@ -19,10 +19,12 @@ paper's 94x turns on), over the ranges ``baseline_knobs`` states.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chipletc.backends.cost import require_within_limits
 from chipletc.backends.targets import load_target
 from chipletc.compiler.explore.baselines import (
     BASELINES,
@@ -32,7 +34,7 @@ from chipletc.compiler.explore.baselines import (
 from chipletc.compiler.explore.run import map_model
 from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
-from chipletc.ir.errors import InfeasibleError, UsageError
+from chipletc.ir.errors import InfeasibleError, TargetError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
 
@@ -233,10 +235,23 @@ def sensitivity(
         return {n: None if design is None else baseline[n] / design for n in names}
 
     mappings: dict[tuple[str, float], str] = {}
+    points: dict[tuple[str, str, float], tuple[float | None, dict[str, float | None]]] = {}
 
     def point(knob: Knob, value: float) -> tuple[float | None, dict[str, float | None]]:
+        key = (knob.side, knob.name, value)
+        if key not in points:
+            points[key] = solve(knob, value)
+        return points[key]
+
+    def solve(knob: Knob, value: float) -> tuple[float | None, dict[str, float | None]]:
         if knob.side == "design":
-            row = ev.row(ev.target_at(knob, value))
+            try:  # a chip past the die, thermal or power limits is no design (compile refuses it)
+                target = ev.target_at(knob, value)
+                require_within_limits(target)
+            except TargetError:
+                mappings[knob.name, value] = "past a physical limit"
+                return None, ratios(None, base_usd)
+            row = ev.row(target)
             mappings[knob.name, value] = mapping_text(row)
             usd = row["usd_per_1k_tokens"] if row["status"] == "ok" else None
             return usd, ratios(usd, base_usd)
@@ -261,14 +276,17 @@ def sensitivity(
             "break_even": {n: _break_even(knob, n, point) for n in names
                            if knob.side in ("design", n)},
         }
+        # the spread of the ratio to the first baseline (or of $, relative) over the ends
+        # that map and the base point; an end past a limit or without a mapping is left
+        # out (the table says "no fit")
         first = names[0] if names else None
         if first is not None:
-            ends = [r for r in (lo_ratio[first], hi_ratio[first]) if r is not None]
-            entry["impact"] = max(ends) - min(ends) if len(ends) == 2 else float("inf")
+            ends = [r for r in (lo_ratio[first], hi_ratio[first], base_usd[first] / design_usd)
+                    if r is not None]
+            entry["impact"] = max(ends) - min(ends)
         else:
-            ends_usd = [u for u in (lo_usd, hi_usd) if u is not None]
-            entry["impact"] = (max(ends_usd) - min(ends_usd)) / design_usd if len(
-                ends_usd) == 2 else float("inf")
+            ends = [u / design_usd for u in (lo_usd, hi_usd, design_usd) if u is not None]
+            entry["impact"] = max(ends) - min(ends)
         out.append(entry)
     out.sort(key=lambda e: (-e["impact"], e["side"], e["name"]))
     base = {"design_usd_per_1k_tokens": design_usd,
@@ -285,16 +303,20 @@ def _break_even(
     point: Callable[[Knob, float], tuple[float | None, dict[str, float | None]]],
 ) -> float | None:
     """The knob's value in its bracket where the ratio to ``baseline`` is 1, or None when
-    the ratio stays on one side of 1 over the whole bracket."""
-    a, b = knob.bracket
+    the ratio stays on one side of 1 wherever the design is feasible. The bracket's
+    ends, the range's ends and the target's value are tried in order; the first pair of
+    neighbours on either side of 1 is bisected."""
 
     def gap(x: float) -> float | None:
         r = point(knob, x)[1][baseline]
         return None if r is None else r - 1.0
 
-    ga, gb = gap(a), gap(b)
-    if ga is None or gb is None or ga * gb > 0:
+    xs = sorted({knob.bracket[0], knob.low, knob.value, knob.high, knob.bracket[1]})
+    known = [(x, g) for x in xs if (g := gap(x)) is not None]
+    pairs = [(a, b) for a, b in itertools.pairwise(known) if a[1] * b[1] <= 0]
+    if not pairs:
         return None
+    (a, ga), (b, _) = pairs[0]
     for _ in range(BISECTION_STEPS):
         mid = (a + b) / 2
         gm = gap(mid)
