@@ -1,9 +1,10 @@
 """`chipletc inspect MODEL`: what the compiler sees in a model, before any mapping.
 
 Loads the model through the frontends (zoo name, file.py:factory, .onnx file or Hugging
-Face checkpoint directory), names the frontend used, then prints its size, bytes, FLOPs
-per token and KV cache per token at one workload, the ops by kind, any op the lowering
-did not recognise, and the frontend's notes (e.g. checkpoint tensors it ignored).
+Face checkpoint directory), names the frontend and the recogniser used, then prints its
+size, bytes, FLOPs per token and KV cache per token at one workload, the ops by kind, any
+op the lowering did not recognise, any source tensor it could not place (with its
+bytes), and the frontend's notes (e.g. checkpoint tensors it ignored).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def summarize(graph: Graph, batch: int, prompt_len: int, context_len: int, per_l
     out = {
         "name": info.name,
         "frontend": info.frontend,
+        "recogniser": info.recogniser,
         "params": graph.params,
         "active_params": graph.active_params,
         "weight_bytes": graph.weight_bytes,
@@ -75,6 +77,8 @@ def summarize(graph: Graph, batch: int, prompt_len: int, context_len: int, per_l
             {"name": op.name, "source": op.attrs.get("source", "")} for op in graph.unrecognised()
         ],
         "notes": info.notes,
+        "unplaced_tensors": [{"name": n, "bytes": b} for n, b in info.unplaced],
+        "unplaced_bytes": sum(b for _, b in info.unplaced),
     }
     if per_layer:
         out["per_layer"] = [
@@ -142,6 +146,16 @@ def _render(s: dict) -> list[str]:
         lines += [f"    {u['name']}  [{u['source']}]" for u in unknown]
     else:
         lines.append("  unrecognised ops      none")
+    lines.append(f"  recognised by         {s['recogniser']}")
+    unplaced = s["unplaced_tensors"]
+    if unplaced:
+        lines.append(
+            f"  not placed            {len(unplaced)} tensors, {_bytes(s['unplaced_bytes'])}"
+            " (in no plan):"
+        )
+        lines += [f"    {u['name']}  {_bytes(u['bytes'])}" for u in unplaced[:10]]
+        if len(unplaced) > 10:
+            lines.append(f"    ... and {len(unplaced) - 10} more (--json lists them all)")
     if s["notes"]:
         lines.append(f"  notes                 {s['notes']}")
     if "per_layer" in s:

@@ -30,7 +30,10 @@ class ModelInfo:
 
     ``num_heads`` / ``num_kv_heads`` are what tensor parallelism must divide;
     ``parallel_block`` marks PaLM-style blocks whose attention and MLP read the same
-    input; ``num_experts`` is 0 for dense models.
+    input; ``num_experts`` is 0 for dense models. ``frontend`` names what was read and
+    ``recogniser`` how its structure was found; ``unplaced`` lists the source's tensors
+    (name, bytes) that no op holds, so they are in no plan (a checkpoint's vision tower,
+    DeepSeek's multi-token-prediction layer).
     """
 
     name: str
@@ -47,6 +50,8 @@ class ModelInfo:
     experts_per_token: int = 0
     frontend: str = "zoo"
     notes: str = ""
+    recogniser: str = ""
+    unplaced: tuple[tuple[str, int], ...] = ()
 
 
 class Graph:

@@ -24,7 +24,7 @@ from .op import Op, OpKind, Role, Shard, Weight
 
 __all__ = ["GRAPH_VERSION", "graph_from_json", "graph_to_json"]
 
-GRAPH_VERSION = "1.0"
+GRAPH_VERSION = "1.1"
 
 
 def _weight(w: Weight) -> dict[str, Any]:
@@ -78,7 +78,8 @@ def graph_from_json(text: str) -> Graph:
         doc = json.loads(text)
         if doc.get("version") != GRAPH_VERSION:
             raise IRError(f"graph document: version {doc.get('version')!r}, not {GRAPH_VERSION}")
-        graph = Graph(ModelInfo(**doc["info"]), DType(doc["kv_dtype"]), DType(doc["act_dtype"]))
+        info = {**doc["info"], "unplaced": tuple(map(tuple, doc["info"].get("unplaced", ())))}
+        graph = Graph(ModelInfo(**info), DType(doc["kv_dtype"]), DType(doc["act_dtype"]))
         for d in doc["ops"]:
             tied = d.get("tied")
             op = Op(

@@ -249,14 +249,19 @@ def test_unsupported_architecture_lists_the_supported(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_checkpoint_and_config_must_agree(tmp_path: Path) -> None:
+def test_checkpoint_and_config_must_agree(tmp_path: Path, cli: CliRun) -> None:
     d = checkpoint(tmp_path / "m", "qwen2")
     header = read_header(d / "model.safetensors")
     tensors = {e.name: (e.dtype, e.shape) for e in header.values()}
     extra = dict(tensors, **{"model.layers.0.mlp.extra.weight": ("BF16", (4, 4))})
     write_header(d / "model.safetensors", extra)
-    with pytest.raises(ModelError, match="1 checkpoint tensors the qwen2 architecture"):
-        lower_checkpoint(d)
+    before = lower_checkpoint(d)  # an unused tensor is listed with its bytes, in no plan
+    assert before.info.unplaced == (("model.layers.0.mlp.extra.weight", 32),)
+    assert before.weight_bytes == 2 * before.params
+    code, out, _ = cli("inspect", str(d))
+    assert code == 0 and "not placed            1 tensors, 32 B" in out
+    assert "model.layers.0.mlp.extra.weight  32 B" in out
+    assert "recognised by         config.json model_type qwen2" in out
     tensors.pop("model.layers.1.self_attn.k_proj.bias")
     write_header(d / "model.safetensors", tensors)
     with pytest.raises(ModelError, match=r"k_proj\.bias"):

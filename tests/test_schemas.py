@@ -24,6 +24,8 @@ PINNED = {
     # 1.1: the compute dtype recorded apart from storage (plan), act_dtype -> compute_dtype
     ("plan", "1.1"): "61bc8466795785b6eda6b19e276b18ef49f51264b75e493d738c976c0a2ffdec",
     ("schedule", "1.1"): "09229f770b912d5a613225445775d986af7ee6e03a9b58c82b16a69ec09c6024",
+    # graph 1.1: how the structure was recognised, and the source tensors no op holds
+    ("graph", "1.1"): "ea22ce05feb9811ffd6f89aab73c7fcd5fdcb82cc274bc60f5ed249e0d2fe802",
 }
 VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION, "graph": GRAPH_VERSION}
 

@@ -1024,6 +1024,7 @@ def _model_info(st: _Lowering, ops: list[Op]) -> ModelInfo:
         num_experts=experts[0].dims["num_experts"] if experts else 0,
         experts_per_token=experts[0].dims["top_k"] if experts else 0,
         frontend=st.tm.frontend,
+        recogniser=f"structural recogniser on the {st.tm.frontend} graph",
     )
 
 

@@ -585,9 +585,10 @@ def lower_checkpoint(directory: Path) -> Graph:
 
     Weight names are the checkpoint's; dtypes and bytes come from the safetensors
     headers when present, else from the config's ``torch_dtype`` (bf16 if absent).
-    A checkpoint tensor the architecture does not use, or a weight the checkpoint
-    lacks, raises ``ModelError``; known non-weight buffers (rotary ``inv_freq``, GPT-2's
-    attention masks, a stored copy of a tied head) are ignored and noted.
+    A weight the checkpoint lacks raises ``ModelError``; a checkpoint tensor the
+    architecture does not use is listed in ``ModelInfo.unplaced`` with its bytes (and
+    in no plan); known non-weight buffers (rotary ``inv_freq``, GPT-2's attention masks,
+    a stored copy of a tied head) are ignored and noted.
     """
     cfg, raw = model_config(directory)
     graph = _lower_zoo(cfg)
@@ -597,7 +598,12 @@ def lower_checkpoint(directory: Path) -> Graph:
         names = _FALCON_NEW
     weights = _Weights(directory, cfg, raw, names, header)
     graph = replace_weights(graph, weights.of)
-    graph.info = replace(graph.info, frontend="hf", notes=weights.reconcile())
+    notes = weights.reconcile()
+    graph.info = replace(
+        graph.info, frontend="hf", notes=notes, unplaced=weights.unplaced,
+        recogniser=f"config.json model_type {cfg.family} mapped onto the zoo definition, "
+        f"then the {graph.info.recogniser}",
+    )  # fmt: skip
     return graph
 
 
@@ -627,6 +633,7 @@ class _Weights:
         self.bits = quant.get("bits") if isinstance(quant, dict) else None
         self.used: set[str] = set()
         self.missing: list[str] = []
+        self.unplaced: tuple[tuple[str, int], ...] = ()
         self.quantized = 0
 
     def hf_names(self, w: Weight) -> list[tuple[str, tuple[int, ...]]]:
@@ -700,12 +707,7 @@ class _Weights:
             )
         rest = sorted(set(self.header) - self.used)
         ignored = [n for n in rest if _BUFFERS.search(n) or (n == "lm_head.weight" and self._tied)]
-        unused = [n for n in rest if n not in ignored]
-        if unused:
-            raise ModelError(
-                f"{self.where}: {len(unused)} checkpoint tensors the {fam} architecture does "
-                f"not use ({', '.join(unused[:4])}); check config.json"
-            )
+        self.unplaced = tuple((n, self.header[n].nbytes) for n in rest if n not in ignored)
         files = sorted({e.file for e in self.header.values()})
         out = f"config.json mapped onto the zoo {fam} definition; {len(self.used)} tensors "
         out += f"from {', '.join(files)}"
@@ -713,6 +715,12 @@ class _Weights:
             out += f"; {self.quantized} quantized weights counted with their scales and zeros"
         if ignored:
             out += f"; ignored {len(ignored)} non-weight tensors ({', '.join(ignored[:3])})"
+        if self.unplaced:
+            names = ", ".join(n for n, _ in self.unplaced[:3])
+            out += (
+                f"; {len(self.unplaced)} tensors the {fam} architecture does not use are not "
+                f"placed ({names}{', ...' if len(self.unplaced) > 3 else ''})"
+            )
         return out
 
     @property
