@@ -7,8 +7,9 @@ the lowering reads and of the code that lowers it:
 
 * a zoo name: its configuration (every field of ``ModelConfig``);
 * an ``.onnx`` file: its bytes;
-* a Hugging Face checkpoint directory: ``config.json``, the safetensors index and each
-  ``*.safetensors`` file's header (the weights are never read, so they are not hashed);
+* a Hugging Face checkpoint directory (or Hub cache folder, every snapshot and
+  ``refs/main``): each ``*.json`` file, each ``*.safetensors`` file's header and each
+  ``*.bin`` archive's pickle (the weights are never read, so they are not hashed);
 * ``file.py:factory``: the file's bytes and the factory's name. Modules the file imports
   are not hashed: after editing one of them, pass ``--no-cache``;
 * always: the chipletc version, the graph document's version and the source of the
@@ -26,6 +27,7 @@ import json
 import os
 import struct
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -74,6 +76,25 @@ def _safetensors_header(path: Path) -> bytes:
         return prefix + f.read(struct.unpack("<Q", prefix)[0])
 
 
+def _bin_pickle(path: Path) -> bytes:
+    """The state-dict pickle of a torch.save archive (what the frontend reads)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return b"".join(
+                archive.read(n) for n in sorted(archive.namelist()) if n.endswith("data.pkl")
+            )
+    except (zipfile.BadZipFile, OSError):
+        return path.read_bytes()[:4096]  # the frontend refuses it; any stable key will do
+
+
+# Suffix of a checkpoint file -> the bytes of it the Hugging Face frontend reads.
+_HF_READS: dict[str, Callable[[Path], bytes]] = {
+    ".json": Path.read_bytes,
+    ".safetensors": _safetensors_header,
+    ".bin": _bin_pickle,
+}
+
+
 def _source_digest(spec: str) -> str | None:
     """What ``spec`` names, hashed; None where ``load_model`` would fail (it says why)."""
     h = hashlib.sha256()
@@ -84,14 +105,16 @@ def _source_digest(spec: str) -> str | None:
         h.update(b"onnx\0" + Path(spec).read_bytes())
     elif Path(spec).is_dir():
         directory = Path(spec)
-        if not (directory / "config.json").is_file():
+        if not (directory / "config.json").is_file() and not (directory / "snapshots").is_dir():
             return None
         h.update(b"hf\0")
-        for name in ("config.json", "model.safetensors.index.json"):
-            if (directory / name).is_file():
-                h.update(name.encode() + b"\0" + (directory / name).read_bytes())
-        for tensors in sorted(directory.glob("*.safetensors")):
-            h.update(tensors.name.encode() + b"\0" + _safetensors_header(tensors))
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and "blobs" not in path.relative_to(directory).parts:
+                read = _HF_READS.get(path.suffix) or (
+                    Path.read_bytes if path.parent.name == "refs" else None
+                )
+                if read is not None:
+                    h.update(str(path.relative_to(directory)).encode() + b"\0" + read(path))
     elif sep and (path.endswith(".py") or Path(path).exists()):
         if not Path(path).is_file():
             return None

@@ -20,6 +20,7 @@ from chipletc.ir.errors import ModelError
 from chipletc.ir.graph import Graph
 from chipletc.models import zoo
 
+from .checkpoint import resolve_checkpoint
 from .fx import LOWERING_PASSES, UnrecognisedOpsWarning, lower_module
 from .hf import lower_checkpoint
 from .onnx import lower_onnx
@@ -83,12 +84,14 @@ def _lower(spec: str) -> Graph:
     if spec.endswith(".onnx"):
         graph = lower_onnx(Path(spec))
     elif Path(spec).is_dir():
-        if not (Path(spec) / "config.json").is_file():
+        directory = resolve_checkpoint(Path(spec))
+        if not (directory / "config.json").is_file():
             raise ModelError(
                 f"model {spec}: a directory without config.json; give a Hugging Face "
-                "checkpoint directory, an .onnx file, a zoo name or file.py:factory"
+                "checkpoint directory (or its Hub cache folder), an .onnx file, a zoo name "
+                "or file.py:factory"
             )
-        graph = lower_checkpoint(Path(spec))
+        graph = lower_checkpoint(directory)
     elif sep and (path.endswith(".py") or Path(path).exists()):
         module = build_module(Path(path), factory)
         with guarded(f"model {spec}: tracing forward raised", Path(path).parent):

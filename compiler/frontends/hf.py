@@ -1,11 +1,12 @@
 """The Hugging Face frontend: a checkpoint directory to the IR, without loading weights.
 
-A directory holds ``config.json`` and optionally ``model.safetensors`` or a sharded
-``model.safetensors.index.json``. The config is mapped onto a zoo ``ModelConfig``
-(every field that changes a weight shape or a cost is read; what the zoo cannot express
-is refused, never approximated), the zoo module is lowered by the torch.fx path, and
-each weight is then renamed to its Hugging Face tensor name and given the dtype and
-exact byte count of the safetensors header (``safetensors_header``).
+A directory holds ``config.json`` and optionally its weights: safetensors or
+``pytorch_model.bin``, single or sharded (``checkpoint``); it may be a Hub cache
+folder. The config is mapped onto a zoo ``ModelConfig`` (every field that changes a
+weight shape or a cost is read; what the zoo cannot express is refused, never
+approximated), the zoo module is lowered by the torch.fx path, and each weight is then
+renamed to its Hugging Face tensor name and given the dtype and exact byte count the
+weight files' headers state.
 
 Why the zoo and not transformers on the meta device plus torch.export: the zoo traces
 in well under a second at any size, needs no optional package, and its MoE is written
@@ -14,9 +15,10 @@ torch.export cannot trace without data. The tests hold the mapping to transforme
 own modules (tensor names, shapes, totals) where transformers is installed.
 
 Quantized checkpoints: a weight stored as ``X.qweight`` (GPTQ/AWQ), ``X.weight`` of
-int8/uint8/fp8 (bitsandbytes, fp8), or ``X.weight_packed`` (compressed-tensors) counts
-the bytes of the packed tensor plus its scales, zeros and group indices, which are real
-memory; its IR dtype is int4 or int8 by the bits per logical element.
+int8/uint8/fp8 (bitsandbytes LLM.int8 and NF4/FP4, FP8 with per-tensor, per-channel or
+block scales), or ``X.weight_packed`` (compressed-tensors) counts the bytes of the packed
+tensor plus its scales, zeros, group indices and quantization state, which are real
+memory; its IR dtype is int4, int8 or fp8 by the bits per logical element.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from chipletc.ir.op import Weight
 from chipletc.models import zoo
 from chipletc.models.config import MLAConfig, ModelConfig, MoEConfig
 
+from .checkpoint import read_checkpoint
 from .fx import lower_module, replace_weights
-from .safetensors_header import TensorEntry, read_checkpoint
+from .safetensors_header import TensorEntry
 
 __all__ = ["SUPPORTED", "lower_checkpoint", "model_config"]
 
@@ -188,7 +191,9 @@ _BUFFERS = re.compile(
 _QUANT_PARTS = frozenset(
     {"qweight", "qzeros", "scales", "g_idx", "SCB", "weight_format", "weight_scale",
      "weight_scale_inv", "input_scale", "weight_zero_point", "weight_packed", "weight_shape",
-     "weight_global_scale"}
+     "weight_global_scale", "weight.absmax", "weight.quant_map", "weight.nested_absmax",
+     "weight.nested_quant_map", "weight.quant_state.bitsandbytes__nf4",
+     "weight.quant_state.bitsandbytes__fp4"}
 )  # fmt: skip
 _FLOAT_DTYPES = {
     "F64": DType.FP32, "F32": DType.FP32, "F16": DType.FP16, "BF16": DType.BF16,
@@ -699,7 +704,7 @@ class _Weights:
     def _reconcile(self) -> str:
         fam = self.cfg.family
         if self.header is None:
-            return f"config.json mapped onto the zoo {fam} definition; no safetensors: {self.dtype}"
+            return f"config.json mapped onto the zoo {fam} definition; no weights: {self.dtype}"
         if self.missing:
             raise ModelError(
                 f"{self.where}: {len(self.missing)} weights config.json implies are not in the "

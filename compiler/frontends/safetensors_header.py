@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chipletc.ir.errors import ModelError
 
-__all__ = ["TensorEntry", "read_checkpoint", "read_header"]
+__all__ = ["ITEM_BYTES", "TensorEntry", "read_header"]
 
 # Bytes per element of each safetensors dtype; None where elements are packed.
 ITEM_BYTES: dict[str, int | None] = {
@@ -101,35 +101,3 @@ def _entry(where: str, name: str, spec: object, file: str) -> TensorEntry:
     if item is not None and nbytes != prod(shape) * item:
         raise bad(f"{nbytes} bytes do not hold {dtype} {shape}")
     return TensorEntry(name, dtype, tuple(shape), nbytes, file)
-
-
-def read_checkpoint(directory: Path) -> dict[str, TensorEntry] | None:
-    """Every tensor of a checkpoint directory, or None when it holds no safetensors.
-
-    Reads ``model.safetensors``, or the shards ``model.safetensors.index.json`` lists
-    (each must exist: a partial checkpoint would give wrong byte counts).
-    """
-    single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise ModelError(
-                f"checkpoint {index}: not a safetensors index ({type(err).__name__}: {err})"
-            ) from None
-        missing = [f for f in files if not (directory / f).is_file()]
-        if missing:
-            raise ModelError(
-                f"checkpoint {directory}: shard {missing[0]} listed in {index.name} is missing"
-                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}"
-            )
-    elif single.is_file():
-        files = [single.name]
-    else:
-        return None
-    out: dict[str, TensorEntry] = {}
-    for f in files:
-        out.update(read_header(directory / f))
-    return out
