@@ -44,7 +44,7 @@ from chipletc.backends.perf.metrics import RunMetrics, StageRun, run_metrics
 from chipletc.ir.graph import Graph
 from chipletc.ir.layout import decode_context, stage_ops, stage_transfer_bytes, stage_transfer_level
 from chipletc.ir.mapping import ModelMapping
-from chipletc.ir.op import Op, OpCost
+from chipletc.ir.op import Collective, Op, OpCost
 from chipletc.ir.sharding import collectives_after, rank_cost
 from chipletc.ir.target import Target
 from chipletc.ir.workload import Workload
@@ -54,9 +54,12 @@ __all__ = [
     "OpTime",
     "OpTimeModel",
     "PerfEstimate",
+    "RankShare",
     "estimate",
+    "group_shares",
     "group_time",
     "op_time",
+    "shares_time",
 ]
 
 @dataclass(frozen=True)
@@ -127,6 +130,62 @@ class GroupTime:
 _GROUP_FIELDS = tuple(f.name for f in fields(GroupTime))
 
 
+@dataclass(frozen=True)
+class RankShare:
+    """One op's share on one rank at a workload: what no target changes, so a search
+    over many targets computes it once (``group_shares``) and times it per target."""
+
+    whole: OpCost  # the whole op
+    mine: OpCost  # this rank's part
+    collectives: tuple[Collective, ...]  # after the op
+
+
+def group_shares(
+    graph: Graph, ops: Iterable[Op], tp: int, wl: Workload, pad_heads: bool
+) -> tuple[RankShare, ...]:
+    """Each op's ``RankShare`` at workload ``wl`` (one micro-batch)."""
+    info = graph.info
+    out = []
+    for op in ops:
+        whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
+        mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
+        out.append(RankShare(whole, mine, collectives_after(op, whole, tp)))
+    return tuple(out)
+
+
+def shares_time(
+    graph: Graph,
+    shares: Iterable[RankShare],
+    target: Target,
+    tp: int,
+    op_model: OpTimeModel = op_time,
+) -> GroupTime:
+    """Time for one rank to run ``shares`` on ``target``."""
+    peak = target.chiplet.peak_flops(graph.compute_dtype)
+    eff = target.efficiency
+    total_s = compute_s = memory_s = overhead_s = link_s = flops = model_flops = moved = 0.0
+    for share in shares:
+        mine = share.mine
+        t = op_model(mine, target, peak)
+        busy = t.total_s
+        bound = max(t.compute_s, t.memory_s)
+        t_l = sum(
+            exposed_collective_s(collective_time_s(c.kind, c.bytes, tp, target), busy, eff)
+            for c in share.collectives
+        )
+        total_s += busy + t_l
+        if t.compute_bound:
+            compute_s += bound
+        else:
+            memory_s += bound
+        overhead_s += t.overhead_s
+        link_s += t_l
+        flops += mine.flops
+        model_flops += share.whole.flops
+        moved += mine.memory_bytes + mine.act_in_bytes + mine.act_out_bytes
+    return GroupTime(total_s, compute_s, memory_s, overhead_s, link_s, flops, model_flops, moved)
+
+
 def group_time(
     graph: Graph,
     ops: Iterable[Op],
@@ -137,34 +196,7 @@ def group_time(
     op_model: OpTimeModel = op_time,
 ) -> GroupTime:
     """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch)."""
-    info = graph.info
-    peak = target.chiplet.peak_flops(graph.compute_dtype)
-    total = GroupTime()
-    for op in ops:
-        whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
-        mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
-        t = op_model(mine, target, peak)
-        busy = t.total_s
-        bound = max(t.compute_s, t.memory_s)
-        t_l = sum(
-            exposed_collective_s(
-                collective_time_s(c.kind, c.bytes, tp, target),
-                busy,
-                target.efficiency,
-            )
-            for c in collectives_after(op, whole, tp)
-        )
-        total = total + GroupTime(
-            total_s=busy + t_l,
-            compute_s=bound if t.compute_bound else 0.0,
-            memory_s=0.0 if t.compute_bound else bound,
-            overhead_s=t.overhead_s,
-            link_s=t_l,
-            flops=mine.flops,
-            model_flops=whole.flops,
-            memory_bytes=mine.memory_bytes + mine.act_in_bytes + mine.act_out_bytes,
-        )
-    return total
+    return shares_time(graph, group_shares(graph, ops, tp, wl, pad_heads), target, tp, op_model)
 
 
 @dataclass(frozen=True)

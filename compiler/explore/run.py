@@ -156,7 +156,7 @@ def map_model(
     needs it or ``with_average`` asks, and then given as ``average_power_w``.
     """
     capacity = target.memory_capacity_bytes * target.chips_per_server * target.max_servers
-    if capacity < graph.weight_bytes:
+    if capacity < builder.weight_bytes:
         return {"status": CAPACITY}
     try:
         problem = builder.build(target)

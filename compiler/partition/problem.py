@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chipletc.backends.perf.analytical import group_time
+from chipletc.backends.perf.analytical import RankShare, group_shares, shares_time
 from chipletc.backends.perf.collectives import collective_key, transfer_time_s
 from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
@@ -327,6 +327,8 @@ class ProblemBuilder:
         self._tp: dict[int, _TpTables] = {}
         self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
         self._rows: dict[tuple, StageSeconds] = {}
+        self._shares: dict[tuple, tuple[RankShare, ...]] = {}
+        self.weight_bytes = graph.weight_bytes
 
     # --- what no target changes -------------------------------------------------------
 
@@ -390,13 +392,18 @@ class ProblemBuilder:
         wl_d = Workload.decode(m, decode_context(opts.prompt_len, opts.gen_len))
         wl_p = Workload.prefill(m, opts.prompt_len)
 
-        def t(ops: list[Op], wl: Workload) -> float:
-            return group_time(self.graph, ops, target, tp, wl, opts.pad_heads).total_s
+        def t(group: int | str, wl: Workload) -> float:
+            # each op's share depends on (tp, workload) only: once for every target
+            shares = self._shares.get((group, tp, wl))
+            if shares is None:
+                shares = group_shares(self.graph, groups[group], tp, wl, opts.pad_heads)
+                self._shares[group, tp, wl] = shares
+            return shares_time(self.graph, shares, target, tp).total_s
 
-        block_d = tuple(t(groups[self.reps[k]], wl_d) for k in self.kinds)
-        block_p = tuple(t(groups[self.reps[k]], wl_p) for k in self.kinds)
-        pre_d, pre_p = t(groups["pre"], wl_d), t(groups["pre"], wl_p)
-        post_d, post_p = t(groups["post"], wl_d), t(groups["post"], wl_p)
+        block_d = tuple(t(self.reps[k], wl_d) for k in self.kinds)
+        block_p = tuple(t(self.reps[k], wl_p) for k in self.kinds)
+        pre_d, pre_p = t("pre", wl_d), t("pre", wl_p)
+        post_d, post_p = t("post", wl_d), t("post", wl_p)
         found = StageSeconds(
             block_decode=block_d,
             block_prefill=block_p,
