@@ -19,7 +19,8 @@ lane budget (``chipletc.backends.cost.thermal_check`` reports it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 from .dtypes import DType
 from .errors import TargetError
@@ -481,8 +482,26 @@ class Target:
                 return lvl
         raise fail("level", "unknown link level", name, "one of " + ", ".join(LEVELS))
 
+    # A search reads the link levels and hashes the target (memo keys) for every op of
+    # every design: both are computed once. Pickles carry the fields only, since a
+    # string's hash differs between processes.
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getstate__(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
     def link_levels(self) -> tuple[LinkLevel, ...]:
         """Package, server and cluster link levels, innermost first."""
+        return self._link_levels
+
+    @cached_property
+    def _link_levels(self) -> tuple[LinkLevel, ...]:
         chip, pkg, srv, sys_ = self.chiplet, self.package, self.server, self.system
         own_bw = chip.link_total_bw_Bps
         server_links_bw = srv.server_link_count * srv.server_link_bw_Bps

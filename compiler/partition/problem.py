@@ -301,7 +301,7 @@ class ProblemBuilder:
         self.graph, self.opts = graph, options
         info = graph.info
         self.groups = graph.groups()
-        L = graph.num_blocks
+        self.num_blocks = L = graph.num_blocks
         if L == 0:
             raise InfeasibleError(f"model {info.name}: no transformer blocks to place")
         sigs: dict[tuple, int] = {}
@@ -328,7 +328,7 @@ class ProblemBuilder:
         self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
         self._rows: dict[tuple, StageSeconds] = {}
         self._shares: dict[tuple, tuple[RankShare, ...]] = {}
-        self.weight_bytes = graph.weight_bytes
+        self.weight_bytes = graph.weight_bytes  # explore prunes by it on every design
 
     # --- what no target changes -------------------------------------------------------
 
@@ -430,7 +430,7 @@ class ProblemBuilder:
                 f"{target.chips_per_server} chiplets"
             )
         tabs = [self._tp_tables(tp) for tp in tps]
-        L = g.num_blocks
+        L = self.num_blocks
         # no replica uses more servers than its widest tp over one stage per block: a
         # larger bound changes nothing (and must not coarsen the time unit below)
         max_servers = min(
