@@ -78,10 +78,10 @@ def add_option_flags(
 
     The field's metadata gives the flag (``--`` + the name with dashes by default), its
     ``help``, ``metavar`` and ``divide_by``; its type gives the parser (positive int or
-    float, a switch for bool, the values of an enum) and its default is appended to
-    the help. ``help`` replaces a field's help text for one command. With ``over`` (what
-    the flags override, e.g. "the target's"), a flag has no default of its own: given,
-    it replaces the value ``over`` names, whose range check then applies.
+    float, a switch for bool, the values of an enum, optional or not) and its default
+    is appended to the help. ``help`` replaces a field's help text for one command. With
+    ``over`` (what the flags override, e.g. "the target's"), a flag has no default of its
+    own: given, it replaces the value ``over`` names, whose range check then applies.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -90,10 +90,13 @@ def add_option_flags(
         meta = f.metadata
         text = (help or {}).get(name, meta.get("help"))
         kwargs: dict[str, Any] = {}
+        types = (kind, *typing.get_args(kind))
+        enum = next((t for t in types if isinstance(t, type) and issubclass(t, Enum)), None)
         if kind is bool:
             kwargs["action"] = "store_true"
-        elif isinstance(kind, type) and issubclass(kind, Enum):
-            kwargs.update(choices=[e.value for e in kind], default=f.default.value)
+        elif enum is not None:  # an enum, or an optional one (None: not pinned)
+            default = None if f.default is None else f.default.value
+            kwargs.update(choices=[e.value for e in enum], default=default)
         else:
             is_int = int in typing.get_args(kind) or kind is int
             kwargs["type"] = number if over else positive_int if is_int else positive_float

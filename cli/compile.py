@@ -164,7 +164,8 @@ def format_summary(r: CompileResult, out: str | None) -> str:
         "",
         "mapping",
         f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}"
-        f"{'   heads padded' if m['pad_heads'] else ''}",
+        f"{'   heads padded' if m['pad_heads'] else ''}"
+        f"{'   KV cache split by batch' if m['kv_layout'] == 'batch' else ''}",
         f"  stages: {len(stages)} with {'/'.join(map(str, sizes))} blocks"
         f" (first {first}, last {last})",
         f"  {sy['num_chiplets']} chiplets on {sy['num_servers']} server(s)"

@@ -23,7 +23,7 @@ from chipletc.compiler.schedule import lower_schedule
 from chipletc.ir.dtypes import parse_dtype
 from chipletc.ir.errors import PlanError, UsageError
 from chipletc.ir.graph import Graph
-from chipletc.ir.mapping import ModelMapping, even_stages
+from chipletc.ir.mapping import KVLayout, ModelMapping, even_stages
 from chipletc.ir.plan import Plan
 from chipletc.ir.target import Target
 
@@ -56,6 +56,14 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-len", type=positive_int, default=1024, metavar="P")
     p.add_argument("--gen-len", type=positive_int, default=1024, metavar="G")
     p.add_argument("--pad-heads", action="store_true", help="pad heads tp does not divide")
+    p.add_argument(
+        "--kv-layout",
+        choices=[k.value for k in KVLayout],
+        default=KVLayout.HEADS.value,
+        help="how ranks that share a KV cache (tp beyond the KV heads of GQA/MQA, or MLA's "
+        "latent) hold it: heads (replicated) or batch (sequences split over them; they must "
+        "divide the micro-batch) (default heads)",
+    )
     add_economics_flags(p)
     add_storage_args(p)
     add_cache_arg(p)
@@ -106,6 +114,7 @@ def from_plan(
         batch=int(m["batch"]),
         micro_batch=int(m["micro_batch"]),
         pad_heads=bool(m.get("pad_heads", False)),
+        kv_layout=plan.kv_layout,
     )
     w = plan.workload
     target = load_target(target_spec)
@@ -133,6 +142,7 @@ def _from_flags(
         batch=args.batch,
         micro_batch=args.micro_batch or args.batch,
         pad_heads=args.pad_heads,
+        kv_layout=KVLayout(args.kv_layout),
     )
     sources = (args.model, args.target, args.weight_sparsity)
     return graph, target, mapping, args.prompt_len, args.gen_len, sources
@@ -198,6 +208,7 @@ def summary(
             "micro_batch": mapping.micro_batch,
             "stages": [list(s) for s in mapping.stages],
             "pad_heads": mapping.pad_heads,
+            "kv_layout": mapping.kv_layout.value,
         },
         **result.to_dict(),
     }
@@ -213,7 +224,8 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
     parts = ", ".join(f"{k} {v:.0%}" for k, v in doc["attribution"].items())
     lines = [
         f"{doc['model']} on {doc['target']}  (prompt {w['prompt_len']}, generate {w['gen_len']})",
-        f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}",
+        f"  tp {m['tp']} x pp {m['pp']}   batch {m['batch']}, micro-batch {m['micro_batch']}"
+        f"{'   KV cache split by batch' if m['kv_layout'] == 'batch' else ''}",
         "simulated",
         f"  time to first token  {_seconds(doc['prefill_s'])}",
         f"  decode per token     {_seconds(doc['decode_s_per_token'])}"

@@ -108,6 +108,7 @@ def _summary(
             "micro_batch": m.micro_batch,
             "stages": [list(s) for s in m.stages],
             "pad_heads": m.pad_heads,
+            "kv_layout": m.kv_layout.value,
         },
         "system": {
             "num_chiplets": m.num_chiplets,

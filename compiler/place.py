@@ -152,6 +152,7 @@ def build_plan(
             "micro_batch": mapping.micro_batch,
             "stages": [list(st) for st in mapping.stages],
             "pad_heads": mapping.pad_heads,
+            "kv_layout": [mapping.kv_layout.value] * pp,
         },
         tensors=tensors,
         chiplets=tuple(chiplets),

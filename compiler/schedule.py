@@ -19,13 +19,14 @@ from chipletc.ir.errors import InfeasibleError, UsageError
 from chipletc.ir.graph import Graph
 from chipletc.ir.layout import (
     decode_context,
+    kv_batch_ranks,
     stage_memory,
     stage_ops,
     stage_transfer_bytes,
     stage_transfer_level,
     tp_link_level,
 )
-from chipletc.ir.mapping import ModelMapping
+from chipletc.ir.mapping import KVLayout, ModelMapping
 from chipletc.ir.op import Op, OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp, StageSchedule
 from chipletc.ir.sharding import check_tp, collectives_after, rank_cost
@@ -40,13 +41,26 @@ def check_mapping(
 ) -> None:
     """Raise a one-line ``UsageError`` / ``InfeasibleError`` for a mapping that cannot run.
 
-    Checks: tp splits the heads (or pads them when the mapping says so); the stages
-    cover the model's blocks; the replica fits the target's servers; one rank of every
+    Checks: tp splits the heads (or pads them when the mapping says so); a batch-split
+    KV cache is shared by ranks that divide the micro-batch (``kv_batch_ranks``); the
+    stages cover the model's blocks; the replica fits the target's servers; one rank of every
     stage holds its weight shards, the KV cache of the whole batch at the full context
     and the activation workspace (``ir.layout.stage_memory``) in its memory.
     """
     info = graph.info
     check_tp(info.num_heads, info.num_kv_heads, mapping.tp, mapping.pad_heads)
+    if mapping.kv_layout is KVLayout.BATCH:
+        ranks = kv_batch_ranks(graph, mapping.tp)
+        if ranks == 1:
+            raise UsageError(
+                f"kv layout: batch needs ranks that share a KV cache; at tp {mapping.tp} "
+                f"each rank of {info.name} holds KV heads of its own (use heads)"
+            )
+        if mapping.micro_batch % ranks:
+            raise UsageError(
+                f"kv layout: batch splits each micro-batch over the {ranks} ranks sharing a "
+                f"KV cache; micro-batch {mapping.micro_batch} is not a multiple of {ranks}"
+            )
     if mapping.pp > graph.num_blocks:
         raise UsageError(
             f"pp: {mapping.pp} stages for {graph.num_blocks} layers; use 1..{graph.num_blocks}"
@@ -98,16 +112,16 @@ def _program(
 ) -> list[ScheduleOp]:
     """Compute ops and their collectives; with ``slope_wl`` (one more position of
     context) each op also carries its change per position."""
-    info, tp = graph.info, mapping.tp
-    level = tp_link_level(target, tp).name
+    info, tp, layout = graph.info, mapping.tp, mapping.kv_layout
+    shard = (tp, mapping.pad_heads, info.num_heads, info.num_kv_heads, layout)
     out: list[ScheduleOp] = []
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
-        mine = rank_cost(op, whole, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+        mine = rank_cost(op, whole, *shard)
         rec = _op_record(op, whole, mine, group)
         if slope_wl is not None:
             w2 = op.cost(slope_wl, graph.kv_dtype, graph.act_dtype)
-            m2 = rank_cost(op, w2, tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+            m2 = rank_cost(op, w2, *shard)
             nxt = _op_record(op, w2, m2, group)
             rec = replace(
                 rec,
@@ -117,16 +131,17 @@ def _program(
                 d_act_bytes=nxt.act_bytes - rec.act_bytes,
             )
         out.append(rec)
-        for c in collectives_after(op, whole, tp):
+        for c in collectives_after(op, whole, tp, layout):
+            ranks = group[: c.group or tp]  # the representative's (first) sub-group
             out.append(
                 ScheduleOp(
                     name=f"{op.name}.{c.kind}",
                     kind=ScheduleKind.COLLECTIVE,
                     block=op.block,
-                    chiplets=group,
+                    chiplets=ranks,
                     link_bytes=c.bytes,
                     collective=c.kind,
-                    level=level,
+                    level=tp_link_level(target, len(ranks)).name,
                 )
             )
     return out

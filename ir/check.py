@@ -20,7 +20,12 @@ lists every invariant it finds broken. Invariants, numbered as in the messages:
    room padded heads take, never exceed the plan's, and the fullest rank of a stage
    is within rounding of the plan's figure;
 5. capacity: the plan's capacity is the target's, and no chiplet's recomputed bytes
-   exceed it.
+   exceed it;
+6. layout: every stage has one KV layout, the same; a ``batch`` layout splits the
+   sequences of each micro-batch over the ranks that share a KV cache (tp / kv_heads
+   for grouped or multi-query attention, tp for a cache not kept per head), so those
+   exist and divide the micro-batch; each such rank keeps the cache of its sequences
+   only (invariant 4 counts it so).
 
 Not checked: the plan's performance and cost figures, and whether the mapping is a
 good one.
@@ -34,6 +39,7 @@ from fractions import Fraction
 
 from .errors import PlanError
 from .graph import Graph
+from .mapping import KVLayout
 from .op import Op, OpKind, Role
 from .plan import Plan
 from .target import Target
@@ -64,16 +70,32 @@ def _home_stages(graph: Graph, plan: Plan) -> dict[str, tuple[Op, int]]:
     return home
 
 
-def _kv_bytes(op: Op, graph: Graph, tp: int) -> Fraction:
-    """KV bytes per sequence and token one rank keeps for ``op``: per-head caches are
-    split by KV heads (whole heads, rounded up per rank), other caches kept whole."""
+def _sharing_ranks(op: Op, tp: int) -> int:
+    """Ranks that would hold the same KV cache of attention op ``op`` split by heads."""
+    d = op.dims
+    if tp == 1 or op.shard.value == "replicated":
+        return 1
+    if d["kv_elems"] != d["kv_heads"] * d["head_dim"]:
+        return tp  # not per head (MLA's latent): every rank needs all of it
+    if d["kv_heads"] < d["heads"] and d["kv_heads"] < tp:
+        return tp // d["kv_heads"]
+    return 1
+
+
+def _kv_bytes(op: Op, graph: Graph, tp: int, layout: KVLayout) -> Fraction:
+    """KV bytes per sequence and token one rank keeps for ``op``, averaged over the
+    batch: per-head caches are split by KV heads (whole heads, rounded up per rank),
+    other caches kept whole; under the batch layout the ranks sharing a cache split the
+    sequences."""
     if op.kind not in (OpKind.ATTN_SCORE, OpKind.ATTN_CONTEXT):
         return Fraction(0)
     d = op.dims
     whole = Fraction(graph.kv_dtype.bits * d["kv_elems"], 8)
+    sharing = _sharing_ranks(op, tp)
+    split = sharing if layout is KVLayout.BATCH else 1
     if tp == 1 or op.shard.value == "replicated" or d["kv_elems"] != d["kv_heads"] * d["head_dim"]:
-        return whole
-    return whole * math.ceil(d["kv_heads"] / tp) / d["kv_heads"]
+        return whole / split
+    return whole * math.ceil(d["kv_heads"] / tp) / d["kv_heads"] / split
 
 
 def check_plan(plan: Plan, graph: Graph, target: Target) -> list[str]:
@@ -89,6 +111,21 @@ def check_plan(plan: Plan, graph: Graph, target: Target) -> list[str]:
         plan.validate()
     except PlanError as err:
         out.append(f"3. copies: {err}")
+    try:
+        layout = plan.kv_layout
+    except PlanError as err:
+        out.append(f"6. layout: {err}")
+        layout = KVLayout.HEADS
+    if layout is KVLayout.BATCH:
+        attention = [op for op in graph.ops if op.kind in (OpKind.ATTN_SCORE, OpKind.ATTN_CONTEXT)]
+        sharing = max((_sharing_ranks(op, tp) for op in attention), default=1)
+        if sharing == 1:
+            out.append(f"6. layout: batch, but no ranks share a KV cache at tp {tp}")
+        elif mb % sharing:
+            out.append(
+                f"6. layout: batch splits micro-batch {mb} over {sharing} ranks sharing a KV "
+                "cache; it does not divide"
+            )
 
     # 1. tensors
     table = {t.name: t for t in plan.tensors}
@@ -166,7 +203,7 @@ def check_plan(plan: Plan, graph: Graph, target: Target) -> list[str]:
             ops = [op for b in range(first, last + 1) for op in groups[b]]
             ops += groups["pre"] if c.stage == 0 else []
             ops += groups["post"] if c.stage == pp - 1 else []
-            per_token = sum(_kv_bytes(op, graph, tp) for op in ops)
+            per_token = sum(_kv_bytes(op, graph, tp, layout) for op in ops)
             kv_of[c.stage, first, last] = math.ceil(per_token * batch * (prompt + gen))
         kv = kv_of[c.stage, first, last]
         held = Fraction(0)

@@ -11,7 +11,9 @@ Memory of one rank of a stage (``stage_memory``)
               several stages, its own copy of a tied LM head's table (``holds_tied_copy``:
               the head reads the embedding, which sits on the first stage);
     kv        the KV cache of its layers for the whole batch at the full context
-              (prompt + generated tokens);
+              (prompt + generated tokens): its share by KV heads, and under
+              ``KVLayout.BATCH`` only the sequences it holds where ranks share a
+              KV head (``ir.sharding``; ``kv_batch_ranks`` of them split the batch);
     workspace two copies of one micro-batch's prefill residual stream
               (``workspace_bytes``): attention scores and FFN intermediates are tiled,
               flash-style, and not held whole.
@@ -31,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .graph import Graph
-from .mapping import ModelMapping
+from .mapping import KVLayout, ModelMapping
 from .op import Op
-from .sharding import rank_cost, rank_weight_bytes
+from .sharding import kv_sharing_ranks, rank_cost, rank_weight_bytes
 from .target import LinkLevel, Target
 from .workload import Workload
 
@@ -42,6 +44,7 @@ __all__ = [
     "decode_context",
     "holds_tied_copy",
     "innermost_level",
+    "kv_batch_ranks",
     "kv_bytes_per_token",
     "level_for",
     "neighbour_stage_level",
@@ -95,17 +98,31 @@ def rank_weights(
     return rank_weight_bytes(ops, tp, pad_heads, info.num_heads, info.num_kv_heads, tied_copy)
 
 
-def kv_bytes_per_token(graph: Graph, ops: Iterable[Op], tp: int, pad_heads: bool) -> float:
-    """KV-cache bytes one rank keeps for ``ops`` per sequence and token of context."""
+def kv_bytes_per_token(
+    graph: Graph,
+    ops: Iterable[Op],
+    tp: int,
+    pad_heads: bool,
+    kv_layout: KVLayout = KVLayout.HEADS,
+) -> float:
+    """KV-cache bytes one rank keeps for ``ops`` per sequence and token of context
+    (under ``KVLayout.BATCH``, averaged over the batch the sharing ranks split)."""
     info = graph.info
     one = Workload.decode(1, 1)
     total = 0.0
     for op in ops:
         whole = op.cost(one, graph.kv_dtype, graph.act_dtype)
         total += rank_cost(
-            op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads
+            op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads, kv_layout
         ).kv_write_bytes
     return total
+
+
+def kv_batch_ranks(graph: Graph, tp: int) -> int:
+    """How many ranks of a tp group share a KV cache of the model, at most (1: none
+    do, so ``KVLayout.BATCH`` changes nothing). Under ``KVLayout.BATCH`` they split
+    each micro-batch's sequences, so it must divide the micro-batch."""
+    return max((kv_sharing_ranks(op, tp) for op in graph.ops), default=1)
 
 
 def workspace_bytes(graph: Graph, micro_batch: int, prompt_len: int) -> int:
@@ -130,11 +147,12 @@ def stage_memory(
     graph: Graph, mapping: ModelMapping, prompt_len: int, gen_len: int
 ) -> tuple[StageMemory, ...]:
     """What one rank of each stage holds under ``mapping`` (see the module docstring)."""
-    tp, pad = mapping.tp, mapping.pad_heads
+    tp, pad, layout = mapping.tp, mapping.pad_heads, mapping.kv_layout
     work = workspace_bytes(graph, mapping.micro_batch, prompt_len)
     out = []
     for s, ops in enumerate(stage_ops(graph, mapping)):
-        kv = kv_bytes_per_token(graph, ops, tp, pad) * mapping.batch * (prompt_len + gen_len)
+        per_token = kv_bytes_per_token(graph, ops, tp, pad, layout)
+        kv = per_token * mapping.batch * (prompt_len + gen_len)
         out.append(
             StageMemory(
                 weight_bytes=rank_weights(graph, ops, tp, pad, holds_tied_copy(s, mapping.pp)),

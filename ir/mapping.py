@@ -5,15 +5,30 @@ A replica uses ``tp * pp`` chiplets. Stage ``s`` holds the contiguous blocks
 before the blocks (embeddings) and the last what comes after (final norm, LM head).
 A step's batch is cut into ``batch // micro_batch`` micro-batches that flow through
 the pipeline one behind the other.
+
+``kv_layout`` says how a KV cache that several ranks would share is laid out: when tp
+exceeds the KV heads of grouped or multi-query attention (or the cache is not kept per
+head, as MLA's latent), ``heads`` replicates each KV head on the ranks that share it,
+and ``batch`` splits the sequences over them instead, each rank holding whole
+sequences (Pope et al. 2022, "Efficiently Scaling Transformer Inference", section
+3.3); ``ir.sharding`` says what each costs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .errors import UsageError
 
-__all__ = ["ModelMapping", "even_stages"]
+__all__ = ["KVLayout", "ModelMapping", "even_stages"]
+
+
+class KVLayout(str, Enum):
+    """How ranks that share a KV cache hold it (see the module docstring)."""
+
+    HEADS = "heads"  # split by KV heads; a head shared by several ranks is replicated
+    BATCH = "batch"  # the sharing ranks split the sequences, each holding whole ones
 
 
 @dataclass(frozen=True)
@@ -24,8 +39,16 @@ class ModelMapping:
     batch: int
     micro_batch: int
     pad_heads: bool = False
+    kv_layout: KVLayout = KVLayout.HEADS
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kv_layout", KVLayout(self.kv_layout))
+        except ValueError:
+            allowed = ", ".join(k.value for k in KVLayout)
+            raise UsageError(
+                f"mapping: unknown KV layout {self.kv_layout!r}; use {allowed}"
+            ) from None
         for field in ("tp", "pp", "batch", "micro_batch"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:

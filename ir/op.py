@@ -250,6 +250,7 @@ class Collective:
 
     kind: str  # "all_reduce" | "all_gather" | "all_to_all"
     bytes: float
+    group: int = 0  # ranks taking part, consecutive in the tp group; 0: all of it
 
 
 @dataclass(frozen=True)

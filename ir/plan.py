@@ -14,6 +14,10 @@ weights, KV cache and activation workspace against its capacity.
 2. no shard lies outside its tensor;
 3. no chiplet holds more bytes than its capacity;
 4. the chiplets form the tp x pp grid of the mapping, every stage's blocks once.
+
+The mapping records the KV-cache layout of each stage (``kv_layout``, one entry per
+stage, ``ir.mapping.KVLayout``); plans before 1.2 have none: shared KV heads were
+replicated.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from math import prod
 from typing import Any
 
 from .errors import PlanError
+from .mapping import KVLayout
 
 __all__ = [
     "PLAN_VERSION",
@@ -36,7 +41,7 @@ __all__ = [
     "dumps_sections",
 ]
 
-PLAN_VERSION = "1.1"
+PLAN_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,22 @@ class Plan:
     chiplets: tuple[ChipletPlacement, ...]
     version: str = PLAN_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # performance, cost, solver
+
+    @property
+    def kv_layout(self) -> KVLayout:
+        """The KV-cache layout of the plan's stages (one for the whole mapping)."""
+        pp = int(self.mapping["pp"])
+        layouts = self.mapping.get("kv_layout", [KVLayout.HEADS.value] * pp)
+        if not isinstance(layouts, list) or len(layouts) != pp or len(set(layouts)) != 1:
+            raise PlanError(
+                f"plan: mapping.kv_layout must name one layout for each of the {pp} stages, "
+                f"the same for all ({layouts!r})"
+            )
+        try:
+            return KVLayout(layouts[0])
+        except ValueError:
+            allowed = ", ".join(k.value for k in KVLayout)
+            raise PlanError(f"plan: unknown KV layout {layouts[0]!r}; use {allowed}") from None
 
     # -- serialisation ----------------------------------------------------------------
 

@@ -3,6 +3,15 @@
 Sharding follows the ``Shard`` the sharding pass set from the model's structure. With
 ``pad_heads`` a head count that tp does not divide is padded up to the next multiple
 (PaLM serving pads 48 heads to 64): the padded heads cost compute and storage.
+
+A KV cache that several ranks share (``kv_sharing_ranks``: tp beyond the KV heads of
+grouped or multi-query attention, or a cache not kept per head) is replicated on them
+under ``KVLayout.HEADS``. Under ``KVLayout.BATCH`` the ``r`` sharing ranks split the
+sequences instead (Pope et al. 2022, section 3.3): each rank computes the attention of
+its KV group's query heads for ``1/r`` of the sequences and keeps only their cache, so
+its attention work and cache are ``1/tp`` of the op's. The queries reach the rank
+holding their sequence in an all-to-all over the ``r`` ranks, and the attention output
+returns to head sharding (for the output projection) in another.
 """
 
 from __future__ import annotations
@@ -11,7 +20,8 @@ import math
 from collections.abc import Iterable
 
 from .errors import UsageError
-from .op import KIND_RULES, Collective, Op, OpCost, Role, Shard, Weight
+from .mapping import KVLayout
+from .op import KIND_RULES, Collective, Op, OpCost, OpKind, Role, Shard, Weight
 
 __all__ = [
     "Collective",
@@ -19,6 +29,7 @@ __all__ = [
     "collectives_after",
     "head_factor",
     "kv_replicated",
+    "kv_sharing_ranks",
     "rank_cost",
     "rank_weight_bytes",
     "rank_weight_fraction",
@@ -54,6 +65,26 @@ def kv_replicated(tp: int, heads: int, kv_heads: int) -> bool:
     """Whether each rank keeps whole K/V heads shared with other ranks (tp > KV heads of
     grouped or multi-query attention); multi-head K/V split, or pad, like the queries."""
     return kv_heads < heads and kv_heads < tp
+
+
+def kv_sharing_ranks(op: Op, tp: int) -> int:
+    """How many ranks of a tp group hold the same KV cache of attention op ``op`` when it
+    is split by KV heads: ``tp / kv_heads`` for grouped or multi-query attention with
+    fewer KV heads than tp, ``tp`` for a cache that is not kept per head (MLA's
+    latent), else 1 (nothing shared; also for ops without a KV cache)."""
+    if tp == 1 or op.shard is not Shard.HEADS or not KIND_RULES[op.kind].kv_cached:
+        return 1
+    d = op.dims
+    if d["kv_elems"] != d["kv_heads"] * d["head_dim"]:
+        return tp
+    if kv_replicated(tp, d["heads"], d["kv_heads"]):
+        return tp // d["kv_heads"]
+    return 1
+
+
+def _batch_split(op: Op, tp: int, kv_layout: KVLayout) -> bool:
+    """Whether ``op``'s sequences are split over the ranks sharing its KV cache."""
+    return kv_layout is KVLayout.BATCH and kv_sharing_ranks(op, tp) > 1
 
 
 def head_factor(heads: int, tp: int, pad_heads: bool) -> float:
@@ -156,10 +187,26 @@ def rank_weight_bytes(
     return math.ceil(total)
 
 
-def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_heads: int) -> OpCost:
+def rank_cost(
+    op: Op,
+    cost: OpCost,
+    tp: int,
+    pad_heads: bool,
+    heads: int,
+    kv_heads: int,
+    kv_layout: KVLayout = KVLayout.HEADS,
+) -> OpCost:
     """One rank's share of an op's cost (``cost`` is the whole op's at the workload)."""
     if tp == 1 or op.shard is Shard.REPLICATED:
         return cost
+    if _batch_split(op, tp, kv_layout):  # its KV group's heads for 1/r of the sequences
+        return OpCost(
+            flops=cost.flops / tp,
+            kv_read_bytes=cost.kv_read_bytes / tp,
+            kv_write_bytes=cost.kv_write_bytes / tp,
+            act_in_bytes=cost.act_in_bytes / tp,
+            act_out_bytes=cost.act_out_bytes / tp,
+        )
     if op.shard is Shard.HEADS:  # attention: heads split, the KV cache by KV heads
         f = head_factor(op.dims["heads"], tp, pad_heads) / tp
         kv = _kv_fraction(op, tp)
@@ -183,14 +230,22 @@ def rank_cost(op: Op, cost: OpCost, tp: int, pad_heads: bool, heads: int, kv_hea
     )
 
 
-def collectives_after(op: Op, cost: OpCost, tp: int) -> tuple[Collective, ...]:
+def collectives_after(
+    op: Op, cost: OpCost, tp: int, kv_layout: KVLayout = KVLayout.HEADS
+) -> tuple[Collective, ...]:
     """Collectives the sharding implies after ``op``; ``cost`` is the whole op's.
 
     The op's kind rule says which (``KIND_RULES``): row-parallel matmuls all-reduce
     their partial outputs; a vocabulary-parallel head all-gathers the logits;
     expert-parallel matmuls exchange their tokens all-to-all (counted on the up side in
-    and on the down side out).
+    and on the down side out). Attention with its sequences split over the ranks sharing
+    a KV cache (``KVLayout.BATCH``) exchanges each rank's head-sharded queries (after
+    the score op, where they are timed) and the attention output (after the context op)
+    all-to-all over those ranks.
     """
     if tp == 1:
         return ()
+    if _batch_split(op, tp, kv_layout):
+        share = cost.act_in_bytes if op.kind is OpKind.ATTN_SCORE else cost.act_out_bytes
+        return (Collective("all_to_all", share / tp, kv_sharing_ranks(op, tp)),)
     return KIND_RULES[op.kind].collectives(op, cost)

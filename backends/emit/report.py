@@ -53,10 +53,10 @@ def to_report_md(
         "",
         "## Mapping",
         "",
-        "| tp | pp | batch | micro-batch | chiplets | servers | heads padded |",
-        "|---:|---:|---:|---:|---:|---:|:---|",
+        "| tp | pp | batch | micro-batch | chiplets | servers | heads padded | KV layout |",
+        "|---:|---:|---:|---:|---:|---:|:---|:---|",
         f"| {m['tp']} | {m['pp']} | {m['batch']} | {m['micro_batch']} | {len(plan.chiplets)} "
-        f"| {servers} | {'yes' if m['pad_heads'] else 'no'} |",
+        f"| {servers} | {'yes' if m['pad_heads'] else 'no'} | {plan.kv_layout.value} |",
         "",
         f"Per stage, one chiplet of its tensor-parallel group ({memory} of "
         f"{_mb(plan.target['capacity_bytes'])} each; the KV cache is the whole batch's "

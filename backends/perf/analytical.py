@@ -43,7 +43,7 @@ from chipletc.backends.perf.collectives import (
 from chipletc.backends.perf.metrics import RunMetrics, StageRun, run_metrics
 from chipletc.ir.graph import Graph
 from chipletc.ir.layout import decode_context, stage_ops, stage_transfer_bytes, stage_transfer_level
-from chipletc.ir.mapping import ModelMapping
+from chipletc.ir.mapping import KVLayout, ModelMapping
 from chipletc.ir.op import Collective, Op, OpCost
 from chipletc.ir.sharding import collectives_after, rank_cost
 from chipletc.ir.target import Target
@@ -141,15 +141,21 @@ class RankShare:
 
 
 def group_shares(
-    graph: Graph, ops: Iterable[Op], tp: int, wl: Workload, pad_heads: bool
+    graph: Graph,
+    ops: Iterable[Op],
+    tp: int,
+    wl: Workload,
+    pad_heads: bool,
+    kv_layout: KVLayout = KVLayout.HEADS,
 ) -> tuple[RankShare, ...]:
     """Each op's ``RankShare`` at workload ``wl`` (one micro-batch)."""
     info = graph.info
+    shard = (tp, pad_heads, info.num_heads, info.num_kv_heads, kv_layout)
     out = []
     for op in ops:
         whole = op.cost(wl, graph.kv_dtype, graph.act_dtype)
-        mine = rank_cost(op, whole, tp, pad_heads, info.num_heads, info.num_kv_heads)
-        out.append(RankShare(whole, mine, collectives_after(op, whole, tp)))
+        mine = rank_cost(op, whole, *shard)
+        out.append(RankShare(whole, mine, collectives_after(op, whole, tp, kv_layout)))
     return tuple(out)
 
 
@@ -170,7 +176,9 @@ def shares_time(
         busy = t.total_s
         bound = max(t.compute_s, t.memory_s)
         t_l = sum(
-            exposed_collective_s(collective_time_s(c.kind, c.bytes, tp, target), busy, eff)
+            exposed_collective_s(
+                collective_time_s(c.kind, c.bytes, c.group or tp, target), busy, eff
+            )
             for c in share.collectives
         )
         total_s += busy + t_l
@@ -194,9 +202,11 @@ def group_time(
     wl: Workload,
     pad_heads: bool,
     op_model: OpTimeModel = op_time,
+    kv_layout: KVLayout = KVLayout.HEADS,
 ) -> GroupTime:
     """Time for one rank to run ``ops`` at workload ``wl`` (one micro-batch)."""
-    return shares_time(graph, group_shares(graph, ops, tp, wl, pad_heads), target, tp, op_model)
+    shares = group_shares(graph, ops, tp, wl, pad_heads, kv_layout)
+    return shares_time(graph, shares, target, tp, op_model)
 
 
 @dataclass(frozen=True)
@@ -240,9 +250,10 @@ def estimate(
     wl_pf = Workload.prefill(m, prompt_len)
     wl_dc = Workload.decode(m, decode_context(prompt_len, gen_len))
     stage_pf, stage_dc = [], []
+    shard = (mapping.pad_heads, op_model, mapping.kv_layout)
     for ops in stage_ops(graph, mapping):
-        stage_pf.append(group_time(graph, ops, target, tp, wl_pf, mapping.pad_heads, op_model))
-        stage_dc.append(group_time(graph, ops, target, tp, wl_dc, mapping.pad_heads, op_model))
+        stage_pf.append(group_time(graph, ops, target, tp, wl_pf, *shard))
+        stage_dc.append(group_time(graph, ops, target, tp, wl_dc, *shard))
     levels = [stage_transfer_level(target, tp, s) for s in range(mapping.pp - 1)]
     bytes_pf = stage_transfer_bytes(graph, m * prompt_len)
     bytes_dc = stage_transfer_bytes(graph, m)

@@ -101,7 +101,9 @@ class IterationModel:
     def __init__(self, graph: Graph, target: Target, mapping: ModelMapping) -> None:
         self.graph, self.target, self.mapping = graph, target, mapping
         info = graph.info
-        self._shard = (mapping.tp, mapping.pad_heads, info.num_heads, info.num_kv_heads)
+        self._shard = (
+            mapping.tp, mapping.pad_heads, info.num_heads, info.num_kv_heads, mapping.kv_layout
+        )
         self._peak = target.chiplet.peak_flops(graph.compute_dtype)
         distinct: dict[tuple, int] = {}
         ops: list[Op] = []
@@ -130,12 +132,15 @@ class IterationModel:
         self._memory = np.zeros((n, 5))
         self._overhead = np.zeros(n)
         self._token_weights = [j for j, op in enumerate(ops) if op.kind in _TOKEN_WEIGHTS]
-        self._collectives: list[tuple[int, str, np.ndarray]] = []
+        self._collectives: list[tuple[int, str, int, np.ndarray]] = []
         self._token_weight_memo: dict[tuple[int, int], float] = {}
         for j, op in enumerate(ops):
             self._fit(j, op)
         self._stage_kv = np.array(
-            [kv_bytes_per_token(graph, ops, mapping.tp, mapping.pad_heads) for ops in stages]
+            [
+                kv_bytes_per_token(graph, ops, mapping.tp, mapping.pad_heads, mapping.kv_layout)
+                for ops in stages
+            ]
         )
         self._coef = np.vstack([self._compute, self._memory])
 
@@ -145,7 +150,7 @@ class IterationModel:
 
         self._collectives_by_tokens = all(
             by_tokens(self._compute[j]) and by_tokens(self._memory[j]) and by_tokens(coef)
-            for j, _, coef in self._collectives
+            for j, _, _, coef in self._collectives
         )
         self._collective_memo: dict[tuple[float, float], np.ndarray] = {}
         self._hop_memo: dict[float, float] = {}
@@ -171,17 +176,18 @@ class IterationModel:
             x.append(_features(wl))
             comp.append(t.compute_s)
             mem.append(t.memory_s - (self._weight_memory_s(mine) if token_weights else 0.0))
-            colls.append([c.bytes for c in collectives_after(op, whole, self.mapping.tp)])
+            after = collectives_after(op, whole, self.mapping.tp, self.mapping.kv_layout)
+            colls.append([c.bytes for c in after])
             if wl == _PROBES[0]:
                 self._overhead[j] = t.overhead_s
-                kinds = [c.kind for c in collectives_after(op, whole, self.mapping.tp)]
+                kinds = [(c.kind, c.group or self.mapping.tp) for c in after]
         xs = np.array(x)
         fit_rows = len(_PROBES)
         self._compute[j] = self._solve(op, xs, np.array(comp), fit_rows)
         self._memory[j] = self._solve(op, xs, np.array(mem), fit_rows)
-        for c, kind in enumerate(kinds):
+        for c, (kind, group) in enumerate(kinds):
             ys = np.array([row[c] for row in colls])
-            self._collectives.append((j, kind, self._solve(op, xs, ys, fit_rows)))
+            self._collectives.append((j, kind, group, self._solve(op, xs, ys, fit_rows)))
 
     @staticmethod
     def _solve(op: Op, xs: np.ndarray, ys: np.ndarray, fit_rows: int) -> np.ndarray:
@@ -227,8 +233,8 @@ class IterationModel:
         x = mb.vector()
         added = np.zeros(len(self._ops))
         eff = self.target.efficiency
-        for j, kind, coef in self._collectives:
-            t = collective_time_s(kind, float(coef @ x), self.mapping.tp, self.target)
+        for j, kind, group, coef in self._collectives:
+            t = collective_time_s(kind, float(coef @ x), group, self.target)
             added[j] += exposed_collective_s(t, float(busy[j]), eff)
         if self._collectives_by_tokens and len(self._collective_memo) < 100_000:
             self._collective_memo[key] = added

@@ -10,7 +10,6 @@ depend on the context are summed once per stage, and the context-dependent ones
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -23,7 +22,6 @@ from chipletc.backends.perf.collectives import (
     exposed_collective_s,
     transfer_time_s,
 )
-from chipletc.ir.errors import IRError
 from chipletc.ir.op import OpCost
 from chipletc.ir.schedule import Schedule, ScheduleKind, ScheduleOp
 from chipletc.ir.target import Target
@@ -85,7 +83,7 @@ def _one(
     hide under it)."""
     if op.kind is ScheduleKind.COLLECTIVE:
         eff = target.efficiency
-        t = collective_time_s(op.collective, op.link_bytes, tp, target)
+        t = collective_time_s(op.collective, op.link_bytes, len(op.chiplets) or tp, target)
         t = exposed_collective_s(t, producer_s, eff)
         return PassTime(total_s=t, collective_s=t, collective_bytes=op.link_bytes)
     if op.kind is not ScheduleKind.COMPUTE:
@@ -153,33 +151,56 @@ def pass_tables(
     """
     peak = target.chiplet.peak_flops(schedule.compute_dtype)
     tp = schedule.tp
-    memo: dict[ScheduleOp, np.ndarray] = {}
+    memo: dict[tuple[ScheduleOp, ...], np.ndarray] = {}
     tables = []
     for stage in schedule.stages:
-        _check_producers(stage.decode)
-        static = pass_time(
-            (op for op in stage.decode if not op.context_dependent), target, tp, peak, op_model
-        )
-        # the op's costs without its name: equal ops of different blocks share a key
+        static, units = _split_by_context(stage.decode)
+        # the ops' costs without names or chiplet ids: equal units of different blocks
+        # and stages share a key (a collective keeps its group's size)
         dynamic = Counter(
-            replace(op, name="", block=None, chiplets=())
-            for op in stage.decode
-            if op.context_dependent
+            tuple(
+                replace(op, name="", block=None, chiplets=tuple(range(len(op.chiplets))))
+                if op.kind is ScheduleKind.COLLECTIVE
+                else replace(op, name="", block=None, chiplets=())
+                for op in unit
+            )
+            for unit in units
         )
         table = np.empty((schedule.gen_len + 1, len(PASS_FIELDS)))
         table[0] = _row(pass_time(stage.prefill, target, tp, peak, op_model))
         decode = table[1:]
-        decode[:] = _row(static)
-        for op, count in dynamic.items():
-            if op not in memo:
-                memo[op] = np.array([
-                    _row(_one(op.shifted(_decode_shift(schedule, step)), target, tp, peak, 0.0,
-                              op_model))
+        decode[:] = _row(pass_time(static, target, tp, peak, op_model))
+        for unit, count in dynamic.items():
+            if unit not in memo:
+                memo[unit] = np.array([
+                    _row(pass_time([op.shifted(_decode_shift(schedule, step)) for op in unit],
+                                   target, tp, peak, op_model))
                     for step in range(schedule.gen_len)
                 ]).reshape(schedule.gen_len, len(PASS_FIELDS))
-            decode += memo[op] * count
+            decode += memo[unit] * count
         tables.append(table)
     return tables
+
+
+def _split_by_context(
+    program: tuple[ScheduleOp, ...],
+) -> tuple[list[ScheduleOp], list[tuple[ScheduleOp, ...]]]:
+    """(ops whose time no step changes, units of a context-dependent op with the
+    collectives right after it): a collective hides under the op before it, so one that
+    follows an attention op is timed with it, step by step."""
+    static: list[ScheduleOp] = []
+    units: list[tuple[ScheduleOp, ...]] = []
+    i = 0
+    while i < len(program):
+        j = i + 1
+        if program[i].context_dependent:
+            while j < len(program) and program[j].kind is ScheduleKind.COLLECTIVE:
+                j += 1
+            units.append(program[i:j])
+        else:
+            static.append(program[i])
+        i = j
+    return static, units
 
 
 def _row(t: PassTime) -> list[float]:
@@ -199,14 +220,6 @@ def step_program(schedule: Schedule, stage: int, step: int) -> tuple[ScheduleOp,
 def _decode_shift(schedule: Schedule, step: int) -> int:
     """Decode step ``step`` attends over ``prompt_len + step + 1`` positions."""
     return schedule.prompt_len + step + 1 - schedule.decode_context
-
-
-def _check_producers(program: tuple[ScheduleOp, ...]) -> None:
-    """Context-dependent ops are timed apart from the rest, so no collective may hide
-    under one (the sharding puts collectives after matmuls, never after attention)."""
-    for before, op in itertools.pairwise(program):
-        if op.kind is ScheduleKind.COLLECTIVE and before.context_dependent:
-            raise IRError(f"schedule: collective {op.name} follows attention op {before.name}")
 
 
 def hop_time_s(op: ScheduleOp, target: Target) -> float:

@@ -37,7 +37,7 @@ def figures(
     opts = builder.opts
     tp, m = p.tps[best.ti], p.micro_batches[best.mi]
     batch = p.batches[best.bi]
-    row = builder.row(target, tp, m)
+    row = builder.row(target, tp, m, p.kv_layouts[best.ti])
     first = 0
     stage_d, stage_p = [], []
     for s, n in enumerate(best.counts):

@@ -81,4 +81,5 @@ def mapping_of(problem: PartitionProblem, best: Evaluation) -> ModelMapping:
         batch=problem.batches[best.bi],
         micro_batch=problem.micro_batches[best.mi],
         pad_heads=problem.options.pad_heads,
+        kv_layout=problem.kv_layouts[best.ti],
     )

@@ -7,7 +7,8 @@ model CP-SAT sees, hence its deterministic answer). Names match the solver's (``
 is ``"n_s"``).
 
 Variables
-    use_tp[i], use_b[j], use_m[k]   one-hot choices of tp, batch, micro-batch
+    use_tp[i], use_b[j], use_m[k]   one-hot choices of the (tp, KV layout) candidate,
+                                    batch, micro-batch
     on[s]                           stage slot s is used; pp = sum(on)
     n[s]                            blocks in stage s (contiguous, in order)
     cnt[s, kind]                    blocks of each kind in stage s (element constraints on
@@ -122,6 +123,11 @@ def _choices(p: PartitionProblem, v: _Vars) -> None:
         for k in v.M:
             if p.batches[j] % p.micro_batches[k]:
                 m.add_bool_or([v.use_b[j].Not(), v.use_m[k].Not()])
+    # a batch-split KV cache: the sharing ranks divide the micro-batch
+    for i in v.T:
+        for k in v.M:
+            if p.micro_batches[k] % p.kv_ranks[i]:
+                m.add_bool_or([v.use_tp[i].Not(), v.use_m[k].Not()])
 
     def pair(a: cp_model.IntVar, b: cp_model.IntVar, name: str) -> cp_model.IntVar:
         """z = a and b: products with one choice fixed become linear under z."""

@@ -6,6 +6,13 @@ signatures share a kind), of what precedes the blocks ("pre": embeddings) and wh
 follows them ("post": final norm, LM head). All numbers are integers: bytes, and time
 in units of ``time_unit_ns`` nanoseconds, rounded up.
 
+A candidate is a tp width with a KV-cache layout (``tps[i]``, ``kv_layouts[i]``):
+where ranks of a tp group would share a KV cache (``ir.layout.kv_batch_ranks`` > 1:
+tp beyond the KV heads of grouped or multi-query attention, or MLA's latent), tp comes
+twice, replicating the shared cache (``heads``) or splitting the batch over the
+sharing ranks (``batch``, which those ranks must divide the micro-batch for); the
+solver picks one candidate, so CP-SAT chooses the layout with tp.
+
 Memory of a stage on one rank is ``ir.layout``'s: weight shards + KV cache of its
 layers for the whole batch at the full context + the activation workspace, and a tied
 LM head's table copy on the last of several stages. Here it is cut into per-block,
@@ -46,12 +53,14 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.layout import (
     decode_context,
     holds_tied_copy,
+    kv_batch_ranks,
     kv_bytes_per_token,
     neighbour_stage_level,
     rank_weights,
     stage_transfer_bytes,
     workspace_bytes,
 )
+from chipletc.ir.mapping import KVLayout
 from chipletc.ir.op import Op
 from chipletc.ir.sharding import check_tp
 from chipletc.ir.target import Target
@@ -64,6 +73,7 @@ __all__ = [
     "SearchOptions",
     "StageSeconds",
     "build_problem",
+    "candidate_shardings",
     "plausible",
 ]
 
@@ -118,6 +128,15 @@ class SearchOptions:
     micro_batch: int | None = field(
         default=None, metadata={"help": "pin micro-batch", "metavar": "N"}
     )
+    kv_layout: KVLayout | None = field(
+        default=None,
+        metadata={
+            "help": "pin how ranks that share a KV cache (tp beyond the KV heads of GQA/MQA, "
+            "or MLA's latent) hold it: heads (replicated) or batch (sequences split over "
+            "them); default: the solver chooses",
+            "metavar": "L",
+        },
+    )
     pad_heads: bool = field(
         default=False,
         metadata={
@@ -144,6 +163,14 @@ class SearchOptions:
             raise UsageError(
                 f"--objective: unknown objective {self.objective!r}; use {allowed}"
             ) from None
+        if self.kv_layout is not None:
+            try:
+                object.__setattr__(self, "kv_layout", KVLayout(self.kv_layout))
+            except ValueError:
+                allowed = ", ".join(k.value for k in KVLayout)
+                raise UsageError(
+                    f"--kv-layout: unknown layout {self.kv_layout!r}; use {allowed}"
+                ) from None
         for name in ("prompt_len", "gen_len", "max_batch"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -160,7 +187,9 @@ class PartitionProblem:
     options: SearchOptions
     num_layers: int
     kind_of_block: tuple[int, ...]  # block -> kind index
-    tps: tuple[int, ...]
+    tps: tuple[int, ...]  # a candidate's tp (a tp appears once per KV layout it allows)
+    kv_layouts: tuple[KVLayout, ...]  # [candidate]
+    kv_ranks: tuple[int, ...]  # [candidate] ranks that split the batch (1: heads layout)
     batches: tuple[int, ...]
     micro_batches: tuple[int, ...]
     capacity_bytes: int
@@ -260,9 +289,29 @@ def candidate_tps(graph: Graph, target: Target, opts: SearchOptions) -> list[int
     return out
 
 
+def candidate_shardings(
+    graph: Graph, target: Target, opts: SearchOptions
+) -> list[tuple[int, KVLayout]]:
+    """(tp, KV layout) candidates: every candidate tp with the heads layout, and with the
+    batch layout too where ranks share a KV cache; ``opts.kv_layout`` keeps one."""
+    out = []
+    for tp in candidate_tps(graph, target, opts):
+        for layout in KVLayout:
+            shared = kv_batch_ranks(graph, tp) > 1
+            if (layout is KVLayout.HEADS or shared) and opts.kv_layout in (None, layout):
+                out.append((tp, layout))
+    if not out and opts.kv_layout is KVLayout.BATCH:
+        raise UsageError(
+            f"--kv-layout: batch needs ranks that share a KV cache; no candidate tp of "
+            f"{graph.info.name} exceeds its {graph.info.num_kv_heads} KV heads"
+        )
+    return out
+
+
 def plausible(p: PartitionProblem, ti: int, bi: int, mi: int) -> bool:
-    """Whether a (tp, batch, micro-batch) choice is worth scoring at all."""
-    return p.tp_ok[ti] and p.mb_ok[mi] and p.batches[bi] % p.micro_batches[mi] == 0
+    """Whether a (candidate, batch, micro-batch) choice is worth scoring at all."""
+    m = p.micro_batches[mi]
+    return p.tp_ok[ti] and p.mb_ok[mi] and p.batches[bi] % m == 0 and m % p.kv_ranks[ti] == 0
 
 
 def _ns(seconds: float, unit_ns: int) -> int:
@@ -324,16 +373,17 @@ class ProblemBuilder:
         if opts.pp is not None and opts.pp > L:
             raise UsageError(f"--pp: {opts.pp} stages for {L} layers; use 1..{L}")
         self.workspace = tuple(workspace_bytes(graph, m, opts.prompt_len) for m in self.mbs)
-        self._tp: dict[int, _TpTables] = {}
-        self._tps: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._tp: dict[tuple[int, KVLayout], _TpTables] = {}
+        self._tps: dict[tuple[int, int], tuple[tuple[int, KVLayout], ...]] = {}
         self._rows: dict[tuple, StageSeconds] = {}
         self._shares: dict[tuple, tuple[RankShare, ...]] = {}
+        self._kv_ranks: dict[int, int] = {}
         self.weight_bytes = graph.weight_bytes  # explore prunes by it on every design
 
     # --- what no target changes -------------------------------------------------------
 
-    def _tp_tables(self, tp: int) -> _TpTables:
-        found = self._tp.get(tp)
+    def _tp_tables(self, tp: int, layout: KVLayout) -> _TpTables:
+        found = self._tp.get((tp, layout))
         if found is not None:
             return found
         g, opts, groups = self.graph, self.opts, self.groups
@@ -345,7 +395,8 @@ class ProblemBuilder:
         block_weight = tuple(weight_bytes(groups[self.reps[k]]) for k in self.kinds)
         post = weight_bytes(groups["post"])
         kv_tok = [
-            kv_bytes_per_token(g, groups[self.reps[k]], tp, opts.pad_heads) for k in self.kinds
+            kv_bytes_per_token(g, groups[self.reps[k]], tp, opts.pad_heads, layout)
+            for k in self.kinds
         ]
         block_kv = tuple(
             tuple(math.ceil(b * ctx_max * kv_tok[k]) for k in self.kinds) for b in self.batches
@@ -360,30 +411,43 @@ class ProblemBuilder:
             blocks_total0=sum(blocks0),
             blocks_max0=max(blocks0),
         )
-        self._tp[tp] = found
+        self._tp[tp, layout] = found
         return found
 
-    def _candidate_tps(self, target: Target) -> tuple[int, ...]:
+    def _candidates(self, target: Target) -> tuple[tuple[int, KVLayout], ...]:
         key = (target.level(target.tp_domain).domain_chips, target.chips_per_server)
         found = self._tps.get(key)
         if found is None:
-            found = tuple(candidate_tps(self.graph, target, self.opts))
+            found = tuple(candidate_shardings(self.graph, target, self.opts))
             self._tps[key] = found
+        return found
+
+    def kv_ranks(self, tp: int) -> int:
+        """``kv_batch_ranks`` of the graph at ``tp``, memoized."""
+        found = self._kv_ranks.get(tp)
+        if found is None:
+            found = self._kv_ranks[tp] = kv_batch_ranks(self.graph, tp)
         return found
 
     # --- what a target changes, memoized on what it depends on -------------------------
 
-    def row(self, target: Target, tp: int, m: int) -> StageSeconds:
-        """``group_time`` of each kind, pre and post at (tp, m), memoized on what it reads
-        of the target: peak rate, memory bandwidth, efficiencies, the fabric."""
+    def row(
+        self, target: Target, tp: int, m: int, layout: KVLayout = KVLayout.HEADS
+    ) -> StageSeconds:
+        """``group_time`` of each kind, pre and post at (tp, m) under the KV layout,
+        memoized on what it reads of the target: peak rate, memory bandwidth,
+        efficiencies, the fabric."""
         chip = target.chiplet
         key = (
             tp,
             m,
+            layout,
             chip.peak_flops(self.graph.compute_dtype),
             target.memory_bw_Bps,
             target.efficiency,
             collective_key(target, tp),
+            # a batch-split KV cache exchanges among the ranks sharing it
+            collective_key(target, self.kv_ranks(tp)) if layout is KVLayout.BATCH else None,
         )
         found = self._rows.get(key)
         if found is not None:
@@ -393,11 +457,11 @@ class ProblemBuilder:
         wl_p = Workload.prefill(m, opts.prompt_len)
 
         def t(group: int | str, wl: Workload) -> float:
-            # each op's share depends on (tp, workload) only: once for every target
-            shares = self._shares.get((group, tp, wl))
+            # each op's share depends on (tp, layout, workload) only: once for every target
+            shares = self._shares.get((group, tp, layout, wl))
             if shares is None:
-                shares = group_shares(self.graph, groups[group], tp, wl, opts.pad_heads)
-                self._shares[group, tp, wl] = shares
+                shares = group_shares(self.graph, groups[group], tp, wl, opts.pad_heads, layout)
+                self._shares[group, tp, layout, wl] = shares
             return shares_time(self.graph, shares, target, tp).total_s
 
         block_d = tuple(t(self.reps[k], wl_d) for k in self.kinds)
@@ -422,14 +486,19 @@ class ProblemBuilder:
         nanoseconds, the exact reference the tests solve exhaustively)."""
         g, opts = self.graph, self.opts
         info = g.info
-        tps = self._candidate_tps(target)
+        candidates = self._candidates(target)
+        tps = tuple(tp for tp, _ in candidates)
+        layouts = tuple(layout for _, layout in candidates)
+        kv_ranks = tuple(
+            self.kv_ranks(tp) if layout is KVLayout.BATCH else 1 for tp, layout in candidates
+        )
         if not tps:
             raise InfeasibleError(
                 f"target {target.name}: no tensor-parallel width splits {info.num_heads} heads "
                 f"({info.num_kv_heads} KV heads) within a server of "
                 f"{target.chips_per_server} chiplets"
             )
-        tabs = [self._tp_tables(tp) for tp in tps]
+        tabs = [self._tp_tables(tp, layout) for tp, layout in candidates]
         L = self.num_blocks
         # no replica uses more servers than its widest tp over one stage per block: a
         # larger bound changes nothing (and must not coarsen the time unit below)
@@ -488,16 +557,17 @@ class ProblemBuilder:
         cluster = target.link_levels()[-1]
         bmax = max(batches)
         stage_ub_s, e2e_ub_s = 0.0, 0.0
+        micro_max = 1  # the most micro-batches of a plausible pair
         for i, tp in enumerate(tps):
             server_level = neighbour_stage_level(target, tp)
             r_row, d_row, p_row = [], [], []
             for j, m in enumerate(mbs):
-                if not (tp_ok[i] and mb_ok[j]):
+                if not (tp_ok[i] and mb_ok[j]) or m % kv_ranks[i]:
                     r_row.append(zero_row)
                     d_row.append(zero_hop)
                     p_row.append(zero_hop)
                     continue
-                row = self.row(target, tp, m)
+                row = self.row(target, tp, m, layouts[i])
                 bytes_d = stage_transfer_bytes(g, m)
                 bytes_p = stage_transfer_bytes(g, m * opts.prompt_len)
                 hd = (
@@ -519,6 +589,7 @@ class ProblemBuilder:
                 pipe_d = row.whole_decode + (max_stages - 1) * max(hd)
                 pipe_p = row.whole_prefill + (max_stages - 1) * max(hp)
                 micro = bmax // m if bmax >= m else 1
+                micro_max = max(micro_max, micro)
                 e2e_ub_s = max(e2e_ub_s, micro * pipe_p + opts.gen_len * micro * pipe_d)
             rows.append(r_row)
             hops_d.append(d_row)
@@ -542,6 +613,8 @@ class ProblemBuilder:
             num_layers=L,
             kind_of_block=self.kind_of_block,
             tps=tps,
+            kv_layouts=layouts,
+            kv_ranks=kv_ranks,
             batches=tuple(batches),
             micro_batches=tuple(mbs),
             capacity_bytes=cap,
@@ -549,8 +622,10 @@ class ProblemBuilder:
             max_servers=max_servers,
             max_stages=max_stages,
             time_unit_ns=unit_ns,
-            stage_ub=q(stage_ub_s) + 1,
-            e2e_ub=q(e2e_ub_s) + 1,
+            # each table entry is rounded up on its own: a stage sums up to L + 2 of them,
+            # a pipeline also max_stages hops, and e2e (1 + gen_len) x micro pipelines
+            stage_ub=q(stage_ub_s) + L + 3,
+            e2e_ub=q(e2e_ub_s) + (L + 3 + max_stages) * micro_max * (1 + opts.gen_len),
             tp_ok=tuple(tp_ok),
             mb_ok=tuple(mb_ok),
             block_weight=tuple(t.block_weight for t in tabs),
