@@ -26,6 +26,8 @@ PINNED = {
     ("schedule", "1.1"): "09229f770b912d5a613225445775d986af7ee6e03a9b58c82b16a69ec09c6024",
     # graph 1.1: how the structure was recognised, and the source tensors no op holds
     ("graph", "1.1"): "ea22ce05feb9811ffd6f89aab73c7fcd5fdcb82cc274bc60f5ed249e0d2fe802",
+    # 1.2: the KV-cache layout of each stage (mapping.kv_layout)
+    ("plan", "1.2"): "629cf9b27952de7ca8b85bc23ff54c5e5f5ee22c9ad4cce4b7e4ac32df0608db",
 }
 VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION, "graph": GRAPH_VERSION}
 
