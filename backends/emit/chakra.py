@@ -17,7 +17,10 @@ order and every dependency names an earlier node:
   (communicator group ``s + 1``, the stage's tensor-parallel group, see
   ``astra.rank_groups``) and ``involved_dim``, after a COMP_NODE ``<op>.launch`` for
   the collective's fixed software time, which ASTRA-sim's network does not add
-  (``efficiency.collective_overhead_s``). With ``ranks="representative"`` a group
+  (``efficiency.collective_overhead_s``). The all-to-alls of a batch-split KV cache
+  run among the ``r`` ranks sharing a KV head (``ScheduleOp.chiplets``); ASTRA-sim
+  has one communicator per stage, so there they span the stage's group, exact only
+  where ``r = tp`` (multi-query attention, MLA). With ``ranks="representative"`` a group
   is one NPU, and ASTRA-sim never completes a collective over one NPU (it builds one
   with no phase and waits forever); a group of tp NPUs would stand for one stage with
   tp traces. So there a collective is a COMP_NODE replaying the time chipletc gives it
