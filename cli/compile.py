@@ -196,6 +196,7 @@ def format_summary(r: CompileResult, out: str | None) -> str:
     ]
     if out:
         lines.append(
-            f"wrote {shown_dir(out)}: plan.json, schedule.json, trace.json, report.md, chakra/"
+            f"wrote {shown_dir(out)}: plan.json, schedule.json, trace.json, report.md, "
+            "report.html, chakra/"
         )
     return "\n".join(lines)

@@ -57,7 +57,7 @@ def test_outputs_repeat_byte_for_byte_across_processes_and_hash_seeds(tmp_path):
         {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file()}
         for d in (tmp_path / "0", tmp_path / "4242")
     )
-    assert {"plan.json", "schedule.json", "trace.json", "report.md"} <= a.keys()
+    assert {"plan.json", "schedule.json", "trace.json", "report.md", "report.html"} <= a.keys()
     assert any(name.startswith("chakra/") for name in a)
     assert not any(name.startswith(".") for name in a)  # no staging left behind
     assert json.loads(a["plan.json"])["version"]

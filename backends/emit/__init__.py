@@ -6,6 +6,7 @@ its simulation (each returns a str, bytes or a dict; ``cli.output`` writes).
     plan.json, schedule.json     versioned, with JSON Schemas (`chipletc schema ...`)
     trace.json                   Chrome / Perfetto timeline of a window of the run
     report.md                    plan, performance and cost for people
+    report.html                  the same as a page: chiplet map, cost chart, a decode step
     chakra/<prefix>.<rank>.et    Chakra execution traces, one per ASTRA-sim NPU
     chakra/network.yml, system.json, comm_groups.json, remote_memory.json
                                  ASTRA-sim's other inputs
@@ -45,6 +46,7 @@ from .astra import (
 )
 from .chakra import chakra_bytes, to_chakra
 from .chrome import to_chrome_trace
+from .plan_html import to_report_html
 from .report import format_usd, to_report_md
 from .window import window_steps
 
@@ -58,6 +60,7 @@ __all__ = [
     "output_files",
     "to_chakra",
     "to_chrome_trace",
+    "to_report_html",
     "to_report_md",
 ]
 
@@ -123,6 +126,7 @@ def output_files(
         "--comm-group-configuration=chakra/comm_groups.json`",
     ]
     files["report.md"] = to_report_md(plan, result, analytical, cost, solver, listed)
+    files["report.html"] = to_report_html(plan, result, cost)
     return files
 
 

@@ -101,6 +101,7 @@ def to_report_md(
         f"({format_usd(usd * an.tokens_per_s / sim.tokens_per_s)} at the simulated one), "
         f"{cost.energy_per_1k_tokens_J:,.0f} J per 1K tokens, "
         f"{cost.num_servers} server(s) at ${cost.usd_per_server_hour:.4f} an hour.",
+        *_power(cost),
         "",
         "| item | $ per 1K tokens | share |",
         "|:---|---:|---:|",
@@ -119,6 +120,16 @@ def to_report_md(
         )
     lines += ["", "## Files", ""] + [f"- {f}" for f in files]
     return "\n".join(lines) + "\n"
+
+
+def _power(cost: TokenCost) -> list[str]:
+    """A server's power at TDP and on average over the run, and what is charged."""
+    if cost.server_power_w is None or cost.average_power_w is None:
+        return []
+    return ["", f"Each server draws {cost.server_power_w:,.0f} W at TDP and "
+            f"{cost.average_power_w:,.0f} W on average over the run "
+            f"({cost.average_energy_per_1k_tokens_J:,.0f} J per 1K tokens); the per-watt "
+            f"costs are charged at {cost.power_basis} (`--power-basis`)."]
 
 
 def _mb(n: float) -> str:

@@ -6,7 +6,6 @@ inputs, same bytes: rows are sorted, nothing carries a date or a wall time.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -182,25 +181,17 @@ def _baseline_table(rows: Sequence[dict[str, Any]]) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:.25em .6em;text-align:right}img{max-width:100%}")
-
-
 def to_html(doc: dict[str, Any], png: bytes) -> str:
     """One self-contained page: the summary's tables and the PNG as a data: URI."""
+    from chipletc.backends.emit.html import html_page, png_img
+
     parts = [
-        "<!DOCTYPE html>",
-        "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>chipletc explore: {html.escape(doc['space'])}</title>",
-        f"<style>{_CSS}</style></head><body>",
         f"<h1>Design-space exploration: {html.escape(doc['space'])}</h1>",
         f"<p>{doc['designs']:,} designs; {doc['survivors']:,} meet the constraints "
         f"(removed: {html.escape(_removed(doc['removed_by_constraint']))}). "
         f"Objective {html.escape(doc['options']['objective'])}, prompt "
         f"{doc['options']['prompt_len']}, generate {doc['options']['gen_len']} tokens.</p>",
-        "<img alt=\"design cloud and Pareto front per model\" "
-        f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
+        png_img(png, "design cloud and Pareto front per model"),
     ]
     for model, entry in doc["models"].items():
         parts.append(f"<h2>{html.escape(model)}</h2>")
@@ -214,8 +205,7 @@ def to_html(doc: dict[str, Any], png: bytes) -> str:
         if entry["baselines"]:
             parts.append("<h3>Baselines (rented)</h3>")
             parts.append(_baseline_table(entry["baselines"]))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(f"chipletc explore: {doc['space']}", parts)
 
 
 def _removed(removed: dict[str, int]) -> str:
