@@ -21,7 +21,7 @@ from .common import (
     options_from,
     positive_int,
 )
-from .output import shown_dir, write_outputs
+from .output import assumption_lines, shown_dir, write_outputs
 
 JOURNAL = "journal.jsonl"
 EXPLORE_FLAGS = ("objective", "prompt_len", "gen_len", "max_latency_s", "min_tokens_per_s",
@@ -110,6 +110,7 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chipletc.backends.cost import assumptions
     from chipletc.backends.serve import parse_slo, parse_workload
     from chipletc.compiler.explore import (
         EXPLORE_BASELINES,
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         for graph in graphs:
             baselines[graph.info.name] = baseline_rows(graph, search, overrides, names)
-    doc = summary(result, baselines)
+    doc = {**summary(result, baselines), "assumptions": assumptions(space.base)}
     points = result.points
     files: dict[str, str | bytes] = {}
     if slo is not None and spec is not None:
@@ -199,7 +200,8 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
 
     removed = ", ".join(f"{k} {v:,}" for k, v in doc["removed_by_constraint"].items())
     lines = [f"space {doc['space']}: {doc['designs']:,} designs, {doc['survivors']:,} meet "
-             f"the constraints (removed: {removed or 'none'})"]
+             f"the constraints (removed: {removed or 'none'})",
+             *assumption_lines(doc["assumptions"])]
     for model, entry in doc["models"].items():
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(entry["evaluated"].items()))
         lines += ["", f"{model}: {counts}"]

@@ -157,6 +157,7 @@ EXPECTED = {
     "schedule.json",
     "trace.json",
     "report.md",
+    "report.html",
     "chakra/network.yml",
     "chakra/system.json",
     "chakra/comm_groups.json",

@@ -193,6 +193,9 @@ def to_html(doc: dict[str, Any], png: bytes) -> str:
         f"{doc['options']['prompt_len']}, generate {doc['options']['gen_len']} tokens.</p>",
         png_img(png, "design cloud and Pareto front per model"),
     ]
+    if "assumptions" in doc:
+        parts.append("<p>Assumptions (economics of every design): " + html.escape(", ".join(
+            f"{k} {v}" for k, v in doc["assumptions"].items())) + ".</p>")
     for model, entry in doc["models"].items():
         parts.append(f"<h2>{html.escape(model)}</h2>")
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(entry["evaluated"].items()))
