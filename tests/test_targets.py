@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from builders import CliRun
 
-from chipletc.backends.cost import cost_report, thermal_check
+from chipletc.backends.cost import cost_report, die_cost, thermal_check
 from chipletc.backends.targets import (
     DEFAULT_TARGET,
     list_targets,
@@ -39,7 +39,7 @@ def test_required_presets_exist():
     assert {"cc-7nm-gpt3", "cc-7nm-dense", "a100-80gb-x8", "h100-x8", "h200-x8",
             "tpu-v4"} <= names
     assert DEFAULT_TARGET in names
-    assert set(list_techs()) >= {"16nm", "7nm", "5nm", "3nm"}
+    assert set(list_techs()) >= {"16nm", "7nm", "5nm", "3nm", "2nm"}
 
 
 @pytest.mark.parametrize("name", list_targets())
@@ -65,6 +65,22 @@ def test_sram_scaling_stalls_at_3nm():
     n3, n5, n7 = load_tech("3nm"), load_tech("5nm"), load_tech("7nm")
     assert n3.sram_mm2_per_MiB == n5.sram_mm2_per_MiB < n7.sram_mm2_per_MiB
     assert n3.mac_mm2_per_TOPS < n5.mac_mm2_per_TOPS
+
+
+def sram_usd_per_MiB(tech):
+    """Dollars of good silicon per MiB of SRAM macro on a 100 mm2 die of ``tech``."""
+    return die_cost(100, tech).cost_usd / 100 * tech.sram_mm2_per_MiB
+
+
+def test_sram_stops_paying_after_7nm():
+    # N2's macro is only 31.8/38 of N3E's area (TSMC IEDM 2024), far from its wafer price
+    # step, so a MiB of SRAM costs more on every node after 7 nm, while a TOPS costs less.
+    n2, n3, n5, n7 = (load_tech(n) for n in ("2nm", "3nm", "5nm", "7nm"))
+    assert n2.sram_mm2_per_MiB == pytest.approx(n3.sram_mm2_per_MiB * 31.8 / 38, rel=1e-2)
+    usd = [sram_usd_per_MiB(t) for t in (n7, n5, n3, n2)]
+    assert usd == sorted(usd) and usd[-1] > 1.9 * usd[0]
+    tops_usd = [die_cost(100, t).cost_usd / 100 * t.mac_mm2_per_TOPS for t in (n7, n2)]
+    assert tops_usd[1] < tops_usd[0]
 
 
 def test_default_target_holds_gpt3_in_sram():
