@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_rows,
         explore,
         load_space,
+        mark_fronts,
         parse_override,
         summary,
         to_csv,
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         png = to_png(points, result.models)
         files.update({
-            "points.csv": to_csv(points),
+            "points.csv": to_csv(mark_fronts(points, result)),
             "pareto.png": png,
             "report.html": to_html(doc, png),
             "summary.json": to_json(doc),
@@ -220,6 +221,11 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
             lines.append(f"  {label + '-optimal':<14}" + "  ".join(
                 c.rjust(w) for c, w in zip(cells, widths, strict=True)))
         lines.append(f"  Pareto front: {len(entry['pareto'])} designs")
+        for axis, groups in entry.get("fronts", {}).items():
+            lines.append(f"  TCO-optimal per {axis}: " + "; ".join(
+                f"{value} ${g['tco']['usd_per_1k_tokens']:.3g}/1K at "
+                f"{g['tco']['decode_s_per_token'] * 1e3:.3g} ms/token (front of "
+                f"{len(g['pareto'])})" for value, g in groups.items()))
         for r in entry["baselines"]:
             if r["status"] != "ok":
                 lines.append(f"  vs {r['baseline']:<7} {r['status']}")

@@ -123,7 +123,9 @@ class ChipletSpec:
     """One die (plus its HBM stacks, if any) as the compiler and cost model see it.
 
     ``flops_per_s`` holds peak dense rates per dtype where the hardware has them; see
-    ``peak_flops`` for the fallback. ``power_w`` is the TDP of the die and its HBM.
+    ``peak_flops`` for the fallback. ``power_w`` is the TDP of the die and its HBM;
+    ``hbm_power_w`` is the part of it burnt in the stacks, off the die (0 where a
+    preset gives only the total), so the die's power density leaves it out.
     """
 
     area_mm2: float
@@ -139,6 +141,7 @@ class ChipletSpec:
     hbm_bw_Bps: float = 0.0
     hbm_stacks: int = 0
     hbm_stack_usd: float = 0.0
+    hbm_power_w: float = 0.0
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -168,6 +171,7 @@ class ChipletSpec:
                         ("link_energy_J_per_B", 1e-6), ("hbm_stack_usd", 1e6)):
             require_nonnegative(f, getattr(self, f), high)
         require_positive("power_w", self.power_w, high=1e5)  # a wafer-scale die is ~2e4 W
+        require_nonnegative("hbm_power_w", self.hbm_power_w, high=self.power_w)
         if self.sram_bytes > 0:
             require_positive("sram_bw_Bps", self.sram_bw_Bps)
         if self.hbm_bytes > 0:
@@ -191,6 +195,11 @@ class ChipletSpec:
                 return self.flops_per_s[candidate]
         half = self.flops_per_s.get(DType.BF16) or self.flops_per_s[DType.FP16]
         return half / FP32_EMULATION_PASSES
+
+    @property
+    def die_power_w(self) -> float:
+        """Power burnt on the die itself (``power_w`` less the HBM stacks')."""
+        return self.power_w - self.hbm_power_w
 
     @property
     def link_total_bw_Bps(self) -> float:
@@ -421,11 +430,11 @@ class Target:
         if chip.area_mm2 > tech.max_reticle_mm2:
             raise fail("chiplet.area_mm2", f"die larger than the {tech.name} reticle",
                        chip.area_mm2, f"(0, {tech.max_reticle_mm2:g}] mm2")
-        density = chip.power_w / chip.area_mm2
+        density = chip.die_power_w / chip.area_mm2
         if density > tech.max_w_per_mm2:
             raise fail("chiplet.power_w",
                        f"power density {density:.3g} W/mm2 above the {tech.name} limit",
-                       chip.power_w,
+                       chip.die_power_w,
                        f"<= {tech.max_w_per_mm2 * chip.area_mm2:.4g} W on "
                        f"{chip.area_mm2:g} mm2 ({tech.max_w_per_mm2:g} W/mm2)")
         if chip.hbm_bytes == 0 and chip.sram_bytes == 0:

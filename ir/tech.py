@@ -18,7 +18,7 @@ from enum import Enum
 
 from .errors import TargetError
 
-__all__ = ["MIB", "Economics", "Packaging", "PowerBasis", "TechNode"]
+__all__ = ["MIB", "Economics", "MemoryTech", "Packaging", "PowerBasis", "TechNode"]
 
 MIB = 1 << 20
 """Bytes in a MiB: the unit of SRAM densities and chiplet builders."""
@@ -210,6 +210,46 @@ class PowerBasis(str, Enum):
 def _knob(flag: str, metavar: str, help: str) -> dict[str, str]:
     """A field's command-line flag (every command takes it over the target's value)."""
     return {"flag": flag, "metavar": metavar, "help": help}
+
+
+@dataclass(frozen=True)
+class MemoryTech:
+    """A stacked-DRAM generation a chiplet can carry beside its die (HBM2e, HBM3, ...).
+
+    Per stack: capacity, peak bandwidth, access energy, price, the logic-die area its
+    PHY and controller take, and the die edge ("shoreline") it needs; stacks sit on
+    two opposite die edges, on a silicon interposer whose area and yield the package
+    model prices (``Packaging.hbm_stack_mm2``). ``bw_efficiency`` is the achievable
+    fraction of peak bandwidth, applied by explore to designs carrying this memory.
+    Presets live in ``backends/targets/memory/`` with the source of every figure.
+    """
+
+    name: str
+    stack_bytes: int
+    stack_bw_Bps: float
+    energy_J_per_B: float
+    stack_usd: float
+    phy_mm2: float
+    shoreline_mm: float
+    bw_efficiency: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or self.name == "sram":
+            raise fail("name", "must be a non-empty string other than sram", self.name,
+                       "e.g. 'hbm3'")
+        require_count("stack_bytes", self.stack_bytes, maximum=1 << 44)
+        require_positive("stack_bw_Bps", self.stack_bw_Bps, high=1e14)
+        require_nonnegative("energy_J_per_B", self.energy_J_per_B, high=1e-6)
+        require_nonnegative("stack_usd", self.stack_usd, high=1e6)
+        require_nonnegative("phy_mm2", self.phy_mm2, high=1e3)
+        require_positive("shoreline_mm", self.shoreline_mm, high=1e3)
+        require_fraction("bw_efficiency", self.bw_efficiency)
+
+    @property
+    def stack_w(self) -> float:
+        """Power of one stack at its peak bandwidth."""
+        return self.stack_bw_Bps * self.energy_J_per_B
 
 
 @dataclass(frozen=True)

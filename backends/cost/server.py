@@ -205,7 +205,7 @@ def thermal_check(target: Target) -> ThermalReport:
             f"server.power_cap_w >= {math.ceil(wall)}"))
     return ThermalReport(
         limits=tuple(limits),
-        die_w_per_mm2=chip.power_w / chip.area_mm2,
+        die_w_per_mm2=chip.die_power_w / chip.area_mm2,
         package_w=pkg_w,
         lane_w=lane_w,
         lane_budget_w=budget,

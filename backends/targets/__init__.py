@@ -43,18 +43,21 @@ from chipletc.ir.target import (
     SystemSpec,
     Target,
 )
-from chipletc.ir.tech import Economics, TechNode
+from chipletc.ir.tech import Economics, MemoryTech, TechNode
 
 from .chiplet import chiplet_by_area, chiplet_by_performance
 
 __all__ = [
     "DEFAULT_TARGET",
+    "MEMORY_DIR",
     "PRESET_DIR",
     "TECH_DIR",
     "chiplet_by_area",
     "chiplet_by_performance",
+    "list_memories",
     "list_targets",
     "list_techs",
+    "load_memory",
     "load_target",
     "load_tech",
     "target_from_dict",
@@ -62,6 +65,7 @@ __all__ = [
 
 PRESET_DIR = Path(__file__).resolve().parent
 TECH_DIR = PRESET_DIR / "tech"
+MEMORY_DIR = PRESET_DIR / "memory"
 DEFAULT_TARGET = "cc-7nm-gpt3"
 """A Chiplet Cloud 7 nm design that holds GPT-3 175B in bf16 in SRAM (see its YAML)."""
 
@@ -74,7 +78,8 @@ _BUILDERS: dict[str, tuple[Callable[..., ChipletSpec], tuple[str, ...]]] = {
     "by_performance": (chiplet_by_performance, ("tops", "sram_mib", "sram_bw_Bps")),
 }
 _BUILDER_OPTIONS = {"link_count": int, "link_bw_Bps": float, "link_latency_s": float,
-                    "link_mm2": float, "link_w": float, "name": str}
+                    "link_mm2": float, "link_w": float, "name": str, "memory": str,
+                    "stacks": int}
 
 
 def list_targets() -> list[str]:
@@ -93,6 +98,19 @@ def load_tech(name_or_path: str) -> TechNode:
     data = _with_base(path, label, TECH_DIR, list_techs(), "tech")
     data.setdefault("name", path.stem)
     return _build(TechNode, data, "", label)
+
+
+def list_memories() -> list[str]:
+    """Names of the stacked-memory presets (HBM generations), sorted."""
+    return sorted(p.stem for p in MEMORY_DIR.glob("*.yaml"))
+
+
+def load_memory(name_or_path: str) -> MemoryTech:
+    """A stacked-memory generation by preset name ("hbm2e", "hbm3", "hbm3e") or YAML path."""
+    path, label = _locate(name_or_path, MEMORY_DIR, list_memories(), "memory", Path.cwd())
+    data = _with_base(path, label, MEMORY_DIR, list_memories(), "memory")
+    data.setdefault("name", path.stem)
+    return _build(MemoryTech, data, "", label)
 
 
 def load_target(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> Target:
@@ -294,6 +312,11 @@ def _chiplet_section(value: Any, tech: TechNode, label: str) -> ChipletSpec:
         if key not in kwargs:
             raise TargetError(f"{label}: {where}.{key}: missing; required with {mode} "
                               f"({', '.join(required)})")
+    if "memory" in kwargs:  # a stacked-memory preset or path, e.g. memory: hbm3
+        try:
+            kwargs["memory"] = load_memory(kwargs["memory"])
+        except TargetError as err:
+            raise TargetError(f"{label}: {where}.{err}") from None
     try:
         return builder(tech=tech, **kwargs)
     except TargetError as err:

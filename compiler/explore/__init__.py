@@ -20,7 +20,9 @@ from .baselines import (
 )
 from .report import (
     best_designs,
+    group_axes,
     improvement,
+    mark_fronts,
     pareto_front,
     summary,
     to_csv,
@@ -48,8 +50,10 @@ __all__ = [
     "baseline_rows",
     "best_designs",
     "explore",
+    "group_axes",
     "improvement",
     "load_space",
+    "mark_fronts",
     "override_row",
     "pareto_front",
     "parse_override",

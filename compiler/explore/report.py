@@ -18,7 +18,9 @@ from .run import ExploreResult
 __all__ = [
     "TABLE_COLUMNS",
     "best_designs",
+    "group_axes",
     "improvement",
+    "mark_fronts",
     "pareto_front",
     "summary",
     "to_csv",
@@ -63,6 +65,31 @@ def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if not front or p[LATENCY] < front[-1][LATENCY]:
             front.append(p)
     return front
+
+
+def group_axes(result: ExploreResult) -> tuple[str, ...]:
+    """The space's categorical axes with more than one value (``chiplet.memory``,
+    topologies): each gets a Pareto front per value."""
+    return tuple(name for name, values in result.space.axes
+                 if len(values) > 1 and all(isinstance(v, str) for v in values))
+
+
+def _fronts(points: Sequence[dict[str, Any]], axis: str) -> dict[str, list[dict[str, Any]]]:
+    values = sorted({p[axis] for p in points if p["status"] == "ok"})
+    return {v: pareto_front([p for p in points if p[axis] == v]) for v in values}
+
+
+def mark_fronts(points: Sequence[dict[str, Any]], result: ExploreResult) -> list[dict[str, Any]]:
+    """``points`` with a column ``front.<axis>`` per group axis: True where the point is on
+    its model's Pareto front among designs of the same value of that axis."""
+    axes = group_axes(result)
+    on: set[tuple[str, str, int]] = set()
+    for axis in axes:
+        for model in result.models:
+            for front in _fronts([p for p in points if p["model"] == model], axis).values():
+                on.update((axis, model, p["design"]) for p in front)
+    return [{**p, **{f"front.{a}": (a, p["model"], p["design"]) in on for a in axes}}
+            for p in points]
 
 
 def best_designs(points: Sequence[dict[str, Any]], model: str) -> dict[str, dict[str, Any]]:
@@ -111,6 +138,11 @@ def summary(result: ExploreResult, baselines: dict[str, list[dict[str, Any]]]) -
             best = best_designs(result.points, model)
             entry["best"] = best
             entry["pareto"] = [p["design"] for p in pareto_front(mine)]
+            fronts = {axis: {value: {"tco": front[0], "pareto": [p["design"] for p in front]}
+                             for value, front in _fronts(mine, axis).items()}
+                      for axis in group_axes(result)}
+            if fronts:
+                entry["fronts"] = fronts
             entry["baselines"] = improvement(best["tco"][COST], baselines.get(model, []))
         models[model] = entry
     return {
@@ -205,6 +237,14 @@ def to_html(doc: dict[str, Any], png: bytes) -> str:
         best = entry["best"]
         parts.append(_table([("TCO-optimal", best["tco"]), ("latency-optimal", best["latency"])]))
         parts.append(f"<p>Pareto front: {len(entry['pareto'])} designs.</p>")
+        for axis, groups in entry.get("fronts", {}).items():
+            parts.append(f"<h3>Front per {html.escape(axis)}</h3>")
+            parts.append(_table([(f"{value}: TCO-optimal", g["tco"]) for value, g in
+                                 groups.items()]))
+            parts.append("<p>" + "; ".join(
+                f"{html.escape(value)}: {len(g['pareto'])} designs on its front (designs "
+                f"{html.escape(', '.join(map(str, g['pareto'])))})"
+                for value, g in groups.items()) + ".</p>")
         if entry["baselines"]:
             parts.append("<h3>Baselines (rented)</h3>")
             parts.append(_baseline_table(entry["baselines"]))

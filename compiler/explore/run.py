@@ -390,11 +390,13 @@ def _nothing_maps(space: Space, model: str, points: Sequence[dict[str, Any]],
 
 
 _HINTS = {
+    "same design": "list one stacks value, or a stacked memory beside sram",
     "chiplet geometry": "larger dies: area_mm2 must exceed the pad ring and IO links",
     "reticle": "constraints.reticle_mm2 or smaller area_mm2",
     "power density": "constraints.max_w_per_mm2 or a lower mac_ratio",
     "lane thermal": "constraints.lane_thermal: false, or fewer packages per lane",
     "server power": "constraints.server_power_w, or fewer or cooler chips per server",
-    CAPACITY: "more SRAM per server: larger dies, lower mac_ratio or more packages per lane",
+    CAPACITY: "more memory per server: larger dies, lower mac_ratio, more packages per lane "
+    "or more memory stacks",
     NO_MAPPING: "relax --max-latency-ms or the pins, or allow more servers",
 }

@@ -10,6 +10,8 @@ A space file is YAML::
       mac_ratio: [0.01, 0.02, 0.05]
       ops_per_sram_read: {from: 1, to: 32, factor: 2}
       link_count: 16           # optional, as are link_bw_Bps
+      memory: [sram, hbm3]     # optional: where weights live (sram, or a stacked-memory preset)
+      stacks: [2, 4]           # stacks per chiplet of a stacked memory (needed with one)
     # chiplet: {tops: [...], sram_mib: [...], ops_per_sram_read: [...]}   # ... or by performance
     package: {chiplets_per_package: [1, 2]}
     server: {packages_per_lane: {from: 3, to: 20}, lanes: 8, server_link_count: 2,
@@ -25,6 +27,12 @@ server power cap. Every error is a ``TargetError`` "file: field: what (value); a
 A design is one point of the grid, numbered in enumeration order (server parameters
 vary fastest, so neighbouring designs share a chiplet). ``screen`` builds its target
 and names the first constraint it breaks, in the order of ``CONSTRAINTS``.
+
+A chiplet with ``memory: hbm3`` (any preset of ``backends/targets/memory``) carries
+``stacks`` stacks beside the die (``chiplet_by_area``'s ``memory``), sits on a silicon
+interposer and reads weights at the memory's ``bw_efficiency``; an SRAM-only design
+is kept once, at the first ``stacks`` value, and its repeats are screened out as
+"same design".
 """
 
 from __future__ import annotations
@@ -43,12 +51,13 @@ from chipletc.backends.targets import _read as read_yaml
 from chipletc.backends.targets import (
     chiplet_by_area,
     chiplet_by_performance,
+    load_memory,
     load_target,
     load_tech,
 )
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import ChipletSpec, Target
-from chipletc.ir.tech import TechNode
+from chipletc.ir.tech import MemoryTech, TechNode
 
 __all__ = [
     "CONSTRAINTS",
@@ -63,19 +72,23 @@ __all__ = [
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "paper-7nm.yaml"
 """The Chiplet Cloud paper's 7 nm design space (arXiv 2307.02666)."""
 
-CONSTRAINTS = ("chiplet geometry", "reticle", "power density", "lane thermal", "server power")
+CONSTRAINTS = ("same design", "chiplet geometry", "reticle", "power density", "lane thermal",
+               "server power")
 """Design constraints in the order ``screen`` checks them."""
 
 _BY_AREA = ("area_mm2", "mac_ratio", "ops_per_sram_read")
 _BY_PERF = ("tops", "sram_mib")
-_CHIPLET_KEYS = (*_BY_AREA, *_BY_PERF, "sram_bw_Bps", "link_count", "link_bw_Bps")
+_CHIPLET_KEYS = (*_BY_AREA, *_BY_PERF, "sram_bw_Bps", "link_count", "link_bw_Bps", "memory",
+                 "stacks")
+SRAM = "sram"
+"""The ``chiplet.memory`` value of an SRAM-only design (weights and KV cache on die)."""
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "chiplet": _CHIPLET_KEYS,
     "package": ("chiplets_per_package",),
     "server": ("packages_per_lane", "lanes", "server_link_count", "server_link_bw_Bps"),
 }
 _INTEGER = {"link_count", "chiplets_per_package", "packages_per_lane", "lanes",
-            "server_link_count"}
+            "server_link_count", "stacks"}
 _CONSTRAINT_KEYS = ("reticle_mm2", "max_w_per_mm2", "lane_thermal", "server_power_w")
 _TOP_KEYS = ("name", "description", "base", "node", "constraints", *_SECTIONS)
 _MAX_VALUES = 100_000
@@ -97,6 +110,7 @@ class Space:
     description: str
     base: Target
     nodes: tuple[TechNode, ...]
+    memories: tuple[MemoryTech, ...]  # the stacked memories ``chiplet.memory`` names
     axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (section.key, values), slowest first
     reticle_mm2: float | None
     max_w_per_mm2: float | None
@@ -143,13 +157,17 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
     ``chiplets`` caches chiplet specs across designs that share them.
     """
     p = space.as_dict(design)
+    memory = p.get("chiplet.memory", SRAM)
+    if memory == SRAM and p.get("chiplet.stacks", 0) != dict(space.axes).get("chiplet.stacks",
+                                                                              (0,))[0]:
+        return None, "same design"
     tech = next(n for n in space.nodes if n.name == p["node"])
     chip_key = (p["node"], *(p.get(f"chiplet.{k}") for k in _CHIPLET_KEYS))
     cache = chiplets if chiplets is not None else {}
     chip = cache.get(chip_key)
     if chip is None:
         try:
-            chip = _chiplet(p, tech)
+            chip = _chiplet(p, tech, space.memories)
         except TargetError:
             chip = "chiplet geometry"
         cache[chip_key] = chip
@@ -160,6 +178,12 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
     changes = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("server.")}
     if space.server_power_w is not None:
         changes["power_cap_w"] = space.server_power_w
+    package = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("package.")}
+    efficiency = base.efficiency
+    if memory != SRAM:  # stacks on a silicon interposer, read at the memory's efficiency
+        package["substrate"] = "interposer"
+        mem = next(m for m in space.memories if m.name == memory)
+        efficiency = dataclasses.replace(efficiency, memory=mem.bw_efficiency)
     try:
         target = dataclasses.replace(
             base,
@@ -167,9 +191,9 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
             description="",
             tech=tech,
             chiplet=chip,
-            package=dataclasses.replace(base.package, **{
-                k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("package.")}),
+            package=dataclasses.replace(base.package, **package),
             server=dataclasses.replace(server, **changes),
+            efficiency=efficiency,
         )
     except TargetError as err:
         text = str(err)
@@ -184,8 +208,14 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
     return target, ""
 
 
-def _chiplet(p: Mapping[str, Any], tech: TechNode) -> ChipletSpec:
-    links = {k: p[f"chiplet.{k}"] for k in ("link_count", "link_bw_Bps") if f"chiplet.{k}" in p}
+def _chiplet(p: Mapping[str, Any], tech: TechNode,
+             memories: tuple[MemoryTech, ...]) -> ChipletSpec:
+    links: dict[str, Any] = {
+        k: p[f"chiplet.{k}"] for k in ("link_count", "link_bw_Bps") if f"chiplet.{k}" in p}
+    memory = p.get("chiplet.memory", SRAM)
+    if memory != SRAM:
+        links["memory"] = next(m for m in memories if m.name == memory)
+        links["stacks"] = p["chiplet.stacks"]
     if "chiplet.area_mm2" in p:
         return chiplet_by_area(p["chiplet.area_mm2"], p["chiplet.mac_ratio"],
                                p["chiplet.ops_per_sram_read"], tech, **links)
@@ -248,9 +278,13 @@ def parse_space(data: Any, label: str = "space", default_name: str = "space",
             if key not in allowed:
                 raise _unknown(label, f"{section}.{key}", key, allowed)
             where = f"{section}.{key}"
-            axes.append((where, _values(raw, where, label, key in _INTEGER)))
+            if where == "chiplet.memory":
+                axes.append((where, _memory_names(raw, label)))
+            else:
+                axes.append((where, _values(raw, where, label, key in _INTEGER)))
     _check_chiplet_form({name.split(".", 1)[1] for name, _ in axes
                          if name.startswith("chiplet.")}, label)
+    memories = _memories(dict(axes), label)
     constraints = data.get("constraints", {})
     if not isinstance(constraints, dict):
         raise _fail(label, "constraints", "must be a mapping", constraints,
@@ -274,6 +308,7 @@ def parse_space(data: Any, label: str = "space", default_name: str = "space",
         description=" ".join(str(data.get("description", "")).split()),
         base=base,
         nodes=nodes,
+        memories=memories,
         axes=tuple(axes),
         reticle_mm2=limits.get("reticle_mm2"),
         max_w_per_mm2=limits.get("max_w_per_mm2"),
@@ -303,6 +338,34 @@ def _nodes(raw: Any, base: Target, label: str) -> tuple[TechNode, ...]:
             raise TargetError(f"{label}: node: {err}") from None
     if len({n.name for n in out}) != len(out):
         raise _fail(label, "node", "repeats a node", raw, "distinct node names")
+    return tuple(out)
+
+
+def _memory_names(raw: Any, label: str) -> tuple[str, ...]:
+    names = raw if isinstance(raw, list) else [raw]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise _fail(label, "chiplet.memory", "must be memory names", raw,
+                    "sram and stacked-memory presets, e.g. [sram, hbm3]")
+    if len(set(names)) != len(names):
+        raise _fail(label, "chiplet.memory", "repeats a memory", raw, "distinct names")
+    return tuple(names)
+
+
+def _memories(axes: Mapping[str, tuple[Any, ...]], label: str) -> tuple[MemoryTech, ...]:
+    """The stacked memories the ``chiplet.memory`` axis names, checked against ``stacks``."""
+    stacked = [n for n in axes.get("chiplet.memory", ()) if n != SRAM]
+    if stacked and "chiplet.stacks" not in axes:
+        raise _fail(label, "chiplet.stacks", "missing", None,
+                    f"stacks per chiplet, e.g. [2, 4], with memory {stacked[0]}")
+    if "chiplet.stacks" in axes and not stacked:
+        raise _fail(label, "chiplet.stacks", "given without a stacked memory",
+                    list(axes["chiplet.stacks"]), "with chiplet.memory naming one, e.g. hbm3")
+    out = []
+    for name in stacked:
+        try:
+            out.append(load_memory(name))
+        except TargetError as err:
+            raise TargetError(f"{label}: chiplet.memory: {err}") from None
     return tuple(out)
 
 
