@@ -53,8 +53,10 @@ __all__ = [
     "TechNode",
 ]
 
-TOPOLOGIES = ("ring", "torus2d", "torus3d", "switch")
-"""How the chips of one link level are wired; the simulator picks its collective from it."""
+TOPOLOGIES = ("ring", "mesh2d", "torus2d", "torus3d", "switch")
+"""How the chips of one link level are wired; the simulator picks its collective from it
+(``backends/perf/collectives.py``). A server-level switch is priced per port
+(``ServerParts.switch_usd_per_port``)."""
 LEVELS = ("package", "server", "cluster")
 """Link levels, innermost first."""
 SUBSTRATES = ("organic", "interposer")
@@ -232,7 +234,9 @@ class PackageSpec:
 @dataclass(frozen=True)
 class ServerParts:
     """The non-silicon bill of a server; defaults are the Chiplet Cloud authors' code
-    (from ASIC Clouds, Magaki et al., ISCA 2016)."""
+    (from ASIC Clouds, Magaki et al., ISCA 2016). The switch fields are charged only
+    when ``ServerSpec.topology`` is "switch", for every chip link of the server; they
+    default to 0 because the GPU presets carry their NVSwitches in ``host_usd``."""
 
     pcb_usd: float = 50.0  # per board; Server.PCBCost
     pcb_count: int = 2  # x2 boards when chips have IO (authors' code)
@@ -251,11 +255,14 @@ class ServerParts:
     host_w: float = 50.0  # Server.APPPower: host CPU + DRAM
     host_usd: float = 200.0  # Server.APPCost
     heatsink_usd_per_package: float = 2.0  # assumption, see Cooling
+    switch_usd_per_port: float = 0.0  # a server.topology: switch, per chip link; see YAML notes
+    switch_w_per_port: float = 0.0  # the same switch's power per port
 
     def __post_init__(self) -> None:
         for f in ("pcb_usd", "pcb_parts_usd", "dcdc_usd_per_A", "dcdc_max_usd", "psu_usd_per_W",
                   "psu_max_usd", "fan_w_per_lane", "fan_usd_per_lane", "chassis_usd",
-                  "nic_usd_per_link", "host_w", "host_usd", "heatsink_usd_per_package"):
+                  "nic_usd_per_link", "host_w", "host_usd", "heatsink_usd_per_package",
+                  "switch_usd_per_port", "switch_w_per_port"):
             require_nonnegative(f, getattr(self, f), 1e6)  # $ or W per part
         require_count("pcb_count", self.pcb_count, minimum=0, maximum=MAX_COUNT)
         require_positive("chip_vdd_v", self.chip_vdd_v, high=10)

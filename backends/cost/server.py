@@ -40,6 +40,7 @@ __all__ = [
     "require_within_limits",
     "server_cost",
     "server_power",
+    "switch_ports",
     "thermal_check",
 ]
 
@@ -60,18 +61,28 @@ class ServerCost:
     package: PackageCost
 
 
+def switch_ports(target: Target) -> int:
+    """Ports of the server's switch: every chip link, when the server is switched."""
+    if target.server.topology != "switch":
+        return 0
+    return target.chips_per_server * target.chiplet.link_count
+
+
 def server_power(target: Target, chip_w: float | None = None) -> dict[str, float]:
-    """Wall power items of one server (chips, host, DC-DC loss, fans, PSU loss) with each
-    chip drawing ``chip_w`` (default its TDP); host and fans always draw their full power."""
+    """Wall power items of one server (chips, host, switch, DC-DC loss, fans, PSU loss)
+    with each chip drawing ``chip_w`` (default its TDP); host, switch and fans always
+    draw their full power."""
     parts = target.server.parts
     chips = target.chips_per_server * (target.chiplet.power_w if chip_w is None else chip_w)
-    dcdc_in = (chips + parts.host_w) / parts.dcdc_efficiency
+    switch = switch_ports(target) * parts.switch_w_per_port
+    dcdc_in = (chips + parts.host_w + switch) / parts.dcdc_efficiency
     fans = target.server.lanes * parts.fan_w_per_lane
     wall = (dcdc_in + fans) / parts.psu_efficiency
     return {
         "chips_w": chips,
         "host_w": parts.host_w,
-        "dcdc_loss_w": dcdc_in - chips - parts.host_w,
+        "switch_w": switch,
+        "dcdc_loss_w": dcdc_in - chips - parts.host_w - switch,
         "fans_w": fans,
         "psu_loss_w": wall - dcdc_in - fans,
     }
@@ -109,6 +120,7 @@ def server_cost(target: Target) -> ServerCost:
         "chassis_usd": parts.chassis_usd,
         "nic_usd": srv.server_link_count * parts.nic_usd_per_link,
         "host_usd": parts.host_usd,
+        "switch_usd": switch_ports(target) * parts.switch_usd_per_port,
         "nre_usd": nre,
     }
     return ServerCost(

@@ -67,7 +67,8 @@ __all__ = [
 Ranks = Literal["representative", "all"]
 RANKS: tuple[Ranks, ...] = ("representative", "all")
 
-_TOPOLOGY = {"ring": "Ring", "torus2d": "Ring", "torus3d": "Ring", "switch": "Switch"}
+_TOPOLOGY = {"ring": "Ring", "mesh2d": "Ring", "torus2d": "Ring", "torus3d": "Ring",
+             "switch": "Switch"}
 _HOPS = {"Ring": 1, "Switch": 2}  # hops ASTRA-sim counts between neighbouring NPUs
 
 ASTRA_SIM_COMMIT = "518bd51"

@@ -16,6 +16,13 @@ an all-gather, and 1 for the other collectives):
 * ``torus`` (a 2D/3D torus level, TPU ICI): dimension-ordered rings, one per dimension
   order, each carrying ``1/k`` of the buffer, so all ``k`` dimensions' links work at
   once (``LinkLevel.bw_Bps`` sums them) in ``k (g^(1/k) - 1)`` steps per phase.
+* ``mesh`` (a 2D mesh level: a torus without its wrap-around links): the same
+  dimension-ordered rings, each embedded in a line of the mesh, its closing edge
+  riding the opposite direction of the line's links back across ``g^(1/2) - 1`` hops,
+  so the bytes move as on the torus but each ring step costs two hops of latency:
+  ``2 x 2 (g^(1/2) - 1)`` per phase.
+* A ``switch`` level runs the ring, as NCCL does on an NVSwitch server (its tree is a
+  chain there): no in-switch reduction is modelled.
 * Across servers that reach each other through NICs (``rails`` per server, one per
   GPU on a DGX; ``server.server_link_count`` in a target):
 
@@ -61,8 +68,9 @@ __all__ = [
     "transfer_time_s",
 ]
 
-ALGORITHMS = ("ring", "torus", "multirail_ring", "hierarchical", "tree", "pairwise")
-_TORUS_DIMS = {"torus2d": 2, "torus3d": 3}
+ALGORITHMS = ("ring", "torus", "mesh", "multirail_ring", "hierarchical", "tree", "pairwise")
+_TORUS_DIMS = {"torus2d": 2, "torus3d": 3, "mesh2d": 2}
+_HOPS_PER_STEP = {"mesh2d": 2}  # a mesh's rings close over the line's return direction
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,9 @@ def algorithm_times_s(kind: str, nbytes: float, group: int, fab: Fabric) -> dict
         dims = _TORUS_DIMS.get(level.topology)
         if dims is None:
             return {"ring": phases * _ring(nbytes, g, bw, level.latency_s)}
-        steps = dims * (g ** (1.0 / dims) - 1.0)
-        return {"torus": phases * ((g - 1) / g * nbytes / bw + steps * level.latency_s)}
+        steps = dims * (g ** (1.0 / dims) - 1.0) * _HOPS_PER_STEP.get(level.topology, 1)
+        name = "mesh" if level.topology == "mesh2d" else "torus"
+        return {name: phases * ((g - 1) / g * nbytes / bw + steps * level.latency_s)}
     server = fab.levels[1]
     local = fab.chips_per_server
     n = math.ceil(g / local)

@@ -15,7 +15,7 @@ A space file is YAML::
     # chiplet: {tops: [...], sram_mib: [...], ops_per_sram_read: [...]}   # ... or by performance
     package: {chiplets_per_package: [1, 2]}
     server: {packages_per_lane: {from: 3, to: 20}, lanes: 8, server_link_count: 2,
-             server_link_bw_Bps: 12.5e9}
+             server_link_bw_Bps: 12.5e9, topology: [ring, torus2d]}
     constraints: {reticle_mm2: 900, max_w_per_mm2: 1.1, lane_thermal: true,
                   server_power_w: 2000}
 
@@ -32,7 +32,10 @@ A chiplet with ``memory: hbm3`` (any preset of ``backends/targets/memory``) carr
 ``stacks`` stacks beside the die (``chiplet_by_area``'s ``memory``), sits on a silicon
 interposer and reads weights at the memory's ``bw_efficiency``; an SRAM-only design
 is kept once, at the first ``stacks`` value, and its repeats are screened out as
-"same design".
+"same design". ``package.topology`` and ``server.topology`` wire the chiplets of a
+package and of a server as ``ir.target.TOPOLOGIES`` names them (ring, mesh2d, torus2d,
+torus3d, switch) over the same chip links; a switched server pays its switch ports
+(``ServerParts.switch_usd_per_port``) and two link hops per message.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from chipletc.backends.targets import (
     load_tech,
 )
 from chipletc.ir.errors import TargetError
-from chipletc.ir.target import ChipletSpec, Target
+from chipletc.ir.target import TOPOLOGIES, ChipletSpec, Target
 from chipletc.ir.tech import MemoryTech, TechNode
 
 __all__ = [
@@ -84,8 +87,9 @@ SRAM = "sram"
 """The ``chiplet.memory`` value of an SRAM-only design (weights and KV cache on die)."""
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "chiplet": _CHIPLET_KEYS,
-    "package": ("chiplets_per_package",),
-    "server": ("packages_per_lane", "lanes", "server_link_count", "server_link_bw_Bps"),
+    "package": ("chiplets_per_package", "topology"),
+    "server": ("packages_per_lane", "lanes", "server_link_count", "server_link_bw_Bps",
+               "topology"),
 }
 _INTEGER = {"link_count", "chiplets_per_package", "packages_per_lane", "lanes",
             "server_link_count", "stacks"}
@@ -178,6 +182,8 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
     changes = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("server.")}
     if space.server_power_w is not None:
         changes["power_cap_w"] = space.server_power_w
+    if changes.get("topology") == "switch" and server.latency_s is None:
+        changes["latency_s"] = 2 * chip.link_latency_s  # chip -> switch -> chip
     package = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("package.")}
     efficiency = base.efficiency
     if memory != SRAM:  # stacks on a silicon interposer, read at the memory's efficiency
@@ -279,7 +285,9 @@ def parse_space(data: Any, label: str = "space", default_name: str = "space",
                 raise _unknown(label, f"{section}.{key}", key, allowed)
             where = f"{section}.{key}"
             if where == "chiplet.memory":
-                axes.append((where, _memory_names(raw, label)))
+                axes.append((where, _names(raw, where, label, None)))
+            elif key == "topology":
+                axes.append((where, _names(raw, where, label, TOPOLOGIES)))
             else:
                 axes.append((where, _values(raw, where, label, key in _INTEGER)))
     _check_chiplet_form({name.split(".", 1)[1] for name, _ in axes
@@ -341,13 +349,16 @@ def _nodes(raw: Any, base: Target, label: str) -> tuple[TechNode, ...]:
     return tuple(out)
 
 
-def _memory_names(raw: Any, label: str) -> tuple[str, ...]:
+def _names(raw: Any, where: str, label: str,
+           allowed: tuple[str, ...] | None) -> tuple[str, ...]:
+    """A categorical axis: names from ``allowed`` (None: memory presets, checked later)."""
     names = raw if isinstance(raw, list) else [raw]
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise _fail(label, "chiplet.memory", "must be memory names", raw,
-                    "sram and stacked-memory presets, e.g. [sram, hbm3]")
-    if len(set(names)) != len(names):
-        raise _fail(label, "chiplet.memory", "repeats a memory", raw, "distinct names")
+    hint = ", ".join(allowed) if allowed else "sram and stacked-memory presets, e.g. [sram, hbm3]"
+    for n in names:
+        if not isinstance(n, str) or not n or (allowed is not None and n not in allowed):
+            raise _fail(label, where, "unknown value", n, hint)
+    if not names or len(set(names)) != len(names):
+        raise _fail(label, where, "empty or repeats a value", raw, "distinct names: " + hint)
     return tuple(names)
 
 

@@ -1,17 +1,20 @@
-"""Memory technology per chiplet: HBM stacks beside a die, one memory model with the GPUs."""
+"""Design axes beyond SRAM-only rings: memory technology per chiplet (HBM stacks, one
+memory model with the GPUs), chip-to-chip topology, and the paper space held at today."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+import yaml
 
 from chipletc.backends.cost import server_cost
 from chipletc.backends.perf.analytical import estimate
+from chipletc.backends.perf.collectives import algorithm_times_s, fabric
 from chipletc.backends.targets import list_memories, load_memory, load_target, load_tech
 from chipletc.backends.targets.chiplet import chiplet_by_area, chiplet_by_performance
 from chipletc.compiler.explore import ExploreOptions, explore, mark_fronts, parse_space, summary
-from chipletc.compiler.explore.space import screen
+from chipletc.compiler.explore.space import DEFAULT_SPACE, screen
 from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import TargetError
 from chipletc.ir.mapping import ModelMapping, even_stages
@@ -122,11 +125,107 @@ def test_explore_sweeps_memory_and_reports_a_front_per_technology(zoo_graph):
 
 def test_space_refuses_stacks_without_a_stacked_memory_and_unknown_memories():
     bad = {**MEMORY_SPACE, "chiplet": {**MEMORY_SPACE["chiplet"], "memory": ["sram"]}}
-    with pytest.raises(TargetError, match="chiplet.stacks: given without a stacked memory"):
+    with pytest.raises(TargetError, match=r"chiplet\.stacks: given without a stacked memory"):
         parse_space(bad, "bad.yaml")
     bad["chiplet"] = {k: v for k, v in MEMORY_SPACE["chiplet"].items() if k != "stacks"}
-    with pytest.raises(TargetError, match="chiplet.stacks: missing"):
+    with pytest.raises(TargetError, match=r"chiplet\.stacks: missing"):
         parse_space(bad, "bad.yaml")
     bad["chiplet"] = {**MEMORY_SPACE["chiplet"], "memory": ["sram", "hbm9"]}
-    with pytest.raises(TargetError, match="chiplet.memory: memory: unknown preset"):
+    with pytest.raises(TargetError, match=r"chiplet\.memory: memory: unknown preset"):
         parse_space(bad, "bad.yaml")
+
+
+# --- topology -----------------------------------------------------------------------
+
+
+def with_server_topology(topology: str):
+    base = load_target("cc-7nm-gpt3")
+    return dataclasses.replace(base, server=dataclasses.replace(base.server, topology=topology))
+
+
+def test_mesh_moves_the_torus_bytes_with_twice_its_hops():
+    """A 2D mesh embeds each dimension's ring in a line: the bytes of the torus, but
+    2 x 2 (sqrt(g) - 1) link hops per phase instead of 2 (sqrt(g) - 1)."""
+    g, nbytes = 64, 1e6
+    ring, mesh, torus = (fabric(with_server_topology(t)) for t in ("ring", "mesh2d", "torus2d"))
+    level = ring.levels[1]
+    bw, alpha = level.bw_Bps * ring.link_eff, level.latency_s
+    wire = 2 * (g - 1) / g * nbytes / bw
+    assert algorithm_times_s("all_reduce", nbytes, g, ring) == {
+        "ring": pytest.approx(wire + 2 * (g - 1) * alpha)}
+    assert algorithm_times_s("all_reduce", nbytes, g, torus) == {
+        "torus": pytest.approx(wire + 2 * 2 * 7 * alpha)}
+    assert algorithm_times_s("all_reduce", nbytes, g, mesh) == {
+        "mesh": pytest.approx(wire + 2 * 2 * 2 * 7 * alpha)}
+
+
+def test_a_switched_server_pays_its_ports():
+    ring, switch = with_server_topology("ring"), with_server_topology("switch")
+    ports = switch.chips_per_server * switch.chiplet.link_count
+    a, b = server_cost(ring), server_cost(switch)
+    parts = switch.server.parts
+    assert b.breakdown["switch_usd"] == ports * parts.switch_usd_per_port > 0
+    assert a.breakdown["switch_usd"] == 0 and a.power_breakdown["switch_w"] == 0
+    assert b.power_breakdown["switch_w"] == pytest.approx(ports * parts.switch_w_per_port)
+    assert b.power_w > a.power_w
+
+
+TOPOLOGY_SPACE = {
+    "name": "topo",
+    "base": "cc-7nm-gpt3",
+    "chiplet": {"area_mm2": [200, 400], "mac_ratio": [0.05], "ops_per_sram_read": [4]},
+    "server": {"packages_per_lane": [8, 16], "topology": ["ring", "torus2d", "switch"]},
+}
+
+
+def test_torus_never_decodes_slower_than_the_ring_on_the_same_design(zoo_graph):
+    """Same links, fewer latency steps: each design's optimum on a torus decodes no
+    slower per dollar than on a ring, and the torus front is reported beside it."""
+    space = parse_space(TOPOLOGY_SPACE, "topo.yaml")
+    result = explore([zoo_graph("gpt3-175b")], space, ExploreOptions(chunk_size=4))
+    ok = [p for p in result.points if p["status"] == "ok"]
+    key = ("chiplet.area_mm2", "server.packages_per_lane")
+    by = {(p["server.topology"], *(p[k] for k in key)): p for p in ok}
+    pairs = [(p, by[("torus2d", *(p[k] for k in key))]) for p in ok
+             if p["server.topology"] == "ring" and ("torus2d", *(p[k] for k in key)) in by]
+    assert pairs
+    for ring, torus in pairs:
+        assert torus["usd_per_1k_tokens"] <= ring["usd_per_1k_tokens"] * (1 + 1e-9)
+    fronts = summary(result, {})["models"]["gpt3-175b"]["fronts"]["server.topology"]
+    assert set(fronts) == {"ring", "torus2d", "switch"}
+    with pytest.raises(TargetError, match=r"server\.topology: unknown value \('hypercube'\)"):
+        parse_space({**TOPOLOGY_SPACE, "server": {"topology": ["ring", "hypercube"]}}, "t.yaml")
+
+
+# --- the paper space at today's values ------------------------------------------------
+
+
+def test_paper_space_is_unchanged_with_the_new_axes_at_todays_values(zoo_graph):
+    """node 7 nm (the base's), chiplet.memory sram, package and server topology ring:
+    every one of the 13,440 designs screens to the same target, and a slice maps to the
+    same points."""
+    data = yaml.safe_load(DEFAULT_SPACE.read_text(encoding="utf-8"))
+    today = parse_space(data, "paper-7nm.yaml")
+
+    def held(d: dict) -> dict:
+        return {**d, "node": [today.base.tech.name],
+                "chiplet": {**d["chiplet"], "memory": "sram"},
+                "package": {**d["package"], "topology": "ring"},
+                "server": {**d["server"], "topology": "ring"}}
+
+    same = parse_space(held(data), "paper-7nm.yaml")
+    assert same.size == today.size
+    cache_a: dict = {}
+    cache_b: dict = {}
+    for design in today.designs():
+        assert screen(today, design, cache_a) == screen(same, same.design(design.index),
+                                                        cache_b)
+    part = {**data, "chiplet": {**data["chiplet"], "area_mm2": [200, 400],
+                                "mac_ratio": [0.03, 0.1], "ops_per_sram_read": [4]},
+            "server": {**data["server"], "packages_per_lane": [8, 16]}}
+    graph = zoo_graph("gpt3-175b")
+    a = explore([graph], parse_space(part, "p.yaml"), ExploreOptions())
+    b = explore([graph], parse_space(held(part), "p.yaml"), ExploreOptions())
+    added = {"chiplet.memory", "package.topology", "server.topology"}
+    assert [p for p in a.points if p["status"] == "ok"]
+    assert a.points == tuple({k: v for k, v in p.items() if k not in added} for p in b.points)
