@@ -172,8 +172,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
-        "Hugging Face checkpoint directory",
+        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx or .gguf file, "
+        "or a Hugging Face checkpoint directory (or its Hub cache folder)",
     )
 
 
@@ -185,8 +185,8 @@ def add_model_or_plan_args(parser: argparse.ArgumentParser, verb: str) -> None:
         "model",
         metavar="MODEL",
         nargs="?",
-        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx file or a "
-        "Hugging Face checkpoint directory; omit with --plan",
+        help="a zoo name (chipletc models), path/to/file.py:factory, a .onnx or .gguf file, "
+        "or a Hugging Face checkpoint directory (or its Hub cache folder); omit with --plan",
     )
     parser.add_argument("--plan", metavar="FILE", help=f"{verb} the mapping of a plan.json")
     parser.add_argument(

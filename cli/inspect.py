@@ -1,7 +1,7 @@
 """`chipletc inspect MODEL`: what the compiler sees in a model, before any mapping.
 
-Loads the model through the frontends (zoo name, file.py:factory, .onnx file or Hugging
-Face checkpoint directory), names the frontend and the recogniser used, then prints its
+Loads the model through the frontends (zoo name, file.py:factory, .onnx or .gguf file, or
+Hugging Face checkpoint directory), names the frontend and the recogniser used, then prints its
 size, bytes, FLOPs per token and KV cache per token at one workload, the ops by kind, any
 op the lowering did not recognise, any source tensor it could not place (with its
 bytes), and the frontend's notes (e.g. checkpoint tensors it ignored).

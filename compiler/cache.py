@@ -7,6 +7,7 @@ the lowering reads and of the code that lowers it:
 
 * a zoo name: its configuration (every field of ``ModelConfig``);
 * an ``.onnx`` file: its bytes;
+* a ``.gguf`` file: its header (metadata and tensor infos, up to the tensor data);
 * a Hugging Face checkpoint directory (or Hub cache folder, every snapshot and
   ``refs/main``): each ``*.json`` file, each ``*.safetensors`` file's header and each
   ``*.bin`` archive's pickle (the weights are never read, so they are not hashed);
@@ -76,6 +77,18 @@ def _safetensors_header(path: Path) -> bytes:
         return prefix + f.read(struct.unpack("<Q", prefix)[0])
 
 
+def _gguf_header(path: Path) -> bytes:
+    """A GGUF file's bytes before its tensor data (what the frontend reads)."""
+    from gguf import GGUFReader
+
+    try:
+        end = GGUFReader(path).data_offset
+    except (ValueError, KeyError, IndexError, TypeError, OSError):
+        end = 4096  # the frontend refuses it; any stable key will do
+    with path.open("rb") as f:
+        return f.read(end)
+
+
 def _bin_pickle(path: Path) -> bytes:
     """The state-dict pickle of a torch.save archive (what the frontend reads)."""
     try:
@@ -103,6 +116,10 @@ def _source_digest(spec: str) -> str | None:
         if not Path(spec).is_file():
             return None
         h.update(b"onnx\0" + Path(spec).read_bytes())
+    elif spec.endswith(".gguf"):
+        if not Path(spec).is_file():
+            return None
+        h.update(b"gguf\0" + _gguf_header(Path(spec)))
     elif Path(spec).is_dir():
         directory = Path(spec)
         if not (directory / "config.json").is_file() and not (directory / "snapshots").is_dir():

@@ -3,7 +3,8 @@
 ``load_model`` accepts a zoo name (``gpt3-175b``), ``path/to/file.py:factory``
 (``factory()`` returns a torch ``nn.Module`` mapping token ids to logits; it runs on the
 meta device, see ``user_file``), an ``.onnx``
-file, or a Hugging Face checkpoint directory holding ``config.json``. All of them
+file, a llama.cpp ``.gguf`` file, or a Hugging Face checkpoint directory holding
+``config.json`` (or its Hub cache folder). All of them
 lower to the same IR; none reads weight data. Every failure a user can cause surfaces
 as one ``ModelError``.
 """
@@ -22,6 +23,7 @@ from chipletc.models import zoo
 
 from .checkpoint import resolve_checkpoint
 from .fx import LOWERING_PASSES, UnrecognisedOpsWarning, lower_module
+from .gguf_file import lower_gguf
 from .hf import lower_checkpoint
 from .onnx import lower_onnx
 from .user_file import build_module, guarded
@@ -31,6 +33,7 @@ __all__ = [
     "apply_storage",
     "load_model",
     "lower_checkpoint",
+    "lower_gguf",
     "lower_module",
     "lower_onnx",
 ]
@@ -83,6 +86,8 @@ def _lower(spec: str) -> Graph:
     path, sep, factory = spec.rpartition(":")
     if spec.endswith(".onnx"):
         graph = lower_onnx(Path(spec))
+    elif spec.endswith(".gguf"):
+        graph = lower_gguf(Path(spec))
     elif Path(spec).is_dir():
         directory = resolve_checkpoint(Path(spec))
         if not (directory / "config.json").is_file():

@@ -567,22 +567,28 @@ def model_config(directory: Path) -> tuple[ModelConfig, dict]:
         raise ModelError(f"checkpoint {path}: not JSON ({err})") from None
     if not isinstance(raw, dict):
         raise ModelError(f"checkpoint {path}: not a JSON object")
+    return config_from_dict(raw, where, f"checkpoint {directory}"), raw
+
+
+def config_from_dict(raw: dict, name: str, where: str) -> ModelConfig:
+    """The zoo configuration a config.json-shaped ``raw`` describes (named ``name``;
+    errors start with ``where``). The GGUF frontend builds ``raw`` from its metadata."""
     model_type = raw.get("model_type")
     if model_type not in _FAMILIES:
         raise ModelError(
-            f"checkpoint {directory}: unsupported architecture {model_type!r} "
+            f"{where}: unsupported architecture {model_type!r} "
             f"({', '.join(raw.get('architectures') or [])}); supported model_type: "
             f"{', '.join(SUPPORTED)}"
         )
     build, _ = _FAMILIES[model_type]
-    config = _Config(raw, where)
+    config = _Config(raw, name)
     try:
         cfg = build(config, model_type)
-        return replace(cfg, notes="; ".join(config.notes)), raw
+        return replace(cfg, notes="; ".join(config.notes))
     except ChipletcError:
         raise
     except (TypeError, ValueError) as err:
-        raise ModelError(f"checkpoint {path}: malformed config ({err})") from None
+        raise ModelError(f"{where}: malformed config ({err})") from None
 
 
 def lower_checkpoint(directory: Path) -> Graph:
@@ -596,18 +602,22 @@ def lower_checkpoint(directory: Path) -> Graph:
     a stored copy of a tied head) are ignored and noted.
     """
     cfg, raw = model_config(directory)
-    graph = _lower_zoo(cfg)
-    header = read_checkpoint(directory)
     names = _FAMILIES[cfg.family][1]
     if cfg.family == "falcon" and cfg.parallel_norms:
         names = _FALCON_NEW
-    weights = _Weights(directory, cfg, raw, names, header)
-    graph = replace_weights(graph, weights.of)
+    weights = _Weights(f"checkpoint {directory}", cfg, raw, names, read_checkpoint(directory))
+    return lower_mapped(cfg, weights, "hf", f"config.json model_type {cfg.family}")
+
+
+def lower_mapped(cfg: ModelConfig, weights: _Weights, frontend: str, source: str) -> Graph:
+    """The zoo module of ``cfg`` lowered, its weights renamed and sized by ``weights``;
+    ``source`` says what was mapped onto the zoo definition."""
+    graph = replace_weights(_lower_zoo(cfg), weights.of)
     notes = weights.reconcile()
     graph.info = replace(
-        graph.info, frontend="hf", notes=notes, unplaced=weights.unplaced,
-        recogniser=f"config.json model_type {cfg.family} mapped onto the zoo definition, "
-        f"then the {graph.info.recogniser}",
+        graph.info, frontend=frontend, notes=notes, unplaced=weights.unplaced,
+        recogniser=f"{source} mapped onto the zoo definition, then the "
+        f"{graph.info.recogniser}",
     )  # fmt: skip
     return graph
 
@@ -620,17 +630,24 @@ def _lower_zoo(cfg: ModelConfig) -> Graph:
 
 
 class _Weights:
-    """Zoo weights -> checkpoint tensors, keeping count of what was matched."""
+    """Zoo weights -> checkpoint tensors, keeping count of what was matched.
+
+    ``header`` holds every tensor of the weight files (None: there are none, bytes
+    follow the config's dtype); ``stacked_experts``: one tensor per expert kind holds all
+    experts (GGUF), rather than one per expert (Hugging Face).
+    """
 
     def __init__(
         self,
-        directory: Path,
+        where: str,
         cfg: ModelConfig,
         raw: dict,
         names: _Names,
         header: dict[str, TensorEntry] | None,
+        source: str = "config.json",
+        stacked_experts: bool = False,
     ) -> None:
-        self.where = f"checkpoint {directory}"
+        self.where, self.source, self.stacked = where, source, stacked_experts
         self.cfg, self.names, self.header = cfg, names, header
         dtype = raw.get("torch_dtype") or raw.get("dtype") or "bfloat16"
         self.dtype = parse_dtype(str(dtype)) if header is None else DType.BF16
@@ -650,6 +667,9 @@ class _Weights:
         _, layer, rest = module.split(".", 2)
         prefix = f"{n.layers}.{layer}"
         experts = dict(n.expert_leaves)
+        if leaf in experts and self.stacked:
+            shape = (w.shape[0], *reversed(w.shape[1:]))
+            return [(f"{prefix}.{experts[leaf]}.weight", shape)]
         if leaf in experts:
             shape = tuple(reversed(w.shape[1:]))
             return [
@@ -686,7 +706,7 @@ class _Weights:
             if main.shape != shape:
                 raise ModelError(
                     f"{self.where}: tensor {name} is {list(main.shape)} in {main.file}; "
-                    f"config.json implies {list(shape)}"
+                    f"{self.source} implies {list(shape)}"
                 )
             return Weight(name, shape, _FLOAT_DTYPES[main.dtype], stored)
         packed = main if main is not None else max(parts, key=lambda e: e.nbytes)
@@ -704,17 +724,17 @@ class _Weights:
     def _reconcile(self) -> str:
         fam = self.cfg.family
         if self.header is None:
-            return f"config.json mapped onto the zoo {fam} definition; no weights: {self.dtype}"
+            return f"{self.source} mapped onto the zoo {fam} definition; no weights: {self.dtype}"
         if self.missing:
             raise ModelError(
-                f"{self.where}: {len(self.missing)} weights config.json implies are not in the "
+                f"{self.where}: {len(self.missing)} weights {self.source} implies are not in the "
                 f"checkpoint ({', '.join(self.missing[:4])}); config and weights disagree"
             )
         rest = sorted(set(self.header) - self.used)
         ignored = [n for n in rest if _BUFFERS.search(n) or (n == "lm_head.weight" and self._tied)]
         self.unplaced = tuple((n, self.header[n].nbytes) for n in rest if n not in ignored)
         files = sorted({e.file for e in self.header.values()})
-        out = f"config.json mapped onto the zoo {fam} definition; {len(self.used)} tensors "
+        out = f"{self.source} mapped onto the zoo {fam} definition; {len(self.used)} tensors "
         out += f"from {', '.join(files)}"
         if self.quantized:
             out += f"; {self.quantized} quantized weights counted with their scales and zeros"
