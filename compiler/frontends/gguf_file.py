@@ -70,9 +70,13 @@ _KEYS = {
 def read_gguf(path: Path) -> tuple[dict[str, object], dict[str, TensorEntry]]:
     """The metadata (key -> value; arrays left out, e.g. the tokenizer's vocabulary) and
     the tensors of a GGUF file, shapes in torch order."""
-    from gguf import GGUFReader, GGUFValueType
-
     where = f"model {path}"
+    try:
+        from gguf import GGUFReader, GGUFValueType
+    except ImportError:
+        raise ModelError(
+            f"{where}: reading GGUF needs the gguf package (pip install 'chipletc[hf]')"
+        ) from None
     try:
         reader = GGUFReader(path)
     except OSError as err:
