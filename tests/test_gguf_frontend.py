@@ -47,11 +47,14 @@ def _gguf_tensors(hf: dict[str, tuple[int, ...]], arch) -> dict[str, tuple[int, 
 
 
 def write_gguf(
-    path: Path, config: dict, tensors: dict[str, tuple[int, ...]], quant: dict | None = None
+    path: Path,
+    config: dict,
+    tensors: dict[str, tuple[int, ...]],
+    quant: dict | None = None,
+    arch: str = "llama",
 ) -> Path:
-    """A GGUF file with ``config``'s sizes as llama.cpp writes them; each tensor F16, or
-    ``quant[name]`` (a ggml type) for its bytes."""
-    arch = "llama"
+    """A GGUF file with ``config``'s sizes (config.json names of ``_META``) as llama.cpp
+    writes them; each tensor F16, or ``quant[name]`` (a ggml type) for its bytes."""
     w = gguf.GGUFWriter(path, arch)
     for key, gguf_key in _META.items():
         if key in config:

@@ -38,7 +38,7 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto
+from onnx import TensorProto, helper
 from torch import fx, nn
 
 from chipletc.ir.dtypes import DType
@@ -84,6 +84,8 @@ _FOLD: dict[str, tuple[Callable, tuple[int, ...]]] = {
     "Cast": (torch.Tensor.to, (0,)),
     "CastLike": (torch.Tensor.to, (0,)),
     "DequantizeLinear": (torch.Tensor.to, (0,)),
+    "QuantizeLinear": (torch.Tensor.to, (0,)),
+    "DynamicQuantizeLinear": (torch.Tensor.to, (0,)),
     "Identity": (torch.clone, (0,)),
     "Dropout": (F.dropout, (0,)),
     "Concat": (torch.cat, ()),  # () = every input
@@ -101,14 +103,17 @@ _COMPUTE: dict[str, Callable] = {
     "Relu": F.relu, "Gelu": F.gelu, "FastGelu": F.gelu, "QuickGelu": F.gelu,
     "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Erf": torch.erf, "Softplus": F.softplus,
     "LeakyRelu": F.leaky_relu, "Elu": F.elu, "Mish": F.mish, "HardSwish": F.hardswish,
-    "Swish": F.silu, "Silu": F.silu,
+    "Swish": F.silu, "Silu": F.silu, "BiasGelu": F.gelu,
+    "RotaryEmbedding": torch.mul,  # elementwise on the queries or keys it rotates
     "Softmax": torch.softmax, "LogSoftmax": torch.log_softmax,
     "MatMul": torch.matmul, "Einsum": torch.einsum, "TopK": torch.topk,
     "ScatterElements": torch.scatter, "ScatterND": torch.scatter,
     "GatherElements": torch.gather,
 }  # fmt: skip
 # Data inputs of ops whose other inputs are shapes, axes or counts.
-_DATA_INPUTS = {"TopK": (0,), "ReduceMean": (0,), "ReduceSum": (0,), "Clip": (0,)}
+_DATA_INPUTS = {
+    "TopK": (0,), "ReduceMean": (0,), "ReduceSum": (0,), "Clip": (0,), "RotaryEmbedding": (0,),
+}  # fmt: skip
 # Outputs that depend on a tensor's shape only, never on its values.
 _SHAPE_ONLY = frozenset({"Shape", "Size", "ConstantOfShape", "Range", "EyeLike"})
 _NORMS = frozenset(
@@ -117,6 +122,22 @@ _NORMS = frozenset(
 )  # fmt: skip
 _ATTENTION = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention"})
 _WEIGHT_READERS = frozenset({"MatMul", "Gemm", "Einsum"})
+# Quantized matmuls: op -> (position of the weight, positions of its scales, zero points
+# and group indices, whose bytes count with it).
+_QUANT_MATMULS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "MatMulNBits": (1, (2, 3, 4)),
+    "QLinearMatMul": (3, (4, 5)),
+    "MatMulInteger": (1, (3,)),
+    "DequantizeLinear": (0, (1, 2)),  # a quantized weight dequantized before a MatMul
+}
+_QUANT_AT = {op: at for op, (at, _) in _QUANT_MATMULS.items()}
+# Ops of onnxruntime's contrib domain whose first output has the first input's shape
+# (ONNX shape inference does not know them).
+_SAME_SHAPE = frozenset(
+    {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+     "SimplifiedLayerNormalization", "FastGelu", "BiasGelu", "QuickGelu", "Gelu",
+     "RotaryEmbedding"}
+)  # fmt: skip
 
 
 def lower_onnx(path: Path, example_len: int = 8) -> Graph:
@@ -126,8 +147,8 @@ def lower_onnx(path: Path, example_len: int = 8) -> Graph:
     keep their ONNX names and element types. Raises ``ModelError`` for a file that is
     not ONNX or holds no transformer, ``UnsupportedOpError`` for an op it cannot cost.
     """
-    model = _infer_shapes(_read(path), path, example_len)
-    imp = _Importer(model, path.name)
+    model, runtime = _infer_shapes(_inline_cache_branch(_read(path)), path, example_len)
+    imp = _Importer(model, path.name, runtime)
     imp.classify()
     tm = TracedModule(imp.emit(), "onnx", imp.tokens)
     with warnings.catch_warnings():
@@ -149,20 +170,129 @@ def _read(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _infer_shapes(model: onnx.ModelProto, path: Path, example_len: int) -> onnx.ModelProto:
-    """Pin symbolic token dims to (1, example_len), then infer every shape."""
+def _inline_cache_branch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """optimum's merged decoder, as the decoder without past it holds.
+
+    Its graph is one ``If`` on the boolean input ``use_cache_branch``: the else branch
+    runs the first step (no past), the then branch every later one, over the same
+    weights (the main graph's initializers). The else branch takes the If's place, its
+    outputs renamed to the If's; the structure, and so the cost, is the same either way.
+    """
+    g = model.graph
+    ifs = [n for n in g.node if n.op_type == "If" and n.input[0] == "use_cache_branch"]
+    if len(ifs) != 1:
+        return model
+    node = ifs[0]
+    branch = next(a.g for a in node.attribute if a.name == "else_branch")
+    rename = {o.name: new for o, new in zip(branch.output, node.output, strict=True)}
+
+    def renamed(n: onnx.NodeProto) -> onnx.NodeProto:
+        out = onnx.NodeProto()
+        out.CopyFrom(n)
+        out.output[:] = [rename.get(o, o) for o in n.output]
+        return out
+
+    nodes = [n for n in g.node if n is not node]
+    at = list(g.node).index(node)
+    inlined = [*nodes[:at], *map(renamed, branch.node), *nodes[at:]]
+    g.initializer.extend(branch.initializer)
+    g.value_info.extend(v for v in branch.value_info if v.name not in rename)
+    del g.node[:]
+    g.node.extend(inlined)
+    kept = [i for i in g.input if i.name != "use_cache_branch"]
+    del g.input[:]
+    g.input.extend(kept)
+    return model
+
+
+def _infer_shapes(
+    model: onnx.ModelProto, path: Path, example_len: int
+) -> tuple[onnx.ModelProto, set[str]]:
+    """Pin symbolic dims, then infer every shape.
+
+    Integer inputs of rank 2 (ids, positions, masks) become (1, example_len); on other
+    inputs a dim named like one of those takes its size and any other symbolic dim is 0:
+    past keys and values, whose past length is 0 in the traced step. Returns the model
+    and the names of the inputs that had symbolic dims: runtime values, never weights.
+    """
+    pinned: dict[str, int] = {}
+    runtime = set()
     for value in model.graph.input:
         t = value.type.tensor_type
         if t.elem_type in _INTEGER and len(t.shape.dim) == 2:
             for dim, size in zip(t.shape.dim, (1, example_len), strict=True):
                 if not dim.HasField("dim_value"):
+                    pinned.setdefault(dim.dim_param, size)
                     dim.dim_value = size
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            runtime.add(value.name)
+            for d in dims:
+                if not d.HasField("dim_value"):
+                    d.dim_value = pinned.get(d.dim_param, 0)
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as err:
         raise ModelError(
             f"model {path}: ONNX shape inference failed ({type(err).__name__}: {err})"
         ) from None
+    return _contrib_shapes(inferred), runtime
+
+
+def _contrib_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the output shapes of onnxruntime's contrib ops, which ONNX shape
+    inference leaves out, and of everything after them (inferred again from there)."""
+    for _ in range(len(model.graph.node)):
+        g = model.graph
+        known = {v.name: _shape_of(v) for v in (*g.value_info, *g.input, *g.output)}
+        known.update({t.name: tuple(t.dims) for t in g.initializer})
+        types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input)}
+        added = []
+        for node in g.node:
+            if not node.output or known.get(node.output[0]) is not None or not node.input:
+                continue
+            shape = _contrib_shape(node, known)
+            if shape is None:
+                continue
+            outs = [node.output[0]]
+            if node.op_type.startswith("Skip") and len(node.output) > 3 and node.output[3]:
+                outs.append(node.output[3])  # the residual sum, shaped like the input
+            for out in outs:
+                known[out] = shape
+                elem = types.get(node.input[0], TensorProto.FLOAT)
+                added.append(helper.make_tensor_value_info(out, elem, shape))
+        if not added:
+            break
+        g.value_info.extend(added)
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    return model
+
+
+def _contrib_shape(
+    node: onnx.NodeProto, known: dict[str, tuple[int, ...] | None]
+) -> tuple[int, ...] | None:
+    """The first output's shape of a contrib op, from its inputs' shapes (None: unknown)."""
+    x = known.get(node.input[0])
+    if x is None:
+        return None
+    op = node.op_type
+    if op in _SAME_SHAPE:
+        return x
+    if op == "MatMulNBits":
+        return (*x[:-1], _attr(node, "N", 0))
+    if op in ("MatMulInteger", "QLinearMatMul"):
+        w = known.get(node.input[1 if op == "MatMulInteger" else 3])
+        return (*x[:-1], w[-1]) if w else None
+    if op == "Attention":  # the packed weight [d, 3d] is inside: the output is [b, s, d]
+        w = known.get(node.input[1])
+        return (*x[:-1], w[-1] // 3) if w else None
+    if op in ("MultiHeadAttention", "GroupQueryAttention") and len(x) == 3:
+        heads = _attr(node, "num_heads", 0)
+        kv = _attr(node, "kv_num_heads", 0) or heads
+        packed = len(node.input) < 2 or not node.input[1]
+        return (*x[:-1], x[-1] * heads // (heads + 2 * kv)) if packed else x
+    return None
 
 
 def _shape_of(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
@@ -176,11 +306,15 @@ def _shape_of(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
 class _Importer:
     """One ONNX graph on its way to a torch.fx graph: value facts, then emission."""
 
-    def __init__(self, model: onnx.ModelProto, name: str) -> None:
+    def __init__(self, model: onnx.ModelProto, name: str, runtime: set[str]) -> None:
         g = model.graph
         self.name = name
         self.nodes = list(g.node)
         self.inits = {t.name: t for t in g.initializer}
+        # Inputs that are data, not weights: ids, masks, past keys and values.
+        self.runtime = {
+            i.name for i in g.input if i.name in runtime or i.type.tensor_type.elem_type in _INTEGER
+        }
         self.inputs = [i for i in g.input if i.name not in self.inits]
         self.output = g.output[0].name
         self.shapes: dict[str, tuple[int, ...] | None] = {}
@@ -217,8 +351,9 @@ class _Importer:
             i.name: p.value for i in self.inputs for p in i.metadata_props if p.key == _PARAM_KIND
         }
         token_live = self._live({self.token})
+        self.companions = {t for node in self.nodes for t in self._parts(node)}
         for tensor in (*self.inits, *(i.name for i in self.inputs)):
-            if tensor == self.token:
+            if tensor == self.token or tensor in self.runtime or tensor in self.companions:
                 continue
             if "PARAMETER" in marked.values():  # torch's exporter said which are weights
                 is_weight = marked.get(tensor) == "PARAMETER"
@@ -226,6 +361,57 @@ class _Importer:
                 is_weight = self._reads_as_weight(tensor, token_live)
             if is_weight:
                 self._add_weight(tensor)
+        self._quantized_bytes()
+
+    def _quantized_bytes(self) -> None:
+        """A quantized weight's scales, zero points and group indices are real memory:
+        their bytes join the weight's (they are not parameters). MatMulNBits's packed
+        blocks stand for the logical [K, N] matrix, at the bits it states."""
+        for node in self.nodes:
+            at = _QUANT_AT.get(node.op_type, -1)
+            if at < 0 or at >= len(node.input) or node.input[at] not in self.param_of:
+                continue
+            param = self.param_of[node.input[at]]
+            w = self.weights[param]
+            stored = w.nbytes + sum(map(self._nbytes, self._parts(node)))
+            if node.op_type == "MatMulNBits":
+                bits = _attr(node, "bits", 4)
+                shape = (_attr(node, "K", 0), _attr(node, "N", 0))
+                dtype = DType.INT4 if bits <= 4 else DType.INT8
+                self.weights[param] = Weight(w.name, shape, dtype, stored)
+                self.shapes[node.input[at]] = shape
+                *parents, leaf = param.split(".")
+                module = self.root
+                for part in parents:
+                    module = module._modules[part]  # type: ignore[assignment]
+                module._parameters[leaf] = nn.Parameter(torch.empty(shape, device="meta"))
+            else:
+                self.weights[param] = Weight(w.name, w.shape, w.dtype, stored)
+
+    def _parts(self, node: onnx.NodeProto) -> list[str]:
+        """The constant scales, zero points and group indices of a quantized matmul's
+        weight (none for other ops)."""
+        if node.op_type not in _QUANT_MATMULS:
+            return []
+        _, positions = _QUANT_MATMULS[node.op_type]
+        parts = [node.input[i] for i in positions if i < len(node.input)]
+        if node.op_type == "MatMulInteger":  # its scales multiply the int32 result
+            parts += self._scales_after(node.output[0])
+        return [p for p in parts if p in self.inits]
+
+    def _scales_after(self, value: str) -> list[str]:
+        """Constant operands of the Cast and Mul ops that rescale ``value``."""
+        out, stack = [], [value]
+        while stack:
+            for node, _ in self.consumers.get(stack.pop(), []):
+                if node.op_type in ("Cast", "Mul"):
+                    out += [x for x in node.input if x in self.inits]
+                    stack.append(node.output[0])
+        return out
+
+    def _nbytes(self, tensor: str) -> int:
+        bits = _DTYPES.get(self.types.get(tensor, 0), (None, 32))[1]
+        return (prod(self.shapes.get(tensor) or ()) * bits + 7) // 8
 
     def _live(self, sources: set[str]) -> set[str]:
         """Values that depend on ``sources`` through data (not shape-only) inputs."""
@@ -257,6 +443,7 @@ class _Importer:
                     stack.extend(o for o in node.output if o)
                 elif (
                     op in _WEIGHT_READERS
+                    or (op in _QUANT_MATMULS and op != "DequantizeLinear" and i == _QUANT_AT[op])
                     or (op == "Gather" and i == 0)
                     or ((op in _NORMS or op in _ATTENTION) and i > 0)
                 ):
@@ -293,16 +480,36 @@ class _Importer:
         self._meta(placeholder, self.token, "")
         self.env[self.token] = placeholder
         live = self._live({self.token, *self.param_of})
+        guards = self._nan_guards()
         for node in self.nodes:
             if node.name in self.skip or not any(o in live for o in node.output):
                 continue
             if node.op_type in _SHAPE_ONLY:
+                continue
+            if node.name in guards:
+                self.env[node.output[0]] = self.env[guards[node.name]]
                 continue
             self._emit(node)
         if self.output not in self.env:
             raise ModelError(f"model {self.name}: the output does not depend on the token ids")
         self.fx.output(self.env[self.output])
         return fx.GraphModule(self.root, self.fx)
+
+    def _nan_guards(self) -> dict[str, str]:
+        """``Where(IsNaN(p), 0, p)``, with which torch's exporter guards attention
+        probabilities against fully masked rows: no structure and next to no cost. Each
+        such Where (node name -> the value ``p``) is read as ``p``; its IsNaN, used by
+        nothing else, is skipped."""
+        producer = {o: n for n in self.nodes for o in n.output}
+        out: dict[str, str] = {}
+        for node in self.nodes:
+            cond = producer.get(node.input[0]) if node.op_type == "Where" else None
+            if cond is None or cond.op_type != "IsNaN" or cond.input[0] != node.input[2]:
+                continue
+            if len(self.consumers.get(cond.output[0], [])) == 1:
+                out[node.name] = node.input[2]
+                self.skip.add(cond.name)
+        return out
 
     def _arg(self, name: str) -> fx.Node | None:
         if name in self.env:
@@ -349,6 +556,15 @@ class _Importer:
             self._outputs(node, n)
         elif op == "Gemm":
             self._linear(node, ins[0], ins[1], ins[2] if len(ins) > 2 else "", node.output[0])
+        elif op in ("MatMulNBits", "QLinearMatMul", "MatMulInteger"):
+            bias, out = self._bias_after(node)
+            self._linear(node, ins[0], ins[_QUANT_MATMULS[op][0]], bias, out)
+        elif op == "Attention" and node.domain == "com.microsoft" and ins[1] in self.weighty:
+            # The packed QKV projection is inside the op: a linear, then the attention.
+            qkv = f"{node.output[0]}.qkv"
+            self.shapes[qkv] = (*self.shapes[ins[0]][:-1], self.shapes[ins[1]][-1])
+            self._linear(node, ins[0], ins[1], ins[2] if len(ins) > 2 else "", qkv)
+            self._attention(node, [qkv, "", ""])
         elif op == "MatMul" and ins[1] in self.weighty:
             bias, out = self._bias_after(node)
             self._linear(node, ins[0], ins[1], bias, out)
@@ -386,16 +602,35 @@ class _Importer:
                     self.env[out] = item
 
     def _bias_after(self, matmul: onnx.NodeProto) -> tuple[str, str]:
-        """A 1-D weight added to a weight matmul's output joins the matmul as its bias."""
-        out = matmul.output[0]
-        users = self.consumers.get(out, [])
-        if len(users) == 1 and users[0][0].op_type == "Add" and out != self.output:
-            add = users[0][0]
-            other = add.input[1 - users[0][1]]
-            if other in self.param_of and len(self.shapes[other]) == 1:
-                self.skip.add(add.name)
-                return other, add.output[0]
-        return "", out
+        """A 1-D weight added to a weight matmul's output joins the matmul as its bias,
+        also behind the ops that turn a quantized matmul's integers back into floats
+        (Cast, DequantizeLinear, a Mul by a scale), which go with it."""
+        out, chain = matmul.output[0], []
+        while out != self.output:
+            users = self.consumers.get(out, [])
+            if len(users) != 1:
+                break
+            user, pos = users[0]
+            if user.op_type == "Add":
+                other = user.input[1 - pos]
+                if other in self.param_of and len(self.shapes[other]) == 1:
+                    self.skip.update(n.name for n in (*chain, user))
+                    return other, user.output[0]
+                break
+            if not self._rescales(user, pos):
+                break
+            chain.append(user)
+            out = user.output[0]
+        return "", matmul.output[0]
+
+    def _rescales(self, node: onnx.NodeProto, pos: int) -> bool:
+        """Whether ``node`` only rescales its input ``pos`` (a quantized matmul's result)."""
+        if node.op_type in ("Cast", "DequantizeLinear"):
+            return pos == 0
+        if node.op_type == "Mul":
+            other, shape = node.input[1 - pos], self.shapes.get(node.input[1 - pos])
+            return other in self.companions or (shape is not None and prod(shape) <= 1)
+        return False
 
     def _linear(self, node: onnx.NodeProto, x: str, w: str, b: str, out: str) -> None:
         if w not in self.weighty:
@@ -421,9 +656,9 @@ class _Importer:
             x, params = summed, [ins[2], *ins[3:4]]
         self._call(node, fn, [x, *(self._arg(p) for p in params if p)])
 
-    def _attention(self, node: onnx.NodeProto) -> None:
+    def _attention(self, node: onnx.NodeProto, inputs: list[str] | None = None) -> None:
         """Fused attention on [batch, seq, heads * dim] tensors, as an SDPA on 4-D heads."""
-        ins = [*node.input, "", "", ""]
+        ins = [*(node.input if inputs is None else inputs), "", "", ""]
         heads = _attr(node, "q_num_heads", 0) or _attr(node, "num_heads", 0)
         kv_heads = _attr(node, "kv_num_heads", 0) or heads
         q_shape = self.shapes.get(ins[0])
