@@ -33,6 +33,7 @@ class Export:
     merged: bool = False  # optimum's merged decoder: an If on use_cache_branch
     quant: str = ""  # "nbits", "qdq", "qlinear" or "integer"
     fused: bool = False  # SkipLayerNormalization, packed Attention, FastGelu (com.microsoft)
+    gqa: bool = False  # RotaryEmbedding and GroupQueryAttention over 2 KV heads (com.microsoft)
     files: int = 0  # initializers in this many external files (0: one missing file)
 
 
@@ -145,7 +146,10 @@ class _Builder:
             for i in range(LAYERS):
                 p = f"h.{i}"
                 h = self.norm(x, f"{p}.ln_1")
-                attn = self.attention(h, p, i, mask, past, inputs, outputs)
+                if e.gqa:
+                    attn = self.gqa_attention(h, p, inputs, pos_ids)
+                else:
+                    attn = self.attention(h, p, i, mask, past, inputs, outputs)
                 x = self.node("Add", [x, attn], f"{p}.res1")
                 hidden = self.node(
                     "Gelu", [self.linear(self.norm(x, f"{p}.ln_2"), f"{p}.mlp.fc1", D, FFN)],
@@ -190,6 +194,33 @@ class _Builder:
                         perm=[0, 2, 1, 3])  # fmt: skip
         merged = self.node("Reshape", [ctx, "model_shape"], f"{p}.merged")
         return self.linear(merged, f"{p}.attn.proj", D, D)
+
+    def gqa_attention(self, h: str, p: str, inputs: list, pos_ids: str) -> str:
+        """onnxruntime's GQA decoder layer: separate Q, K, V, rotary on Q and K from cos
+        and sin caches, GroupQueryAttention with its own past buffers and lengths."""
+        kv = 2
+        if not any(i.name == "seqlens_k" for i in inputs):
+            inputs += [
+                helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+                helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+            ]
+            self.f16("cos_cache", POSITIONS, DH // 2)
+            self.f16("sin_cache", POSITIONS, DH // 2)
+        q = self.linear(h, f"{p}.attn.q", D, D)
+        k = self.linear(h, f"{p}.attn.k", D, kv * DH)
+        v = self.linear(h, f"{p}.attn.v", D, kv * DH)
+        rq, rk = (self.node("RotaryEmbedding", [t, pos_ids, "cos_cache", "sin_cache"],
+                            f"{t}.rot", MS) for t in (q, k))  # fmt: skip
+        for name in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(
+                f"{p}.past_{name}", TensorProto.FLOAT16, ["batch", kv, "past", DH]))  # fmt: skip
+        attn = self.node(
+            "GroupQueryAttention",
+            [rq, rk, v, f"{p}.past_key", f"{p}.past_value", "seqlens_k", "total_sequence_length"],
+            [f"{p}.gqa", f"{p}.present_key", f"{p}.present_value"], MS, num_heads=HEADS,
+            kv_num_heads=kv,
+        )  # fmt: skip
+        return self.linear(attn, f"{p}.attn.proj", D, D)
 
     def skip_norm(self, x: str, residual: str, name: str, total: bool = True) -> str:
         """SkipLayerNormalization: norm(x + residual), and the sum as output 3."""
@@ -327,6 +358,15 @@ def test_fused_contrib_operators(tmp_path: Path, reference) -> None:
     g = load_model(str(build_onnx(tmp_path / "f.onnx", Export(fused=True))))
     assert _figures(g) == _figures(reference)
     assert g.weight_bytes == reference.weight_bytes and not g.unrecognised()
+
+
+def test_group_query_attention_with_rotary(tmp_path: Path) -> None:
+    export = Export(positions=True, gqa=True)
+    g = load_model(str(build_onnx(tmp_path / "gqa.onnx", export)))
+    assert (g.info.num_heads, g.info.num_kv_heads, g.info.head_dim) == (HEADS, 2, DH)
+    assert g.kv_bytes_per_token == LAYERS * 2 * 2 * DH * 2  # K and V of 2 heads, fp16
+    assert g.weight_bytes == _weight_bytes(export) - 2 * 2 * POSITIONS * DH // 2  # no caches
+    assert not g.unrecognised()
 
 
 def test_safetensors_gguf_and_onnx_agree(tmp_path: Path, default_target, reference) -> None:

@@ -7,23 +7,32 @@ call the torch function of the same meaning, with the ONNX shapes as meta tensor
 each weight a meta-device parameter; ``lower_traced`` does the rest. Steps:
 
 1. ``_read``: ``onnx.load(load_external_data=False)``; initializers whose data lives in
-   external files (present or not) contribute their dims and dtype only.
-2. ``_infer_shapes``: symbolic dims of the token input are pinned to (1, example_len)
-   and ONNX shape inference runs with data propagation (Shape -> Reshape chains).
+   external files (any number of them, present or not) contribute their dims and dtype
+   only. ``_inline_cache_branch``: optimum's merged decoder (an If on
+   ``use_cache_branch``) becomes the decoder without past it holds.
+2. ``_infer_shapes``: symbolic dims of integer inputs (ids, mask, positions) are pinned
+   to (1, example_len), other inputs' (past keys and values) to 0 past tokens; ONNX shape
+   inference runs with data propagation (Shape -> Reshape chains), and
+   ``_contrib_shapes`` adds the outputs of onnxruntime's contrib ops.
 3. ``_Importer.classify``: the token input (an integer input, ``input_ids`` first);
    weights (what torch's exporter marks PARAMETER, else initializers and static float
-   inputs read by a matmul, gather, norm, or as a per-feature bias or scale); anything
-   else (shape arithmetic, masks, rotary tables, buffers) is constant and dropped.
+   inputs read by a matmul, a quantized matmul, gather, norm, or as a per-feature bias
+   or scale); inputs with symbolic dims are runtime data, never weights; anything else
+   (shape arithmetic, masks, rotary tables, buffers) is constant and dropped. A quantized
+   weight's scales, zero points and group indices add their bytes to it.
 4. ``_Importer.emit``: every node that depends on the tokens or a weight becomes fx
-   nodes. Exporter decompositions are put back: MatMul + bias Add is one linear; fused
-   ops (Gemm, LayerNormalization, RMSNormalization, SkipLayerNormalization, Attention,
-   MultiHeadAttention, GroupQueryAttention) become their torch counterparts.
+   nodes. Exporter decompositions are put back: MatMul + bias Add is one linear (also
+   behind a quantized matmul's rescaling); MatMulNBits, QLinearMatMul, MatMulInteger and
+   DequantizeLinear + MatMul are linears; fused ops (Gemm, LayerNormalization,
+   RMSNormalization, SkipLayerNormalization, Attention with its packed QKV weight,
+   MultiHeadAttention, GroupQueryAttention) become their torch counterparts; torch's NaN
+   guard on attention probabilities is read as the probabilities.
 
 Ops with no counterpart become ``GENERIC`` (costed from their shapes, listed by
 ``chipletc inspect``); a live op whose output shape inference cannot give, or one with
-subgraphs, cannot be costed and raises ``UnsupportedOpError`` naming the node. Not
-handled: quantized ONNX operators other than DequantizeLinear (MatMulNBits, QLinear*),
-and graphs whose logits are not the first output.
+subgraphs (other than the merged decoder's If), cannot be costed and raises
+``UnsupportedOpError`` naming the node. Not handled: graphs whose logits are not the
+first output.
 """
 
 from __future__ import annotations
