@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from math import prod
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,24 @@ def test_falcon_layouts_differ_in_norms_and_kv_heads(tmp_path: Path) -> None:
     )
     same, _ = model_config(_write(tmp_path / "rw", rw))
     assert replace(same, name=new.name, source=new.source) == new
+
+
+def test_deepseek_v3_mtp_layer_is_listed_not_placed(tmp_path: Path, cli: CliRun) -> None:
+    """DeepSeek-V3's checkpoint holds layer 61, the multi-token-prediction module, which
+    serving does not run: its tensors are listed with their bytes, in no plan."""
+    config = {**PUBLISHED["deepseek-v3"].config, "num_hidden_layers": 2,
+              "first_k_dense_replace": 1}  # fmt: skip
+    d = _write(tmp_path / "dsv3", config)
+    ours = {w.name: w.shape for _, w in lower_checkpoint(d).weights()}
+    layers = config["num_hidden_layers"]
+    mtp = {n.replace(f".layers.{layers - 1}.", f".layers.{layers}."): s for n, s in ours.items()
+           if f".layers.{layers - 1}." in n}  # fmt: skip
+    mtp[f"model.layers.{layers}.eh_proj.weight"] = (7168, 2 * 7168)
+    write_header(d / "model.safetensors", {n: ("BF16", s) for n, s in {**ours, **mtp}.items()})
+    g = lower_checkpoint(d)
+    assert dict(g.info.unplaced) == {n: 2 * prod(s) for n, s in mtp.items()}
+    assert g.weight_bytes == 2 * g.params  # the placed weights alone
+    code, out, _ = cli("inspect", str(d))
+    mtp_bytes = sum(dict(g.info.unplaced).values())
+    assert code == 0 and f"not placed            {len(mtp)} tensors" in out
+    assert f"{mtp_bytes / 1e9:.2f} GB" in out and "multi-token-prediction" in out
