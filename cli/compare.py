@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 from typing import Any
@@ -33,7 +34,9 @@ COLUMNS = ("target", "context", "status", "tp", "pp", "batch", "micro_batch", "s
 def register(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--targets", default=DEFAULT_TARGETS, metavar="T1,T2,...",
-                   help=f"presets or YAML files, comma-separated (default {DEFAULT_TARGETS})")
+                   help="presets or YAML files, comma-separated; T:owned prices a rented "
+                   "preset as fabricated and owned (its bill of materials under the owned "
+                   f"TCO) (default {DEFAULT_TARGETS})")
     p.add_argument("--contexts", default="256,512,1K,2K,4K,8K,16K,32K", metavar="N,...",
                    help="prompt lengths to sweep, increasing (K = 1024; default "
                    "256,512,1K,2K,4K,8K,16K,32K)")
@@ -61,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
     specs = [s.strip() for s in args.targets.split(",") if s.strip()]
     targets = []
     for spec in specs:
-        target = load_target(spec)
+        owned = spec.endswith(":owned")
+        target = load_target(spec.removesuffix(":owned"))
+        if owned:
+            target = dataclasses.replace(target, name=f"{target.name} owned",
+                                         economics=dataclasses.replace(
+                                             target.economics, rent_usd_per_hour=None))
         targets.append(target if target.economics.rented else economics_from(args, target))
     graph = load_graph(args)
     result = compare(graph, targets, options_from(SearchOptions, args), contexts, overrides)

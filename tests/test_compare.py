@@ -111,3 +111,19 @@ def test_cli_override_needs_its_target(cli: CliRun):
                          "h100:price=2")
     assert code == 2 and not out and err.count("\n") == 1
     assert "h100-x8 is not among --targets" in err
+
+
+def test_owned_variant_prices_the_bill_of_materials(cli: CliRun):
+    """`T:owned` is the rented preset under the owned TCO: the same mapping and speed,
+    the server's cost rate that `chipletc cost` reports as fabricated."""
+    code, out, _ = cli("compare", "gpt3-175b", "--targets", "a100-80gb-x8,a100-80gb-x8:owned",
+                       "--contexts", "256", "--gen-len", "128", "--json")
+    assert code == 0
+    rented, owned = json.loads(out)["rows"]
+    assert owned["target"] == "a100-80gb-x8 owned"
+    assert (owned["tp"], owned["pp"], owned["batch"]) == (
+        rented["tp"], rented["pp"], rented["batch"])
+    code, out, _ = cli("cost", "a100-80gb-x8", "--json")
+    fab = json.loads(out)["server"]["fabricated"]["cost_rate_usd_per_s"]
+    expected = owned["servers"] * fab * 1000 / owned["tokens_per_s"]
+    assert owned["usd_per_1k_tokens"] == pytest.approx(expected, rel=1e-9)
