@@ -106,9 +106,10 @@ def add_option_flags(
         default = kwargs.get("default")
         if over:
             kwargs["default"] = None
-            text = f"{text} (default: {over}" + ("" if default is None else (
-                f", else {default:g}" if isinstance(default, float) else f", else {default}"))
-            text += ")"
+            shown = "" if default is None else (
+                f"{default:g}" if isinstance(default, float) else str(default))
+            text = f"{text} (default: {over}" + (
+                f", {shown} unless set there)" if shown else ")")
         elif text is not None and default is not None:
             text += f" (default {default:g})" if isinstance(default, float) else (
                 f" (default {default})"

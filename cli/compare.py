@@ -1,4 +1,5 @@
-"""`chipletc compare`: one model on several targets side by side over context lengths."""
+"""`chipletc compare`: one model on several targets side by side over context lengths,
+batches or latency bounds."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .explore import EXPLORE_FLAGS
 from .output import assumption_lines, shown_dir, write_outputs
 
 DEFAULT_TARGETS = "cc-7nm-gpt3,a100-80gb-x8,h100-x8,rtx4090-x8"
-COLUMNS = ("target", "context", "status", "tp", "pp", "batch", "micro_batch", "servers",
+COLUMNS = ("target", "value", "status", "tp", "pp", "batch", "micro_batch", "servers",
            "usd_per_1k_tokens", "tokens_per_s", "prefill_s", "decode_s_per_token",
            "average_J_per_1k_tokens", "J_per_1k_tokens", "usd_per_chip_hour",
            "tokens_per_s_per_chip")
@@ -37,14 +38,21 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="presets or YAML files, comma-separated; T:owned prices a rented "
                    "preset as fabricated and owned (its bill of materials under the owned "
                    f"TCO) (default {DEFAULT_TARGETS})")
-    p.add_argument("--contexts", default="256,512,1K,2K,4K,8K,16K,32K", metavar="N,...",
-                   help="prompt lengths to sweep, increasing (K = 1024; default "
-                   "256,512,1K,2K,4K,8K,16K,32K)")
+    sweep = p.add_mutually_exclusive_group()
+    sweep.add_argument("--contexts", metavar="N,...",
+                       help="sweep the prompt length, increasing (K = 1024; the default "
+                       "sweep: 256,512,1K,2K,4K,8K,16K,32K)")
+    sweep.add_argument("--batches", metavar="B,...",
+                       help="sweep a pinned batch instead, at --prompt-len")
+    sweep.add_argument("--latency-bounds-ms", metavar="MS,...",
+                       help="sweep the bound on decode time per token instead")
     p.add_argument("--baseline", action="append", default=[], metavar="NAME:K=V,...",
                    help="show a rented target again at another price and throughput per "
                    "chip, e.g. a100:price=0.87,tokens_per_s=211; repeatable")
-    add_option_flags(p, SearchOptions, [f for f in EXPLORE_FLAGS if f != "prompt_len"],
-                     help={"objective": "each target's mapping minimizes this"})
+    add_option_flags(p, SearchOptions, EXPLORE_FLAGS, help={
+        "objective": "each target's mapping minimizes this",
+        "prompt_len": "prompt tokens of a batch or latency sweep (a context sweep sets it)",
+    })
     add_economics_flags(p)  # over the owned targets; a rented one changes with --baseline
     add_storage_args(p)
     add_cache_arg(p)
@@ -56,10 +64,18 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chipletc.backends.targets import load_target
-    from chipletc.compiler.compare import compare, compare_png, parse_contexts
+    from chipletc.compiler.compare import DEFAULT_CONTEXTS, compare, compare_png, parse_values
     from chipletc.compiler.explore import parse_override
 
-    contexts = parse_contexts(args.contexts)
+    if args.batches:
+        sweep, values = "batch", parse_values(args.batches, "--batches")
+    elif args.latency_bounds_ms:
+        sweep = "latency"
+        values = parse_values(args.latency_bounds_ms, "--latency-bounds-ms", whole=False)
+    else:
+        sweep = "context"
+        values = (parse_values(args.contexts, "--contexts") if args.contexts
+                  else DEFAULT_CONTEXTS)
     overrides = [parse_override(text) for text in args.baseline]
     specs = [s.strip() for s in args.targets.split(",") if s.strip()]
     targets = []
@@ -72,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                                              target.economics, rent_usd_per_hour=None))
         targets.append(target if target.economics.rented else economics_from(args, target))
     graph = load_graph(args)
-    result = compare(graph, targets, options_from(SearchOptions, args), contexts, overrides)
+    result = compare(graph, targets, options_from(SearchOptions, args), values, overrides,
+                     sweep)
     doc = result.to_dict()
     if args.out:
         write_outputs(args.out, {"compare.json": json.dumps(doc, indent=1) + "\n",
@@ -95,17 +112,20 @@ def _ms(s: float) -> str:
 
 
 def format_table(doc: dict[str, Any], out: str | None) -> str:
+    swept = {"context": "prompt", "batch": "batch", "latency": "ms bound"}[doc["sweep"]]
+    fixed = ("each prompt length" if doc["sweep"] == "context"
+             else f"a {doc['prompt_len']}-token prompt")
     lines = [f"{doc['model']}: objective {doc['objective']}, {doc['gen_len']} generated "
-             "tokens after each prompt length", ""]
+             f"tokens after {fixed}", ""]
     for name, values in doc["assumptions"].items():
         block = assumption_lines(values)
         lines.append(f"{name}: {block[0]}")
         lines += block[1:]
-    head = (f"{'target':<36}{'prompt':>7}  {'mapping':<22}{'$/1K tok':>10}{'tok/s':>10}"
+    head = (f"{'target':<36}{swept:>8}  {'mapping':<22}{'$/1K tok':>10}{'tok/s':>10}"
             f"{'TTFT':>10}{'per token':>11}{'J/token':>9}")
     lines += ["", head]
     for r in doc["rows"]:
-        left = f"{r['target']:<36.36}{r['context']:>7}  "
+        left = f"{r['target']:<36.36}{r['value']:>8g}  "
         if r["status"] != "ok":
             lines.append(left + r["status"])
             continue

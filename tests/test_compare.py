@@ -10,7 +10,7 @@ import pytest
 from builders import CliRun
 
 from chipletc.backends.targets import load_target
-from chipletc.compiler.compare import BEYOND_POSITIONS, compare, parse_contexts
+from chipletc.compiler.compare import BEYOND_POSITIONS, compare, parse_values
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.explore import parse_override
 from chipletc.compiler.partition import SearchOptions
@@ -34,7 +34,7 @@ def test_rows_are_compiles_optimum(gpt3):
             continue
         target = load_target(row["target"])
         compiled = compile_model(graph, target, dataclasses.replace(
-            OPTIONS, prompt_len=row["context"]))
+            OPTIONS, prompt_len=row["value"]))
         assert row["usd_per_1k_tokens"] == pytest.approx(
             compiled.cost.tco_per_1k_tokens_usd, rel=1e-9)
         assert row["average_power_w"] == pytest.approx(compiled.cost.average_power_w)
@@ -45,7 +45,7 @@ def test_rows_are_compiles_optimum(gpt3):
 
 def test_beyond_the_position_table_is_a_status(gpt3):
     _, result = gpt3
-    long = [r for r in result.rows if r["context"] == 4096]
+    long = [r for r in result.rows if r["value"] == 4096]
     assert long and all(r["status"] == BEYOND_POSITIONS for r in long)
 
 
@@ -64,7 +64,7 @@ def test_override_row_follows_its_preset(gpt3):
 @pytest.mark.parametrize("name", ["a100-80gb-x8", "rtx4090-x8"])
 def test_gpu_rows_agree_with_simulate(gpt3, cli: CliRun, name):
     _, result = gpt3
-    row = next(r for r in result.rows if r["target"] == name and r["context"] == 256)
+    row = next(r for r in result.rows if r["target"] == name and r["value"] == 256)
     code, out, _ = cli("simulate", "gpt3-175b", "--target", name, "--tp", str(row["tp"]),
                        "--pp", str(row["pp"]), "--batch", str(row["batch"]), "--micro-batch",
                        str(row["micro_batch"]), "--prompt-len", "256", "--gen-len", "128",
@@ -95,15 +95,35 @@ def test_cli_table_chart_and_repeatability(cli: CliRun, tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("256,x", "not a length ('x')"),
+    ("256,x", "--contexts: not a whole number ('x')"),
     ("1K,512", "increasing, distinct"),
-    ("0", "at least 1"),
+    ("0", "must be positive"),
 ])
 def test_bad_contexts(text, message):
     from chipletc.ir.errors import UsageError
 
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        parse_contexts(text)
+        parse_values(text, "--contexts")
+
+
+def test_batch_and_latency_sweeps_pin_and_bound(cli: CliRun):
+    code, out, _ = cli("compare", "gpt3-175b", "--targets", "a100-80gb-x8", "--batches",
+                       "1,8,64", "--prompt-len", "256", "--gen-len", "64", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["sweep"] == "batch" and doc["values"] == [1, 8, 64]
+    ok = [r for r in doc["rows"] if r["status"] == "ok"]
+    assert ok and all(r["batch"] == r["value"] for r in ok)
+    code, out, _ = cli("compare", "gpt3-175b", "--targets", "a100-80gb-x8",
+                       "--latency-bounds-ms", "60,100", "--prompt-len", "256", "--gen-len",
+                       "64", "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["decode_s_per_token"] <= r["value"] / 1e3 for r in ok)
+    # a looser bound never costs more
+    usd = [r["usd_per_1k_tokens"] for r in ok]
+    assert usd == sorted(usd, reverse=True)
 
 
 def test_cli_override_needs_its_target(cli: CliRun):
