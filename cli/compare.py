@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from chipletc.compiler.partition import SearchOptions
+from chipletc.ir.errors import UsageError
 
 from .common import (
     add_cache_arg,
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                   else DEFAULT_CONTEXTS)
     overrides = [parse_override(text) for text in args.baseline]
     specs = [s.strip() for s in args.targets.split(",") if s.strip()]
+    if not specs:
+        raise UsageError("--targets: give at least one target, e.g. cc-7nm-gpt3,a100-80gb-x8")
     targets = []
     for spec in specs:
         owned = spec.endswith(":owned")

@@ -104,7 +104,7 @@ def design_knobs(target: Target) -> list[Knob]:
     $5-20 per W, efficiency factors 0.5-1, utilization 0.3-1.
     """
     t, e, f = target.tech, target.economics, target.efficiency
-    knobs = [
+    knobs = [] if e.rented else [  # a rent replaces what the silicon costs
         Knob("wafer_cost_usd", "wafer price", "$", "design", t.wafer_cost_usd,
              *_scaled(t.wafer_cost_usd, 0.5, 2.0, ceiling=1e6)),
         Knob("defect_density_per_cm2", "defect density", "/cm2", "design",

@@ -174,3 +174,25 @@ def test_compile_prints_the_assumptions_and_both_powers(cli: CliRun):
     assert code == 0
     assert re.search(r"--interest-rate 0\s", out) and "--power-basis simulated" in out
     assert "W at TDP" in out and "W average (charged: simulated)" in out
+
+
+def test_explore_mapping_charges_the_basis_as_compile(zoo_graph, default_target):
+    """explore's map_model (memoized stage times) and compile agree under a basis that
+    needs the run's average power."""
+    from chipletc.compiler.explore.run import map_model
+    from chipletc.compiler.partition.problem import ProblemBuilder
+
+    graph = zoo_graph("gpt3-175b")
+    target = dataclasses.replace(default_target, economics=Economics(
+        power_basis=PowerBasis.SIMULATED))
+    row = map_model(graph, ProblemBuilder(graph, SearchOptions()), target)
+    compiled = compile_model(graph, target, SearchOptions()).cost
+    assert row["usd_per_1k_tokens"] == pytest.approx(compiled.tco_per_1k_tokens_usd, rel=1e-9)
+    assert row["average_power_w"] == pytest.approx(compiled.average_power_w, rel=1e-12)
+
+
+def test_serve_refuses_a_basis_it_cannot_average(cli: CliRun):
+    code, out, err = cli("serve", "gpt2-small", "-w", "burst:prompt=fixed:64,gen=fixed:8,n=4",
+                         "--power-basis", "split")
+    assert code == 2 and not out and err.count("\n") == 1
+    assert "--power-basis split: serve charges owned servers at TDP" in err
