@@ -66,7 +66,7 @@ def test_compile_writes_a_self_contained_page(cli: CliRun, tmp_path: Path):
     assert all(i["src"].startswith("data:image/png;base64,") for i in page.images)
     assert [i["alt"] for i in page.images] == [
         "chiplets by stage and by memory use", "cost per 1K tokens by item",
-        "timeline of the first decode step"]
+        "timeline of a decode step"]
     plan = json.loads((tmp_path / "plan.json").read_text())
     m = plan["mapping"]
     assert [str(m[k]) for k in ("tp", "pp", "batch", "micro_batch")] == page.cells[6:10]
