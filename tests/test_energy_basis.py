@@ -99,13 +99,12 @@ def test_average_power_spans_idle_to_tdp(name):
 
 def test_compile_charges_the_basis_it_is_given(zoo_graph, default_target):
     graph = zoo_graph("gpt3-175b")
-    costs = {}
+    results = {}
     for basis in PowerBasis:
         target = dataclasses.replace(default_target, economics=Economics(power_basis=basis))
-        costs[basis] = compile_model(graph, target, SearchOptions()).cost
-    tdp, split, sim = costs[PowerBasis.TDP], costs[PowerBasis.SPLIT], costs[PowerBasis.SIMULATED]
-    result = compile_model(graph, default_target, SearchOptions())
-    perf = estimate(graph, default_target, result.partition.mapping, 1024, 1024)
+        results[basis] = compile_model(graph, target, SearchOptions())
+    tdp, split, sim = (results[b].cost for b in PowerBasis)
+    perf = estimate(graph, default_target, results[PowerBasis.TDP].partition.mapping, 1024, 1024)
     average = average_server_power_w(default_target, perf.metrics)
     assert sim.average_power_w == pytest.approx(average)
     assert 0 < average < tdp.server_power_w
