@@ -18,6 +18,7 @@ lane budget (``chipletc.backends.cost.thermal_check`` reports it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -51,6 +52,7 @@ __all__ = [
     "SystemSpec",
     "Target",
     "TechNode",
+    "WaferSpec",
 ]
 
 TOPOLOGIES = ("ring", "mesh2d", "torus2d", "torus3d", "switch")
@@ -59,7 +61,7 @@ TOPOLOGIES = ("ring", "mesh2d", "torus2d", "torus3d", "switch")
 (``ServerParts.switch_usd_per_port``)."""
 LEVELS = ("package", "server", "cluster")
 """Link levels, innermost first."""
-SUBSTRATES = ("organic", "interposer")
+SUBSTRATES = ("organic", "interposer", "wafer")
 COOLING_KINDS = ("air", "liquid")
 
 # What a dtype's matmuls run at when the chip has no native rate for it: narrower
@@ -210,8 +212,32 @@ class ChipletSpec:
 
 
 @dataclass(frozen=True)
+class WaferSpec:
+    """A whole-wafer engine's redundancy and the parts around the wafer.
+
+    The wafer's tiles (its "chiplets") are built of ``regions`` x (``cores_per_region``
+    + ``spares_per_region``) cores; a region works while at most its spares are
+    defective (``backends.cost.wafer.spared_yield``). ``engine_usd`` is what the
+    wafer needs to run beyond its silicon: package, power delivery and cold plate.
+    """
+
+    regions: int
+    cores_per_region: int
+    spares_per_region: int
+    engine_usd: float
+
+    def __post_init__(self) -> None:
+        require_count("regions", self.regions, maximum=10_000_000)
+        require_count("cores_per_region", self.cores_per_region, maximum=1_000_000)
+        require_count("spares_per_region", self.spares_per_region, minimum=0,
+                      maximum=self.cores_per_region)
+        require_nonnegative("engine_usd", self.engine_usd, high=1e9)
+
+
+@dataclass(frozen=True)
 class PackageSpec:
-    """Chiplets in one package: on an organic substrate or a silicon interposer.
+    """Chiplets in one package: on an organic substrate, a silicon interposer, or a
+    whole wafer (``substrate: wafer``, its tiles being the chiplets, with ``wafer``).
 
     ``bw_Bps_per_chip`` and ``latency_s`` describe the package link level; None means
     the chiplet's own links (all of them, at their latency).
@@ -222,6 +248,7 @@ class PackageSpec:
     topology: str = "ring"
     bw_Bps_per_chip: float | None = None
     latency_s: float | None = None
+    wafer: WaferSpec | None = None
 
     def __post_init__(self) -> None:
         require_count("chiplets_per_package", self.chiplets_per_package, maximum=MAX_COUNT)
@@ -229,6 +256,9 @@ class PackageSpec:
         _one_of("topology", self.topology, TOPOLOGIES)
         _optional_positive("bw_Bps_per_chip", self.bw_Bps_per_chip, MAX_BW_BPS)
         _optional_nonnegative("latency_s", self.latency_s, MAX_LATENCY_S)
+        if (self.substrate == "wafer") != (self.wafer is not None):
+            raise fail("wafer", "a wafer spec goes with substrate: wafer, and only with it",
+                       self.substrate, "substrate: wafer with wafer: {regions, ...}")
 
 
 @dataclass(frozen=True)
@@ -447,6 +477,14 @@ class Target:
         if chip.hbm_bytes == 0 and chip.sram_bytes == 0:
             raise fail("chiplet.sram_bytes", "an SRAM-only design (no HBM) has no SRAM", 0,
                        "> 0, or give hbm_bytes")
+        if self.package.substrate == "wafer":
+            usable = math.pi * (tech.usable_diameter_mm / 2) ** 2
+            tiles = self.chips_per_package * chip.area_mm2
+            if tiles > usable:
+                raise fail("package.chiplets_per_package",
+                           f"tiles of {chip.area_mm2:g} mm2 beyond the usable wafer",
+                           self.chips_per_package,
+                           f"<= {math.floor(usable / chip.area_mm2)} ({usable:,.0f} mm2)")
         if chip.hbm_stacks > 0 and self.package.substrate != "interposer":
             raise fail("package.substrate", "HBM stacks need a silicon interposer",
                        self.package.substrate, "interposer")

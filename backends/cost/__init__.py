@@ -30,6 +30,7 @@ from .tco import (
     tco_breakdown,
     tco_power_w,
 )
+from .wafer import region_yield, spared_yield, wafer_engine_cost
 
 __all__ = [
     "HBM_J_PER_B",
@@ -55,13 +56,16 @@ __all__ = [
     "loan_interest",
     "owned_cost_rate_usd_per_s",
     "package_cost",
+    "region_yield",
     "rent_usd",
     "require_within_limits",
     "server_cost",
     "server_energy_J_per_s",
     "server_power",
     "server_tco",
+    "spared_yield",
     "tco_breakdown",
     "tco_power_w",
     "thermal_check",
+    "wafer_engine_cost",
 ]

@@ -31,6 +31,7 @@ from chipletc.ir.target import Target
 
 from .die import DieCost, die_cost
 from .package import PackageCost, package_cost
+from .wafer import wafer_engine_cost
 
 __all__ = [
     "AIR_RHO_CP_J_PER_M3_K",
@@ -91,16 +92,19 @@ def server_power(target: Target, chip_w: float | None = None) -> dict[str, float
 def server_cost(target: Target) -> ServerCost:
     """Bill of materials and wall power of one server of ``target``."""
     chip, srv, parts = target.chiplet, target.server, target.server.parts
-    die = die_cost(chip.area_mm2, target.tech)
-    pkg = package_cost(
-        die.cost_usd,
-        chip.area_mm2,
-        chiplets=target.chips_per_package,
-        substrate=target.package.substrate,
-        hbm_stacks=target.chips_per_package * chip.hbm_stacks,
-        hbm_stack_usd=chip.hbm_stack_usd,
-        packaging=target.tech.packaging,
-    )
+    if target.package.substrate == "wafer":
+        die, pkg = wafer_engine_cost(target)
+    else:
+        die = die_cost(chip.area_mm2, target.tech)
+        pkg = package_cost(
+            die.cost_usd,
+            chip.area_mm2,
+            chiplets=target.chips_per_package,
+            substrate=target.package.substrate,
+            hbm_stacks=target.chips_per_package * chip.hbm_stacks,
+            hbm_stack_usd=chip.hbm_stack_usd,
+            packaging=target.tech.packaging,
+        )
     power = server_power(target)
     wall = sum(power.values())
     packages = target.packages_per_server
