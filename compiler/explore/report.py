@@ -68,10 +68,12 @@ def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def group_axes(result: ExploreResult) -> tuple[str, ...]:
-    """The space's categorical axes with more than one value (``chiplet.memory``,
-    topologies): each gets a Pareto front per value."""
-    return tuple(name for name, values in result.space.axes
-                 if len(values) > 1 and all(isinstance(v, str) for v in values))
+    """The space's categorical axes with more than one value (``node``,
+    ``chiplet.memory``, topologies): each gets a Pareto front per value."""
+    space = result.space
+    nodes = ("node",) if len(space.nodes) > 1 else ()
+    return nodes + tuple(name for name, values in space.axes
+                         if len(values) > 1 and all(isinstance(v, str) for v in values))
 
 
 def _fronts(points: Sequence[dict[str, Any]], axis: str) -> dict[str, list[dict[str, Any]]]:
