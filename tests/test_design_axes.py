@@ -13,7 +13,14 @@ from chipletc.backends.perf.analytical import estimate
 from chipletc.backends.perf.collectives import algorithm_times_s, fabric
 from chipletc.backends.targets import list_memories, load_memory, load_target, load_tech
 from chipletc.backends.targets.chiplet import chiplet_by_area, chiplet_by_performance
-from chipletc.compiler.explore import ExploreOptions, explore, mark_fronts, parse_space, summary
+from chipletc.compiler.explore import (
+    ExploreOptions,
+    explore,
+    load_space,
+    mark_fronts,
+    parse_space,
+    summary,
+)
 from chipletc.compiler.explore.space import DEFAULT_SPACE, screen
 from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import TargetError
@@ -229,3 +236,18 @@ def test_paper_space_is_unchanged_with_the_new_axes_at_todays_values(zoo_graph):
     added = {"chiplet.memory", "package.topology", "server.topology"}
     assert [p for p in a.points if p["status"] == "ok"]
     assert a.points == tuple({k: v for k, v in p.items() if k not in added} for p in b.points)
+
+
+def test_shipped_spaces_parse_and_a_node_sweep_gets_a_front_per_node(zoo_graph):
+    spaces = DEFAULT_SPACE.parent
+    beyond = load_space(spaces / "beyond-sram.yaml")
+    assert {n for n, _ in beyond.axes} >= {"chiplet.memory", "chiplet.stacks",
+                                            "server.topology"}
+    nodes = load_space(spaces / "nodes-sram.yaml")
+    assert [n.name for n in nodes.nodes] == ["7nm", "5nm", "3nm", "2nm"]
+    tiny = {"name": "n", "base": "cc-7nm-gpt3", "node": ["7nm", "2nm"],
+            "chiplet": {"area_mm2": [400], "mac_ratio": [0.05], "ops_per_sram_read": [4]},
+            "server": {"packages_per_lane": [3]}}
+    result = explore([zoo_graph("gpt3-175b")], parse_space(tiny, "n.yaml"), ExploreOptions())
+    fronts = summary(result, {})["models"]["gpt3-175b"]["fronts"]
+    assert set(fronts) == {"node"} and set(fronts["node"]) == {"7nm", "2nm"}
