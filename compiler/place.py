@@ -31,32 +31,44 @@ def _bytes(w: Weight, slc: tuple[tuple[int, int], ...]) -> int:
     return math.ceil(w.nbytes * frac)
 
 
+def _shape_key(op: Op) -> tuple:
+    """All ``_op_shards`` and ``_bytes`` read of an op (``split_dim`` reads its shard,
+    role and output features)."""
+    return (
+        op.shard,
+        op.role,
+        op.dims.get("out_features"),
+        tuple((w.shape, w.nbytes) for w in op.weights),
+    )
+
+
 def _op_shards(
     op: Op, rank: int, tp: int, heads: int, kv_heads: int
-) -> list[tuple[Weight, tuple, int]]:
-    """(weight, slice, copies) for what rank ``rank`` holds of ``op``'s weights."""
+) -> list[tuple[int, tuple, int]]:
+    """(index in ``op.weights``, slice, copies) for what rank ``rank`` holds of ``op``'s
+    weights."""
     out = []
     # Position among the expert matrices, by identity: a checkpoint's experts are hundreds
     # of separate tensors, and list.index would compare them pairwise.
     expert_index = {id(w): i for i, w in enumerate(x for x in op.weights if len(x.shape) >= 2)}
-    for w in op.weights:
+    for i, w in enumerate(op.weights):
         full = _full(w)
         if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
-            out.append((w, full, tp))
+            out.append((i, full, tp))
             continue
         if op.shard is Shard.EXPERT and len(w.shape) == 2:
             idx = expert_index[id(w)]
             lo, hi = split_range(len(expert_index), tp, rank)
             if lo <= idx < hi:
-                out.append((w, full, 1))
+                out.append((i, full, 1))
             continue
         if op.shard is Shard.ROW and len(w.shape) == 1:
             if rank == 0:
-                out.append((w, full, 1))  # the bias is added once, after the all-reduce
+                out.append((i, full, 1))  # the bias is added once, after the all-reduce
             continue
         dim = split_dim(op, w)
         if dim is None:
-            out.append((w, full, tp))
+            out.append((i, full, tp))
             continue
         if op.role in (Role.K, Role.V, Role.KV) and kv_replicated(tp, heads, kv_heads):
             group = tp // kv_heads  # ranks sharing one KV head
@@ -67,7 +79,7 @@ def _op_shards(
             copies = 1
         slc = tuple((lo, hi) if d == dim else (0, n) for d, n in enumerate(w.shape))
         if hi > lo:
-            out.append((w, slc, copies))
+            out.append((i, slc, copies))
     return out
 
 
@@ -87,15 +99,29 @@ def build_plan(
     memory = stage_memory(graph, mapping, prompt_len, gen_len)
     copies: dict[str, int] = {}
     chiplets = []
+    # Ops of one shape (every block of a uniform model) are cut alike on each rank: the
+    # slices, bytes and copies are found once per shape and rank, then named per op.
+    cuts: dict[tuple, list[tuple[int, tuple, int, int]]] = {}
     for s, ops in enumerate(stage_ops(graph, mapping)):
         first, last = mapping.stages[s]
+        shapes = [_shape_key(op) for op in ops]
         for r in range(tp):
             cid = s * tp + r
             shards = []
-            for op in ops:
-                for w, slc, n_copies in _op_shards(op, r, tp, info.num_heads, info.num_kv_heads):
-                    shards.append(WeightShard(w.name, slc, _bytes(w, slc)))
-                    copies[w.name] = n_copies
+            for op, shape in zip(ops, shapes, strict=True):
+                cut = cuts.get((shape, r))
+                if cut is None:
+                    cut = [
+                        (i, slc, _bytes(op.weights[i], slc), n_copies)
+                        for i, slc, n_copies in _op_shards(
+                            op, r, tp, info.num_heads, info.num_kv_heads
+                        )
+                    ]
+                    cuts[shape, r] = cut
+                for i, slc, nbytes, n_copies in cut:
+                    name = op.weights[i].name
+                    shards.append(WeightShard(name, slc, nbytes))
+                    copies[name] = n_copies
                 if op.tied is not None and holds_tied_copy(s, pp):
                     w = op.tied
                     vocab = w.shape[0]

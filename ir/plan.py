@@ -237,8 +237,12 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
         raise PlanError(
             f"tensor {t.name}: shards hold {total} elements, expected {t.copies} x {prod(t.shape)}"
         )
-    # Equal totals could still hide an overlap balanced by a gap: count coverage on the
-    # grid of shard boundaries (shards are boxes, so this is exact).
+    # Equal totals could still hide an overlap balanced by a gap. Single copies cut
+    # along one dimension (tensor parallelism's usual shape) tile when their sorted
+    # ranges meet end to start; anything else is counted on the grid of shard
+    # boundaries (shards are boxes, so this is exact).
+    if t.copies == 1 and _tiles_along_one_dim(t.shape, shards):
+        return
     cuts = [
         sorted({0, n} | {a for s in shards for a in (s.slice[d])}) for d, n in enumerate(t.shape)
     ]
@@ -254,6 +258,18 @@ def _check_cover(t: TensorInfo, shards: list[WeightShard]) -> None:
     n_cells = prod(len(c) - 1 for c in cuts)
     if len(cells) != n_cells or any(v != t.copies for v in cells.values()):
         raise PlanError(f"tensor {t.name}: shards overlap or leave a gap")
+
+
+def _tiles_along_one_dim(shape: tuple[int, ...], shards: list[WeightShard]) -> bool:
+    cut = [d for d, n in enumerate(shape) if any(s.slice[d] != (0, n) for s in shards)]
+    if len(cut) > 1:
+        return False
+    if not cut:
+        return len(shards) == 1
+    d = cut[0]
+    ranges = sorted(s.slice[d] for s in shards)
+    ends = [0] + [b for _, b in ranges]
+    return all(a == end for (a, _), end in zip(ranges, ends, strict=False)) and ends[-1] == shape[d]
 
 
 def _product(ranges: list[list[int]]) -> list[tuple[int, ...]]:
