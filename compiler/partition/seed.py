@@ -8,6 +8,7 @@ nothing; it only gives the solver a strong incumbent to prune against.
 from __future__ import annotations
 
 import itertools
+from functools import cache
 
 from chipletc.ir.mapping import even_stages
 
@@ -17,6 +18,7 @@ from .problem import PartitionProblem, plausible
 __all__ = ["greedy_seed"]
 
 
+@cache  # the same few depths for every (tp, batch, micro-batch)
 def _even(num_layers: int, pp: int) -> tuple[int, ...]:
     return tuple(last - first + 1 for first, last in even_stages(num_layers, pp))
 
