@@ -195,3 +195,14 @@ def test_full_size_header_only_checkpoint_inspects_to_the_card(
     assert doc["params"] == PUBLISHED["bloom-7b1"].params == 7_069_016_064
     assert doc["weight_bytes"] == 2 * doc["params"] and doc["unplaced_tensors"] == []
     assert "model.safetensors" in doc["notes"]
+
+
+def test_heads_that_cap_tp_are_named_in_the_refusal(tmp_path: Path, default_target) -> None:
+    """Falcon-7B's 71 heads split over tp 1 only: the refusal says --pad-heads helps."""
+    from chipletc.ir.errors import InfeasibleError
+
+    g = load_model(str(_write(tmp_path / "f", _shallow(PUBLISHED["falcon-7b"].config))))
+    options = SearchOptions(prompt_len=512, gen_len=64, deterministic_time_limit=10.0)
+    with pytest.raises(InfeasibleError, match=r"the 71 heads split over tp 1 at most here: "
+                       r"--pad-heads pads them to allow tp 128"):  # fmt: skip
+        compile_model(g, default_target, options)

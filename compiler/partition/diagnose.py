@@ -15,7 +15,7 @@ from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
 
 from .cpsat import solve_cpsat
-from .problem import Objective, PartitionProblem, build_problem
+from .problem import Objective, PartitionProblem, build_problem, candidate_tps
 
 __all__ = ["explain_infeasible"]
 
@@ -55,8 +55,9 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
         return (
             f"{name}: does not fit: at tp={p.tps[ti]}, pp={pp_all}, batch {p.batches[0]} the "
             f"fullest chiplet needs {_gb(need)} of {target.weights_in.upper()} but has "
-            f"{_gb(cap)} (short by {_gb(need - cap)}); use a larger target, smaller "
-            "--weights-dtype/--kv-dtype or shorter --prompt-len/--gen-len"
+            f"{_gb(cap)} (short by {_gb(need - cap)}); {_padding_hint(graph, target, p)}"
+            "use a larger target, smaller --weights-dtype/--kv-dtype or shorter "
+            "--prompt-len/--gen-len"
         )
     # 2. It fits with enough chiplets: how many does it need against how many are allowed?
     fewest = None
@@ -89,6 +90,21 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
     ]
     what = " and ".join(bounds + pins) or "the constraints"
     return f"{name}: no mapping meets {what}; relax them (without them compile shows the best)"
+
+
+def _padding_hint(graph: Graph, target: Target, p: PartitionProblem) -> str:
+    """When the head count, not the target, caps tp (Falcon-7B's 71 heads, Qwen2.5-7B's
+    28 on a 128-chiplet server): padding the heads allows a wider tp."""
+    o = p.options
+    if o.pad_heads or o.tp is not None:
+        return ""
+    padded = candidate_tps(graph, target, replace(o, pad_heads=True))
+    if max(padded) <= max(p.tps):
+        return ""
+    return (
+        f"the {graph.info.num_heads} heads split over tp {max(p.tps)} at most here: "
+        f"--pad-heads pads them to allow tp {max(padded)}; or "
+    )
 
 
 def _best_without_bound(graph: Graph, target: Target, p: PartitionProblem) -> str | None:
