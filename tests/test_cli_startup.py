@@ -1,4 +1,5 @@
-"""Commands that need no model start without torch, OR-Tools or ONNX (issue 14).
+"""Commands that need no model start without torch, OR-Tools or ONNX: they must start
+in a fraction of a second (tests/bench/bench_startup.py times them).
 
 Each command runs in a fresh interpreter, which then lists the heavy packages it
 imported. `inspect` is the control: it lowers a model, so the check must see torch.

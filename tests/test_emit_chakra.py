@@ -65,7 +65,7 @@ def test_every_set_passes_the_structural_checker(traces):
 
 
 def test_the_checker_rejects_a_broken_set():
-    """The defects issue 13 found: a one-NPU collective, an unmatched send, a gap in
+    """Defects the checker must catch: a one-NPU collective, an unmatched send, a gap in
     the ids, a dependency ahead, a short send."""
     schedule, target = make_schedule(pp=2)
     files = to_chakra(schedule, target, "representative", STEPS)

@@ -2,7 +2,7 @@
 
 Prints the solver's wall time (target: optimality proven in under 2 s), the whole
 `chipletc compile` command's time (target: under 15 s on 2 cores; with `-o DIR` it also
-writes the traces of issue 6, whose size grows with stages x micro-batches) and the
+writes the schedule and trace files, whose size grows with stages x micro-batches) and the
 CP-SAT vs exhaustive time ratio on the same spaces.
 """
 

@@ -1,4 +1,4 @@
-"""Benchmark: issue 14's speed figures, each printed beside its target.
+"""Benchmark: start-up, compile and explore speed, each printed beside its target.
 
 * `chipletc --help`, `targets`, `cost cc-7nm-gpt3`: seconds (target <= 0.4 s) and the
   ratio to `python -c "import yaml"` measured in the same run (target <= 3x);
@@ -29,7 +29,7 @@ from chipletc.models.zoo import list_models
 
 BIN = Path(sys.executable).parent
 REALLM_SPACE = DEFAULT_SPACE.with_name("reallm-7nm.yaml")
-REALLM_S_PER_DESIGN = 251.8 / 1134  # issue 14: ReaLLM on the same space, CPU seconds
+REALLM_S_PER_DESIGN = 251.8 / 1134  # ReaLLM's CPU seconds on the same space (1,134 designs)
 
 
 def timed(argv: list[str], env: dict[str, str], repeat: int = 1) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """A 7B-parameter user model file (``file.py:build``) inspected: wall time and peak memory.
 
-Budget (issue 17): under 10 s and under 1 GB (10^9 bytes), measured with ``/usr/bin/time -v`` around
+Budget: under 10 s and under 1 GB (10^9 bytes), measured with ``/usr/bin/time -v`` around
 the whole ``chipletc inspect`` process (interpreter and torch import included). The
 model file builds its layers in plain torch; the guarded loader builds it on the meta
 device, so no weight memory is allocated (in real memory it would need ~27 GB in fp32).
