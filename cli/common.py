@@ -30,6 +30,7 @@ __all__ = [
     "parse_compute_dtype",
     "plan_sources",
     "positive_int",
+    "require_tdp_basis",
     "storage_flags",
     "with_sources",
 ]
@@ -146,6 +147,15 @@ def economics_from(args: argparse.Namespace, target: Target) -> Target:
     return dataclasses.replace(target, economics=economics)
 
 
+def require_tdp_basis(target: Target, command: str, why: str) -> None:
+    """Refuse a power basis other than TDP for an owned ``target`` in a ``command`` that
+    has no run's average power to charge (``why`` says why not)."""
+    basis = target.economics.power_basis.value
+    if basis != "tdp" and not target.economics.rented:
+        raise UsageError(f"--power-basis {basis}: {command} charges owned servers at TDP "
+                         f"({why}); use tdp, or compile/simulate for the other bases")
+
+
 def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
     """The options dataclass ``cls`` from the flags ``add_option_flags`` added (fields
     without a flag keep their defaults)."""
@@ -236,7 +246,7 @@ def parse_compute_dtype(text: str | None) -> DType | None:
     """``--compute-dtype``: one of ``COMPUTE_DTYPES``, or None when not given."""
     if not text:
         return None
-    dtype = parse_dtype(text)
+    dtype = parse_dtype(text, "--compute-dtype")
     if dtype not in COMPUTE_DTYPES:
         allowed = ", ".join(d.value for d in COMPUTE_DTYPES)
         raise UsageError(f"--compute-dtype: {text!r} is not a compute type; use one of {allowed}")
@@ -247,8 +257,9 @@ def storage_flags(
     args: argparse.Namespace,
 ) -> tuple[DType | None, DType | None, DType | None, float]:
     """The storage flags checked: (weights, KV, compute dtype, weight sparsity)."""
-    weights = parse_dtype(args.weights_dtype) if getattr(args, "weights_dtype", None) else None
-    kv = parse_dtype(args.kv_dtype) if getattr(args, "kv_dtype", None) else None
+    weights_text = getattr(args, "weights_dtype", None)
+    weights = parse_dtype(weights_text, "--weights-dtype") if weights_text else None
+    kv = parse_dtype(args.kv_dtype, "--kv-dtype") if getattr(args, "kv_dtype", None) else None
     compute = parse_compute_dtype(getattr(args, "compute_dtype", None))
     sparsity = getattr(args, "weight_sparsity", 0.0) or 0.0
     if not 0.0 <= sparsity < 1.0:

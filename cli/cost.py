@@ -9,7 +9,7 @@ from typing import Any
 from chipletc.backends.cost import cost_report
 from chipletc.backends.targets import DEFAULT_TARGET, load_target
 
-from .common import add_economics_flags, economics_from
+from .common import add_economics_flags, economics_from, require_tdp_basis
 from .output import assumption_lines
 
 
@@ -22,7 +22,9 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = cost_report(economics_from(args, load_target(args.target)))
+    target = economics_from(args, load_target(args.target))
+    require_tdp_basis(target, "cost", "it runs no model, so there is no average power")
+    report = cost_report(target)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

@@ -34,7 +34,8 @@ COMMANDS = {
     "cost": "print the die, package, server and TCO cost breakdowns of a target",
     "explore": "explore a chiplet design space for MODELs: Pareto front, best designs, baselines",
     "sensitivity": "vary each cost assumption: $ per token and ratio to baselines, break-evens",
-    "compare": "MODEL on several targets side by side over a sweep of context lengths",
+    "compare": "MODEL on several targets side by side over a sweep of context lengths, batches or "
+    "latency bounds",
     "schema": "print the JSON Schema of plan.json, schedule.json or a lowered model",
     "cache": "show or clear the cache of lowered models",
 }

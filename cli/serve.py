@@ -20,11 +20,13 @@ from .common import (
     add_storage_args,
     economics_from,
     positive_int,
+    require_tdp_basis,
 )
 from .output import assumption_lines, write_outputs
 
 if TYPE_CHECKING:
     from chipletc.backends.serve import IterationModel, SchedulerConfig
+    from chipletc.ir.target import Target
 
 
 WORKLOAD_HELP = (
@@ -227,11 +229,6 @@ def run(args: argparse.Namespace) -> int:
     requests = load_requests(trace) if spec is None else spec.sample()
 
     graph, target, mapping, prompt_len, sources = _mapping(args, requests)
-    target = economics_from(args, target)
-    if target.economics.power_basis.value != "tdp" and not target.economics.rented:
-        raise UsageError(f"--power-basis {target.economics.power_basis.value}: serve charges "
-                         "owned servers at TDP (a request stream's average power is not "
-                         "modelled); use tdp, or compile/simulate for the other bases")
     setup = _setup(args, graph, target, mapping, prompt_len)
     deployment = Deployment(setup.model, setup.config, args.replicas, disaggregate)
     servers = setup.servers * deployment.num_replicas
@@ -333,18 +330,24 @@ class _Setup:
 
 def _mapping(args: argparse.Namespace, requests: list) -> tuple:
     """(graph, target, mapping, prompt length it was sized for, sources): from --plan,
-    or compiled for the workload's mean lengths."""
+    or compiled for the workload's mean lengths. The target carries the economic flags
+    before any mapping is solved (a cost objective depends on them)."""
     from chipletc.backends.targets import load_target
     from chipletc.compiler.partition import SearchOptions, partition
 
     from .common import load_graph, options_from
     from .simulate import from_plan
 
+    def priced(target: Target) -> Target:
+        target = economics_from(args, target)
+        require_tdp_basis(target, "serve", "a request stream's average power is not modelled")
+        return target
+
     if args.plan:
         graph, target, mapping, prompt_len, _, sources = from_plan(args.plan, not args.no_cache)
-        return graph, target, mapping, prompt_len, sources
+        return graph, priced(target), mapping, prompt_len, sources
+    target = priced(load_target(args.target))
     graph = load_graph(args)
-    target = load_target(args.target)
     prompt_len = args.prompt_len or max(1, round(statistics.fmean(r.prompt_len for r in requests)))
     gen_len = args.gen_len or max(1, round(statistics.fmean(r.gen_len for r in requests)))
     # serve's --max-batch bounds the sequences in flight, not the batches compile tries

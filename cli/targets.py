@@ -31,12 +31,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"targets": rows, "techs": list_techs()}, indent=2))
         return 0
-    print(f"{'target':<16}{'tech':<9}{'owned?':<8}{'chips/srv':>10}{'mem/srv':>12}  description")
-    for r in rows:
-        mark = " *" if r["default"] else ""
-        mem = f"{r['memory_per_server_GB']:.0f} GB {r['weights_in'].upper()}"
-        print(f"{r['name'] + mark:<16}{r['tech']:<9}{r['ownership']:<8}"
-              f"{r['chips_per_server']:>10}{mem:>12}  {r['description']}")
+    # each text column as wide as its longest value, two spaces between columns
+    names = [r["name"] + (" *" if r["default"] else "") for r in rows]
+    mems = [f"{r['memory_per_server_GB']:.0f} GB {r['weights_in'].upper()}" for r in rows]
+    w_name = max(map(len, [*names, "target"])) + 2
+    w_tech = max(map(len, [*(r["tech"] for r in rows), "tech"])) + 2
+    w_mem = max(map(len, [*mems, "mem/srv"])) + 2
+    print(f"{'target':<{w_name}}{'tech':<{w_tech}}{'owned?':<8}{'chips/srv':>9}"
+          f"{'mem/srv':>{w_mem}}  description")
+    for r, name, mem in zip(rows, names, mems, strict=True):
+        print(f"{name:<{w_name}}{r['tech']:<{w_tech}}{r['ownership']:<8}"
+              f"{r['chips_per_server']:>9}{mem:>{w_mem}}  {r['description']}")
     print(f"\n* default target. Technology nodes: {', '.join(list_techs())}.")
     print("Use a preset name or a YAML file (which may say `base: <preset>`) as TARGET.")
     return 0

@@ -43,15 +43,16 @@ _BITS = {
 }
 
 
-def parse_dtype(text: str) -> DType:
-    """Read a dtype name as users write it (``bf16``, ``float16``, ``int8`` ...)."""
+def parse_dtype(text: str, where: str = "dtype") -> DType:
+    """Read a dtype name as users write it (``bf16``, ``float16``, ``int8`` ...);
+    ``where`` (the flag or field that gave it) starts the error."""
     key = text.strip().lower()
     key = _ALIASES.get(key, key)
     try:
         return DType(key)
     except ValueError:
         allowed = ", ".join(d.value for d in DType)
-        raise UsageError(f"dtype: unknown data type {text!r}; use one of {allowed}") from None
+        raise UsageError(f"{where}: unknown data type {text!r}; use one of {allowed}") from None
 
 
 _ALIASES = {

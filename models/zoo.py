@@ -174,7 +174,7 @@ def get_config(name: str) -> ModelConfig:
             close = [n for n in _BY_NAME if n.startswith(name.split("-")[0])][:3]
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ModelError(
-            f"model {name!r}: unknown model; {hint}(chipletc models lists them)"
+            f"model {name!r}: unknown model; {hint}chipletc models lists them"
         ) from None
 
 

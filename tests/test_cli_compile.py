@@ -75,7 +75,9 @@ def test_outputs_repeat_byte_for_byte_across_processes_and_hash_seeds(tmp_path):
         (["compile", "gpt2-xl", "--pp", "200"], "200 stages for 48 layers; use 1..48"),
         (["compile", "gpt3", "--json"], "did you mean gpt3-175b"),
         (["compile", "gpt2-xl", "--target", "no-such-target"], "no-such-target"),
-        (["compile", "gpt2-xl", "--weights-dtype", "int3"], "unknown data type"),
+        (["compile", "gpt2-xl", "--weights-dtype", "int3"], "--weights-dtype: unknown data type"),
+        (["compile", "gpt2-xl", "--compute-dtype", "xyz"], "--compute-dtype: unknown data type"),
+        (["compile", "zzzz"], r"unknown model; chipletc models lists them$"),
         (["compile", "gpt2-xl", "--weight-sparsity", "1.5"], r"weight-sparsity: .* \(1\.5\)"),
         # flag errors: argparse exits before any model is loaded
         (["compile", "gpt2-xl", "--tp", "0"], "argument --tp: must be at least 1: 0"),

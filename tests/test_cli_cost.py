@@ -24,6 +24,18 @@ def test_targets_lists_every_preset(cli: CliRun):
     assert f"{DEFAULT_TARGET} *" in out
 
 
+def test_targets_columns_are_separated(cli: CliRun):
+    """Every value stands apart from the next, the longest tech name included."""
+    _, out, _ = cli("targets")
+    _, js, _ = cli("targets", "--json")
+    by_name = {row["name"]: row for row in json.loads(js)["targets"]}
+    for line in out.splitlines():
+        name = line.split(" ", 1)[0]
+        if name in by_name:
+            row = by_name[name]
+            assert f" {row['tech']}  " in line and f"  {row['ownership']} " in line, line
+
+
 def test_targets_json(cli: CliRun):
     code, out, _ = cli("targets", "--json")
     data = json.loads(out)

@@ -132,14 +132,14 @@ def test_utilization_divides_the_tokens():
 
 def test_flags_override_the_target_and_show_in_the_assumptions(cli: CliRun):
     code, out, err = cli("cost", "--json", "--life-years", "3", "--electricity-usd-per-kwh",
-                         "0.12", "--power-basis", "split")
+                         "0.12", "--pue", "1.2")
     assert code == 0 and not err
     report = json.loads(out)
     assert report["assumptions"]["server_life_years"] == 3
     assert report["assumptions"]["electricity_usd_per_kWh"] == 0.12
-    assert report["assumptions"]["power_basis"] == "split"
+    assert report["assumptions"]["pue"] == 1.2
     srv = report["server"]
-    econ = Economics(server_life_years=3, electricity_usd_per_kWh=0.12)
+    econ = Economics(server_life_years=3, electricity_usd_per_kWh=0.12, pue=1.2)
     assert srv["tco_usd"] == pytest.approx(server_tco(srv["cost_usd"], srv["power_w"], econ))
     code, out, _ = cli("cost", "--life-years", "3")
     assert "--life-years 3" in out
@@ -195,3 +195,31 @@ def test_serve_refuses_a_basis_it_cannot_average(cli: CliRun):
                          "--power-basis", "split")
     assert code == 2 and not out and err.count("\n") == 1
     assert "--power-basis split: serve charges owned servers at TDP" in err
+
+
+def test_serve_solves_the_mapping_with_the_economic_flags(cli: CliRun, monkeypatch):
+    """The mapping serve sizes is solved on the target as the flags price it, and a basis
+    serve refuses is refused before any solve."""
+    import chipletc.compiler.partition as partition_module
+
+    seen = []
+    real = partition_module.partition
+
+    def spy(graph, target, options):
+        seen.append(target.economics)
+        return real(graph, target, options)
+
+    monkeypatch.setattr(partition_module, "partition", spy)
+    workload = ("-w", "burst:prompt=fixed:64,gen=fixed:8,n=4")
+    code, _, err = cli("serve", "gpt2-small", *workload, "--power-basis", "simulated")
+    assert code == 2 and "--power-basis simulated" in err and not seen
+    code, _, _ = cli("serve", "gpt2-small", *workload, "--utilization", "0.5", "--json")
+    assert code == 0 and [e.utilization for e in seen] == [0.5]
+
+
+def test_cost_refuses_a_basis_it_cannot_average(cli: CliRun):
+    code, out, err = cli("cost", "cc-7nm-gpt3", "--power-basis", "simulated")
+    assert code == 2 and not out and err.count("\n") == 1
+    assert "--power-basis simulated: cost charges owned servers at TDP" in err
+    code, _, _ = cli("cost", "a100-80gb-x8", "--power-basis", "simulated")
+    assert code == 0  # a rent is charged whatever the basis

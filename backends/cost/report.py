@@ -54,7 +54,7 @@ def cost_report(target: Target) -> dict[str, Any]:
     die, pkg = sc.die, sc.package
     thermal = thermal_check(target)
     life_h = econ.server_life_years * HOURS_PER_YEAR
-    # no run here: the server draws its TDP whatever the power basis
+    # no run here: the server draws its TDP (the cost command refuses another basis)
     owned = tco_breakdown(sc.cost_usd, sc.power_w, econ, sc.power_w)
     owned_tco = server_tco(sc.cost_usd, sc.power_w, econ, sc.power_w)
     server: dict[str, Any] = {

@@ -120,8 +120,14 @@ class SearchOptions:
             "metavar": "TOK_S",
         },
     )
-    max_chiplets: int | None = field(default=None, metadata={"metavar": "N"})
-    max_servers: int | None = field(default=None, metadata={"metavar": "N"})
+    max_chiplets: int | None = field(
+        default=None, metadata={"help": "use at most N chiplets", "metavar": "N"}
+    )
+    max_servers: int | None = field(
+        default=None,
+        metadata={"help": "use at most N servers (the target's max_servers bounds it too)",
+                  "metavar": "N"},
+    )
     tp: int | None = field(default=None, metadata={"help": "pin tp", "metavar": "N"})
     pp: int | None = field(default=None, metadata={"help": "pin pp", "metavar": "N"})
     batch: int | None = field(default=None, metadata={"help": "pin batch", "metavar": "N"})
