@@ -4,9 +4,7 @@ batches or latency bounds."""
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 from typing import Any
 
@@ -27,10 +25,12 @@ from .explore import EXPLORE_FLAGS
 from .output import assumption_lines, shown_dir, write_outputs
 
 DEFAULT_TARGETS = "cc-7nm-gpt3,a100-80gb-x8,h100-x8,rtx4090-x8"
-COLUMNS = ("target", "value", "status", "tp", "pp", "batch", "micro_batch", "servers",
+COLUMNS = ("target", "status", "tp", "pp", "batch", "micro_batch", "servers",
            "usd_per_1k_tokens", "tokens_per_s", "prefill_s", "decode_s_per_token",
            "average_J_per_1k_tokens", "J_per_1k_tokens", "usd_per_chip_hour",
            "tokens_per_s_per_chip")
+"""compare.csv's columns after the swept value's (``SWEEPS``: prompt_len, pinned_batch or
+latency_bound_ms)."""
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def register(p: argparse.ArgumentParser) -> None:
         "objective": "each target's mapping minimizes this",
         "prompt_len": "prompt tokens of a batch or latency sweep (a context sweep sets it)",
     })
-    add_economics_flags(p)  # over the owned targets; a rented one changes with --baseline
+    add_economics_flags(p)  # over every target (a rented one: its rent and utilization)
     add_storage_args(p)
     add_cache_arg(p)
     p.add_argument("-o", "--out", metavar="DIR",
@@ -68,9 +68,16 @@ def run(args: argparse.Namespace) -> int:
     from chipletc.compiler.compare import DEFAULT_CONTEXTS, compare, compare_png, parse_values
     from chipletc.compiler.explore import parse_override
 
+    options = options_from(SearchOptions, args)
     if args.batches:
         sweep, values = "batch", parse_values(args.batches, "--batches")
+        if values[-1] > options.max_batch:
+            raise UsageError(f"--batches: {values[-1]} is above --max-batch "
+                             f"({options.max_batch}); raise --max-batch or drop that batch")
     elif args.latency_bounds_ms:
+        if args.max_latency_ms is not None:
+            raise UsageError("--latency-bounds-ms: sets the bound itself; drop "
+                             "--max-latency-ms")
         sweep = "latency"
         values = parse_values(args.latency_bounds_ms, "--latency-bounds-ms", whole=False)
     else:
@@ -86,28 +93,35 @@ def run(args: argparse.Namespace) -> int:
         owned = spec.endswith(":owned")
         target = load_target(spec.removesuffix(":owned"))
         if owned:
+            if not target.economics.rented:
+                raise UsageError(f"--targets {spec}: {target.name} is owned already; "
+                                 ":owned prices a rented preset as owned")
             target = dataclasses.replace(target, name=f"{target.name} owned",
                                          economics=dataclasses.replace(
                                              target.economics, rent_usd_per_hour=None))
-        targets.append(target if target.economics.rented else economics_from(args, target))
+        if any(t.name == target.name for t in targets):
+            raise UsageError(f"--targets {spec}: {target.name} is listed twice; list each "
+                             "target once")
+        targets.append(economics_from(args, target))
     graph = load_graph(args)
-    result = compare(graph, targets, options_from(SearchOptions, args), values, overrides,
-                     sweep)
+    result = compare(graph, targets, options, values, overrides, sweep)
     doc = result.to_dict()
     if args.out:
         write_outputs(args.out, {"compare.json": json.dumps(doc, indent=1) + "\n",
-                                 "compare.csv": to_csv(doc["rows"]),
+                                 "compare.csv": to_csv(doc),
                                  "compare.png": compare_png(result)})
     print(json.dumps(doc, indent=1) if args.json else format_table(doc, args.out))
     return 0
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def to_csv(doc: dict[str, Any]) -> str:
+    """compare.csv: a row per target and value, the value's column named after the sweep."""
+    from chipletc.compiler.compare import SWEEPS
+    from chipletc.compiler.explore.report import rows_csv
+
+    column = SWEEPS[doc["sweep"]][3]
+    rows = ({**r, column: r["value"]} for r in doc["rows"])
+    return rows_csv(rows, (COLUMNS[0], column, *COLUMNS[1:]))
 
 
 def _ms(s: float) -> str:

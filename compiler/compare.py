@@ -33,10 +33,12 @@ __all__ = ["DEFAULT_CONTEXTS", "SWEEPS", "CompareResult", "compare", "compare_pn
 
 DEFAULT_CONTEXTS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 SWEEPS = {
-    # axis: (SearchOptions field, factor from the value given to the field, x label)
-    "context": ("prompt_len", 1, "prompt length, tokens"),
-    "batch": ("batch", 1, "batch (pinned)"),
-    "latency": ("max_latency_s", 1e-3, "bound on decode time per token, ms"),
+    # axis: (SearchOptions field, factor from the value given to the field, x label,
+    # the swept value's column in compare.csv)
+    "context": ("prompt_len", 1, "prompt length, tokens", "prompt_len"),
+    "batch": ("batch", 1, "batch (pinned)", "pinned_batch"),
+    "latency": ("max_latency_s", 1e-3, "bound on decode time per token, ms",
+                "latency_bound_ms"),
 }
 """What a sweep varies: the prompt length, the batch pin or the latency bound (ms)."""
 BEYOND_POSITIONS = "beyond positions"
@@ -96,7 +98,7 @@ def compare(
 ) -> CompareResult:
     """Every target at every value of ``sweep`` (``SWEEPS``: the option it sets replaced
     by each); each override adds a row after its preset's row."""
-    field, factor, _ = SWEEPS[sweep]
+    field, factor, _, _ = SWEEPS[sweep]
     by_name = {t.name: t for t in targets}
     for o in overrides:
         if BASELINES[o.name] not in by_name:

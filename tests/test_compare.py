@@ -61,6 +61,7 @@ def test_beyond_the_position_table_is_a_status(gpt3):
 def test_override_row_follows_its_preset(gpt3):
     _, result = gpt3
     rows = list(result.rows)
+    assert sum(r["source"] == "override" for r in rows) == 2  # at 256 and 1024 (4096: no fit)
     for i, r in enumerate(rows):
         if r["source"] == "override":
             assert rows[i - 1]["target"] == "a100-80gb-x8"
@@ -101,6 +102,9 @@ def test_cli_table_chart_and_repeatability(cli: CliRun, tmp_path):
         assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "1" / name).read_bytes()
     doc = json.loads((tmp_path / "0" / "compare.json").read_text())
     assert len(doc["rows"]) == len(TARGETS) * 3
+    csv_text = (tmp_path / "0" / "compare.csv").read_text()
+    assert csv_text.startswith("target,prompt_len,status,")
+    assert csv_text.count("\n") == 1 + len(doc["rows"])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -133,6 +137,41 @@ def test_batch_and_latency_sweeps_pin_and_bound(cli: CliRun):
     # a looser bound never costs more
     usd = [r["usd_per_1k_tokens"] for r in ok]
     assert usd == sorted(usd, reverse=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--latency-bounds-ms", "50,100", "--max-latency-ms", "80"),
+     "--latency-bounds-ms: sets the bound itself; drop --max-latency-ms"),
+    (("--batches", "8,64", "--max-batch", "32"), "--batches: 64 is above --max-batch (32)"),
+    (("--batches", "2048",), "--batches: 2048 is above --max-batch (1024)"),
+    (("--targets", "h100-x8,cc-7nm-gpt3,h100-x8"), "h100-x8 is listed twice"),
+    (("--targets", "cc-7nm-gpt3:owned"), "cc-7nm-gpt3 is owned already"),
+])
+def test_cli_contradictory_requests_are_refused(cli: CliRun, argv, message):
+    code, out, err = cli("compare", "gpt2-small", *argv)
+    assert code == 2 and not out and err.count("\n") == 1
+    assert err.startswith("chipletc: error:") and message in err
+
+
+def test_economic_flags_apply_to_rented_targets_too(cli: CliRun):
+    """--utilization and --rent-usd-per-hour move a rented target's $ as its assumptions
+    block says they do."""
+    argv = ("compare", "gpt2-small", "--targets", "h100-x8", "--contexts", "256",
+            "--gen-len", "64")
+    code, out, _ = cli(*argv, "--json")
+    assert code == 0
+    base = json.loads(out)["rows"][0]
+    code, out, _ = cli(*argv, "--json", "--utilization", "0.5", "--rent-usd-per-hour", "10")
+    assert code == 0
+    doc = json.loads(out)
+    row = doc["rows"][0]
+    assert doc["assumptions"]["h100-x8"] == {"rent_usd_per_hour": 10.0, "utilization": 0.5}
+    assert (row["tp"], row["pp"], row["batch"]) == (base["tp"], base["pp"], base["batch"])
+    rent = base["usd_per_chip_hour"] * 8  # the preset's rent per 8-GPU server
+    assert row["usd_per_1k_tokens"] == pytest.approx(
+        base["usd_per_1k_tokens"] * 10 / rent / 0.5, rel=1e-9)
+    code, out, _ = cli(*argv, "--utilization", "0.5")
+    assert "--utilization 0.5" in out
 
 
 def test_cli_override_needs_its_target(cli: CliRun):

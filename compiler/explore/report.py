@@ -10,7 +10,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .run import ExploreResult
@@ -22,6 +22,7 @@ __all__ = [
     "improvement",
     "mark_fronts",
     "pareto_front",
+    "rows_csv",
     "summary",
     "to_csv",
     "to_html",
@@ -112,19 +113,22 @@ def improvement(best_usd: float, rows: Sequence[dict[str, Any]]) -> list[dict[st
     return out
 
 
+def rows_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as CSV under the header ``columns``: a missing cell is empty, a key not
+    among ``columns`` is left out, a float is written in full (``repr``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n", restval="",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    return buf.getvalue()
+
+
 def to_csv(points: Sequence[dict[str, Any]]) -> str:
     """Every evaluated point, one row each, sorted by model then design."""
-    columns: list[str] = []
-    for p in points:
-        for k in p:
-            if k not in columns:
-                columns.append(k)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, lineterminator="\n", restval="")
-    writer.writeheader()
-    for p in sorted(points, key=lambda p: (p["model"], p["design"])):
-        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in p.items()})
-    return buf.getvalue()
+    columns = list(dict.fromkeys(k for p in points for k in p))
+    return rows_csv(sorted(points, key=lambda p: (p["model"], p["design"])), columns)
 
 
 def summary(result: ExploreResult, baselines: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
