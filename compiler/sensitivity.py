@@ -29,12 +29,14 @@ from chipletc.backends.targets import load_target
 from chipletc.compiler.explore.baselines import (
     BASELINES,
     BaselineOverride,
+    baseline_name,
     override_row,
+    parse_override,
 )
 from chipletc.compiler.explore.run import map_model
 from chipletc.compiler.partition import SearchOptions
 from chipletc.compiler.partition.problem import ProblemBuilder
-from chipletc.ir.errors import InfeasibleError, TargetError, UsageError
+from chipletc.ir.errors import InfeasibleError, TargetError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
 
@@ -331,14 +333,9 @@ def _break_even(
 
 def parse_baselines(texts: Sequence[str]) -> tuple[list[str], list[BaselineOverride]]:
     """``--baseline`` words: a name (``a100``) or an override (``a100:price=0.87``)."""
-    from chipletc.compiler.explore.baselines import parse_override
-
     names, overrides = [], []
     for text in texts:
-        name = text.partition(":")[0]
-        if name not in BASELINES:
-            raise UsageError(f"--baseline {text}: unknown baseline ({name!r}); use one of "
-                             f"{', '.join(BASELINES)}")
+        name = baseline_name(text)
         if name not in names:
             names.append(name)
         if ":" in text:

@@ -254,11 +254,14 @@ def test_baseline_override_moves_the_factor(gpt3, small_run):
 @pytest.mark.parametrize("text, message", [
     ("b300:price=1", "unknown baseline"),
     ("a100:cost=1", "bad item"),
-    ("a100:price=-1", "must be positive"),
+    ("a100:price=-1", "a100:price: must be a finite positive number ('-1')"),
+    ("a100:tokens_per_s=inf", "a100:tokens_per_s: must be a finite positive number ('inf')"),
+    ("a100:price=nan", "a100:price: must be a finite positive number ('nan')"),
+    ("a100:price=x", "a100:price: must be a number ('x')"),
     ("a100", "nothing to override"),
 ])
 def test_bad_baseline_override(text, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_override(text)
 
 

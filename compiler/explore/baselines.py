@@ -13,6 +13,7 @@ is the public critique's A100 (docs/constants.md).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,8 @@ from chipletc.ir.target import Target
 
 from .run import map_model
 
-__all__ = ["BASELINES", "EXPLORE_BASELINES", "BaselineOverride", "baseline_rows",
-           "override_row", "parse_override"]
+__all__ = ["BASELINES", "EXPLORE_BASELINES", "BaselineOverride", "baseline_name",
+           "baseline_rows", "override_row", "parse_override"]
 
 BASELINES = {
     "a100": "a100-80gb-x8",
@@ -55,13 +56,21 @@ class BaselineOverride:
     tokens_per_s_per_chip: float | None = None
 
 
+def baseline_name(text: str) -> str:
+    """The baseline a ``--baseline`` word names (``a100`` of ``a100:price=0.87``), one of
+    ``BASELINES``."""
+    name = text.partition(":")[0]
+    if name not in BASELINES:
+        raise UsageError(f"--baseline {text}: unknown baseline ({name!r}); use one of "
+                         f"{', '.join(BASELINES)}")
+    return name
+
+
 def parse_override(text: str) -> BaselineOverride:
     """``"a100:price=0.87,tokens_per_s=211"`` -> an override (price per chip-hour)."""
     where = f"--baseline {text}"
-    name, sep, rest = text.partition(":")
-    if name not in BASELINES:
-        raise UsageError(f"{where}: unknown baseline ({name!r}); use one of "
-                         f"{', '.join(BASELINES)}")
+    name = baseline_name(text)
+    _, sep, rest = text.partition(":")
     values: dict[str, float] = {}
     for item in filter(None, rest.split(",")) if sep else ():
         key, eq, raw = item.partition("=")
@@ -71,9 +80,10 @@ def parse_override(text: str) -> BaselineOverride:
         try:
             value = float(raw)
         except ValueError:
-            raise UsageError(f"{where}: {key} must be a number ({raw!r})") from None
-        if not value > 0:
-            raise UsageError(f"{where}: {key} must be positive ({raw!r})")
+            raise UsageError(f"--baseline {name}:{key}: must be a number ({raw!r})") from None
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--baseline {name}:{key}: must be a finite positive number "
+                             f"({raw!r})")
         values[_FIELDS[key]] = value
     if not values:
         raise UsageError(f"{where}: nothing to override; e.g. a100:price=0.87,tokens_per_s=211")
