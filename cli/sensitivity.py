@@ -87,7 +87,7 @@ def format_table(doc: dict[str, Any], out: str | None) -> str:
     lines += assumption_lines(doc["assumptions"])
     head = f"{'assumption':<32}{'now':>9}{'low':>9}{'high':>9}{'$/1K low':>11}{'$/1K high':>11}"
     for n in names:
-        head += f"{n + ' low':>12}{n + ' high':>12}{'break-even':>12}"
+        head += f"{n + ' low':>12}{n + ' high':>12}{'break-even':>19}"
     lines += ["", head]
     for r in doc["knobs"]:
         usd = r["usd_per_1k_tokens"]
@@ -97,9 +97,10 @@ def format_table(doc: dict[str, Any], out: str | None) -> str:
                 f"{_v(usd['low']):>11}{_v(usd['high']):>11}")
         for n in names:
             ratio = r["ratio"][n]
-            even = r["break_even"].get(n)
-            shown = "-" if n not in r["break_even"] else "none" if even is None else _v(even)
-            line += f"{_v(ratio['low']):>12}{_v(ratio['high']):>12}{shown:>12}"
+            status = r["break_even_status"].get(n)
+            shown = ("-" if status is None else _v(r["break_even"][n]) if status == "found"
+                     else "none" if status == "one side" else status)
+            line += f"{_v(ratio['low']):>12}{_v(ratio['high']):>12}{shown:>19}"
         lines.append(line)
         if r["mapping"]["low"] != base["mapping"] or r["mapping"]["high"] != base["mapping"]:
             lines.append(f"{'':<4}mapping: low {r['mapping']['low']}; high "
@@ -108,7 +109,8 @@ def format_table(doc: dict[str, Any], out: str | None) -> str:
     what = f"the ratio to {names[0]}" if names else "$ per 1K tokens"
     lines += ["", f"moving {what} most: {top}",
               "break-even: the value at which the ratio is 1, searched over a bracket wider "
-              "than the range (none: it stays on one side of 1)"]
+              "than the range (none: it stays on one side of 1 wherever the design fits; "
+              "no fit in bracket: it crosses 1 across values where nothing fits)"]
     if out:
         lines.append(f"wrote {shown_dir(out)}: sensitivity.json, tornado.png")
     return "\n".join(lines)

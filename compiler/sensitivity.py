@@ -40,16 +40,21 @@ from chipletc.ir.errors import InfeasibleError, TargetError
 from chipletc.ir.graph import Graph
 from chipletc.ir.target import Target
 
-__all__ = ["Knob", "SensitivityResult", "baseline_knobs", "design_knobs", "mapping_text",
-           "parse_baselines", "sensitivity", "tornado_png"]
+__all__ = ["BREAK_EVEN_STATUSES", "Knob", "SensitivityResult", "baseline_knobs",
+           "design_knobs", "mapping_text", "parse_baselines", "sensitivity", "tornado_png"]
 
 BISECTION_STEPS = 20
 """Bisection steps for a break-even value: the bracket shrinks a million-fold."""
 
 # Published A100 throughputs for GPT-3 175B, per GPU (docs/constants.md): the paper's
 # baseline (Chiplet Cloud, arXiv 2307.02666) and DeepSpeed-Inference's, which the public
-# critique of the paper quotes.
+# critique of the paper quotes. They bound the A100's throughput knob on that model only.
 A100_GPT3_TOKENS_PER_S = (18.0, 211.0)
+A100_GPT3_MODEL = "gpt3-175b"
+BREAK_EVEN_STATUSES = ("found", "one side", "no fit in bracket")
+"""A break-even search's outcome: the ratio crosses 1 at the value found; it stays on
+one side of 1 wherever the design fits; or it crosses 1 across values where nothing fits
+(a bisection step found no mapping), so there is no single value to give."""
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,14 @@ def design_knobs(target: Target) -> list[Knob]:
 
 
 def baseline_knobs(name: str, row: dict[str, Any]) -> list[Knob]:
-    """The rent and the throughput of the baseline ``row`` (``baseline_rows``' row)."""
+    """The rent and the throughput of the baseline ``row`` (``baseline_rows``' row: the
+    simulated one, or the override's), each x0.5 to x2 around the row's value, except
+    the A100's simulated throughput on GPT-3 175B, which spans the published pair
+    (``A100_GPT3_TOKENS_PER_S``): the spread those figures are quoted over is that
+    model's, and an override states its own value to vary around."""
     price, per_chip = row["usd_per_chip_hour"], row["tokens_per_s_per_chip"]
     low, high, bracket = _scaled(per_chip, 0.5, 2.0, floor=1e-6)
-    if name == "a100":
+    if name == "a100" and row["model"] == A100_GPT3_MODEL and row["source"] == "simulated":
         low, high = A100_GPT3_TOKENS_PER_S
     return [
         Knob("price", f"{name} rent", "$/chip-hour", name, price,
@@ -275,9 +284,11 @@ def sensitivity(
             "mapping": {"low": mappings.get((knob.name, knob.low), base_mapping),
                         "high": mappings.get((knob.name, knob.high), base_mapping)},
             "ratio": {n: {"low": lo_ratio[n], "high": hi_ratio[n]} for n in names},
-            "break_even": {n: _break_even(knob, n, point) for n in names
-                           if knob.side in ("design", n)},
         }
+        searched = {n: _break_even(knob, n, point) for n in names
+                    if knob.side in ("design", n)}
+        entry["break_even"] = {n: value for n, (value, _) in searched.items()}
+        entry["break_even_status"] = {n: status for n, (_, status) in searched.items()}
         # the spread of the ratio to the first baseline (or of $, relative) over the ends
         # that map and the base point; an end past a limit or without a mapping is left
         # out (the table says "no fit")
@@ -303,11 +314,11 @@ def sensitivity(
 def _break_even(
     knob: Knob, baseline: str,
     point: Callable[[Knob, float], tuple[float | None, dict[str, float | None]]],
-) -> float | None:
-    """The knob's value in its bracket where the ratio to ``baseline`` is 1, or None when
-    the ratio stays on one side of 1 wherever the design is feasible. The bracket's
-    ends, the range's ends and the target's value are tried in order; the first pair of
-    neighbours on either side of 1 is bisected."""
+) -> tuple[float | None, str]:
+    """(the knob's value in its bracket where the ratio to ``baseline`` is 1, "found"),
+    or (None, the reason: ``BREAK_EVEN_STATUSES``). The bracket's ends, the range's
+    ends and the target's value are tried in order; the first pair of neighbours on
+    either side of 1 is bisected."""
 
     def gap(x: float) -> float | None:
         r = point(knob, x)[1][baseline]
@@ -317,18 +328,18 @@ def _break_even(
     known = [(x, g) for x in xs if (g := gap(x)) is not None]
     pairs = [(a, b) for a, b in itertools.pairwise(known) if a[1] * b[1] <= 0]
     if not pairs:
-        return None
+        return None, "one side"
     (a, ga), (b, _) = pairs[0]
     for _ in range(BISECTION_STEPS):
         mid = (a + b) / 2
         gm = gap(mid)
         if gm is None:
-            return None
+            return None, "no fit in bracket"
         if ga * gm <= 0:
             b = mid
         else:
             a, ga = mid, gm
-    return (a + b) / 2
+    return (a + b) / 2, "found"
 
 
 def parse_baselines(texts: Sequence[str]) -> tuple[list[str], list[BaselineOverride]]:

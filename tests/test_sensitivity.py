@@ -13,7 +13,7 @@ from chipletc.backends.targets import load_target
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.explore.baselines import baseline_rows
 from chipletc.compiler.partition import SearchOptions
-from chipletc.compiler.sensitivity import sensitivity
+from chipletc.compiler.sensitivity import Knob, _break_even, baseline_knobs, sensitivity
 
 OPTIONS = SearchOptions()
 
@@ -35,9 +35,10 @@ def test_base_point_is_compiles_optimum(gpt3):
     graph, target, result, _ = gpt3
     assert result.base["design_usd_per_1k_tokens"] == pytest.approx(
         usd_by_compile(graph, target), rel=1e-9)
+    # the rented A100 (utilization 1) costs its rent per GPU-hour over its tokens per GPU
     a100 = result.base["baselines"]["a100"]
-    assert a100["ratio"] == pytest.approx(
-        a100["usd_per_1k_tokens"] / result.base["design_usd_per_1k_tokens"])
+    assert a100["usd_per_1k_tokens"] == pytest.approx(
+        a100["usd_per_chip_hour"] / 3600 / a100["tokens_per_s_per_chip"] * 1000, rel=1e-9)
 
 
 def test_economic_ends_agree_with_compile_at_that_value(gpt3):
@@ -72,8 +73,36 @@ def test_break_even_throughput_in_closed_form(gpt3):
     price = result.base["baselines"]["a100"]["usd_per_chip_hour"]
     expected = price / 3600 * 1000 / design
     assert knobs["tokens_per_s"]["break_even"]["a100"] == pytest.approx(expected, rel=1e-3)
+    assert knobs["tokens_per_s"]["break_even_status"]["a100"] == "found"
     assert knobs["tokens_per_s"]["low"] == 18.0  # the paper's A100 baseline
     assert knobs["tokens_per_s"]["high"] == 211.0  # DeepSpeed-Inference, as the critique
+
+
+@pytest.mark.parametrize("model, source, per_chip, expected", [
+    ("gpt3-175b", "simulated", 62.0, (18.0, 211.0)),  # the published pair
+    ("gpt3-175b", "override", 211.0, (105.5, 422.0)),  # around the override
+    ("llama3-8b", "simulated", 2191.0, (1095.5, 4382.0)),  # around its own base
+])
+def test_a100_throughput_range_fits_the_model(model, source, per_chip, expected):
+    row = {"model": model, "source": source, "usd_per_chip_hour": 1.1,
+           "tokens_per_s_per_chip": per_chip}
+    knob = next(k for k in baseline_knobs("a100", row) if k.name == "tokens_per_s")
+    assert (knob.low, knob.high) == pytest.approx(expected)
+    assert knob.bracket[0] < knob.low < knob.value < knob.high < knob.bracket[1]
+
+
+def test_break_even_across_a_gap_without_a_fit_says_so():
+    """The ratio goes from below 1 to above it, but nothing fits from 3 to 8: bisection
+    lands in the gap, and the search says so instead of "one side"."""
+    knob = Knob("x", "x", "", "design", 1.0, 0.5, 2.0, (0.05, 20.0))
+
+    def point(k, x):
+        return None, {"a100": None if 3 < x < 8 else x / 5}
+
+    assert _break_even(knob, "a100", point) == (None, "no fit in bracket")
+    assert _break_even(knob, "a100", lambda k, x: (None, {"a100": 0.5})) == (None, "one side")
+    value, status = _break_even(knob, "a100", lambda k, x: (None, {"a100": x / 5}))
+    assert status == "found" and value == pytest.approx(5.0, rel=1e-5)
 
 
 def test_break_even_of_a_design_knob_is_where_the_ratio_is_one(gpt3):
