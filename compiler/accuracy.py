@@ -1,10 +1,10 @@
 """Published measurements the simulator is checked against, and the check itself.
 
 The calibration sets live here once: ``tests/test_accuracy.py`` asserts each set's mean
-absolute percentage error (MAPE) against the set's stated tolerance, and ``python -m
-chipletc.compiler.accuracy`` (``make accuracy``) writes docs/accuracy.md and the
-README's accuracy table from the same runs, so the published numbers cannot drift
-from the code (a test compares them).
+absolute percentage error (MAPE) against the set's stated tolerance, and
+tools/write_accuracy.py (``make accuracy``) writes docs/accuracy.md and the README's
+accuracy table from the same runs (``render`` and ``splice`` here), so the published
+numbers cannot drift from the code (a test compares them). This module writes nothing.
 
 A case names a model, a preset target, a one-stage tensor-parallel mapping, a static
 batch, prompt and output lengths, storage and compute dtypes, the measured figure
@@ -15,11 +15,9 @@ and what it measures: ``end_to_end`` (prefill and every output token), ``prefill
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from chipletc.backends.sim.simulator import SimResult, simulate
 from chipletc.backends.targets import load_target
@@ -29,7 +27,8 @@ from chipletc.ir.dtypes import DType
 from chipletc.ir.graph import Graph
 from chipletc.ir.mapping import ModelMapping, even_stages
 
-__all__ = ["SETS", "CalibrationSet", "Case", "Result", "mape", "render", "run_set", "worst"]
+__all__ = ["SETS", "CalibrationSet", "Case", "Result", "mape", "render", "run_set", "splice",
+           "worst"]
 
 BF16, FP16, FP8 = DType.BF16, DType.FP16, DType.FP8
 METRICS = ("end_to_end", "prefill", "decode", "per_token")
@@ -226,15 +225,3 @@ def splice(text: str, block: str) -> str:
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
-
-def main(argv: Sequence[str] = ()) -> int:
-    """Rewrite docs/accuracy.md and the README's table under the repository ``root``."""
-    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[1]
-    detail, summary = render({s.key: run_set(s) for s in SETS})
-    for path, block in ((root / "docs" / "accuracy.md", detail), (root / "README.md", summary)):
-        path.write_text(splice(path.read_text(encoding="utf-8"), block), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
