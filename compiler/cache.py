@@ -74,17 +74,19 @@ def _safetensors_header(path: Path) -> bytes:
         prefix = f.read(8)
         if len(prefix) < 8:
             return prefix
-        return prefix + f.read(struct.unpack("<Q", prefix)[0])
+        # a corrupt length may exceed the file (the frontend refuses it): read what is there
+        size = path.stat().st_size
+        return prefix + f.read(min(struct.unpack("<Q", prefix)[0], size))
 
 
 def _gguf_header(path: Path) -> bytes:
     """A GGUF file's bytes before its tensor data (what the frontend reads)."""
-    from gguf import GGUFReader
-
     try:
+        from gguf import GGUFReader
+
         end = GGUFReader(path).data_offset
-    except (ValueError, KeyError, IndexError, TypeError, OSError):
-        end = 4096  # the frontend refuses it; any stable key will do
+    except (ImportError, ValueError, KeyError, IndexError, TypeError, OSError):
+        end = 4096  # the frontend refuses it (or says gguf is missing); any stable key will do
     with path.open("rb") as f:
         return f.read(end)
 

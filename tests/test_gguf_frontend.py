@@ -4,6 +4,7 @@ names from its own HF -> GGUF name map (independent of the frontend's table)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,15 @@ def test_cache_key_follows_the_header(tmp_path: Path) -> None:
     b = source_key(str(write_gguf(tmp_path / "b.gguf", {"num_hidden_layers": 3}, tensors)))
     c = source_key(str(write_gguf(tmp_path / "c.gguf", {"num_hidden_layers": 2}, tensors)))
     assert a == c != b
+
+
+def test_missing_gguf_package_is_one_line_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chipletc.compiler import cache
+
+    path = write_gguf(tmp_path / "m.gguf", {"num_hidden_layers": 2}, {"token_embd.weight": (8, 4)})
+    monkeypatch.setenv("CHIPLETC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf now fails
+    with pytest.raises(ModelError, match="reading GGUF needs the gguf package"):
+        cache.load_cached(str(path))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from builders import CliRun
 
+from chipletc.compiler import cache
 from chipletc.compiler.frontends import load_model
 from chipletc.compiler.frontends.hf import SUPPORTED, lower_checkpoint
 from chipletc.compiler.frontends.safetensors_header import ITEM_BYTES, read_header
@@ -279,5 +280,30 @@ def test_unsupported_variants_are_refused(tmp_path: Path) -> None:
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"without config\.json"):
+    with pytest.raises(ModelError, match=r"with no config\.json"):
+        load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("length", [2**40, 2**63])
+def test_corrupt_header_length_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int
+) -> None:
+    # the cache keys a checkpoint by its header before the frontend reads it: a length
+    # past the file must reach the frontend's one-line refusal, not an OverflowError
+    monkeypatch.setenv("CHIPLETC_CACHE", str(tmp_path / "cache"))
+    d = write_config(tmp_path / "m", "llama")
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", length) + b"{}")
+    with pytest.raises(ModelError, match="corrupt safetensors header"):
+        cache.load_cached(str(d))
+
+
+def test_heads_must_split_the_hidden_size(tmp_path: Path) -> None:
+    d = write_config(tmp_path / "m", "gpt2", n_embd=64, n_head=5)
+    with pytest.raises(ModelError, match="hidden size 64 does not split into 5 heads"):
+        lower_checkpoint(d)
+
+
+def test_directory_whose_config_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ModelError, match=r"a config\.json that is not a file"):
         load_model(str(tmp_path))

@@ -91,10 +91,12 @@ def _lower(spec: str) -> Graph:
     elif Path(spec).is_dir():
         directory = resolve_checkpoint(Path(spec))
         if not (directory / "config.json").is_file():
+            what = "a config.json that is not a file" if (directory / "config.json").exists() \
+                else "no config.json"
             raise ModelError(
-                f"model {spec}: a directory without config.json; give a Hugging Face "
-                "checkpoint directory (or its Hub cache folder), an .onnx file, a zoo name "
-                "or file.py:factory"
+                f"model {spec}: a directory with {what}; give a Hugging Face checkpoint "
+                "directory (or its Hub cache folder), an .onnx or .gguf file, a zoo name or "
+                "file.py:factory"
             )
         graph = lower_checkpoint(directory)
     elif sep and (path.endswith(".py") or Path(path).exists()):

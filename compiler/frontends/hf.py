@@ -270,6 +270,18 @@ class _Config:
                 return self.int(key)
         return self.int(keys[0], default)
 
+    def head_dim(self, d_model: int, heads: int, *, given: bool = False) -> int:
+        """The width of one head: the config's ``head_dim`` where the family has one
+        (``given``), else the hidden size split over the heads, which must divide."""
+        if given and self.raw.get("head_dim") is not None:
+            return self.int("head_dim")
+        if d_model % heads:
+            raise ModelError(
+                f"{self.where}: hidden size {d_model} does not split into {heads} heads "
+                "and the config gives no head_dim"
+            )
+        return d_model // heads
+
     def refuse(self, what: str) -> ModelError:
         return ModelError(f"{self.where}: {what} is not supported by the zoo definition")
 
@@ -344,7 +356,7 @@ def _llama_like(c: _Config, family: str) -> ModelConfig:
     return _common(
         c, family, num_layers=layers, d_model=d,
         num_heads=heads, num_kv_heads=c.int("num_key_value_heads", heads),
-        head_dim=c.int("head_dim", d // heads), ffn_dim=ffn,
+        head_dim=c.head_dim(d, heads, given=True), ffn_dim=ffn,
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 4096),
         position="rotary", mlp="geglu" if gemma else "swiglu", norm="rmsnorm", bias=mlp_bias,
         attn_bias=attn_bias, qkv_bias=qkv_bias,
@@ -404,7 +416,7 @@ def _gpt2(c: _Config, family: str) -> ModelConfig:
     kv = 1 if family == "gpt_bigcode" and c.get("multi_query", True) else heads
     return _common(
         c, family, num_layers=c.int("n_layer"), d_model=d, num_heads=heads,
-        num_kv_heads=kv, head_dim=d // heads, ffn_dim=c.int("n_inner", 4 * d),
+        num_kv_heads=kv, head_dim=c.head_dim(d, heads), ffn_dim=c.int("n_inner", 4 * d),
         vocab_size=c.int("vocab_size"), max_positions=c.int("n_positions", 1024),
         position="learned", mlp="gelu", norm="layernorm", bias=True, fused_qkv=True,
         tied_embeddings=bool(c.get("tie_word_embeddings", True)),
@@ -416,7 +428,8 @@ def _gptj(c: _Config, family: str) -> ModelConfig:
     c.act("activation_function", allowed=("gelu",))
     return _common(
         c, family, num_layers=c.int("n_layer"), d_model=d, num_heads=heads, num_kv_heads=heads,
-        head_dim=d // heads, ffn_dim=c.int("n_inner", 4 * d), vocab_size=c.int("vocab_size"),
+        head_dim=c.head_dim(d, heads), ffn_dim=c.int("n_inner", 4 * d),
+        vocab_size=c.int("vocab_size"),
         max_positions=c.int("n_positions", 2048), position="rotary", mlp="gelu",
         norm="layernorm", bias=True, attn_bias=False, head_bias=True, parallel_block=True,
         tied_embeddings=bool(c.get("tie_word_embeddings", False)),
@@ -429,7 +442,7 @@ def _gpt_neox(c: _Config, family: str) -> ModelConfig:
     parallel = bool(c.get("use_parallel_residual", True))
     return _common(
         c, family, num_layers=c.int("num_hidden_layers"), d_model=d, num_heads=heads,
-        num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("intermediate_size"),
+        num_kv_heads=heads, head_dim=c.head_dim(d, heads), ffn_dim=c.int("intermediate_size"),
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 2048),
         position="rotary", mlp="gelu", norm="layernorm", bias=bool(c.get("attention_bias", True)),
         norm_bias=True, fused_qkv=True, parallel_block=parallel, parallel_norms=parallel,
@@ -444,7 +457,7 @@ def _starcoder2(c: _Config, family: str) -> ModelConfig:
     c.note_sliding_window(layers)
     return _common(
         c, family, num_layers=layers, d_model=d, num_heads=heads,
-        num_kv_heads=c.int("num_key_value_heads", heads), head_dim=d // heads,
+        num_kv_heads=c.int("num_key_value_heads", heads), head_dim=c.head_dim(d, heads),
         ffn_dim=c.int("intermediate_size"), vocab_size=c.int("vocab_size"),
         max_positions=c.int("max_position_embeddings", 4096), position="rotary", mlp="gelu",
         norm="layernorm", bias=bool(c.get("use_bias", True)), norm_bias=True,
@@ -462,7 +475,8 @@ def _opt(c: _Config, family: str) -> ModelConfig:
         raise c.refuse(f"activation_function {c.get('activation_function')!r}")
     return _common(
         c, family, num_layers=c.int("num_hidden_layers"), d_model=d,
-        num_heads=heads, num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("ffn_dim"),
+        num_heads=heads, num_kv_heads=heads, head_dim=c.head_dim(d, heads),
+        ffn_dim=c.int("ffn_dim"),
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_position_embeddings", 2048),
         pos_offset=2, position="learned", mlp="relu", norm="layernorm",
         bias=bool(c.get("enable_bias", True)),
@@ -484,7 +498,7 @@ def _falcon(c: _Config, family: str) -> ModelConfig:
     two_norms = new and c.int("num_ln_in_parallel_attn", 2) == 2
     return _common(
         c, family, num_layers=c.first("num_hidden_layers", "n_layer"), d_model=d,
-        num_heads=heads, num_kv_heads=kv, head_dim=d // heads,
+        num_heads=heads, num_kv_heads=kv, head_dim=c.head_dim(d, heads),
         ffn_dim=c.int("ffn_hidden_size", 4 * d), vocab_size=c.int("vocab_size"),
         max_positions=c.int("max_position_embeddings", 2048), position="rotary", mlp="gelu",
         norm="layernorm", bias=bool(c.get("bias", False)), norm_bias=True, fused_qkv=True,
@@ -499,7 +513,7 @@ def _bloom(c: _Config, family: str) -> ModelConfig:
         raise c.refuse("apply_residual_connection_post_layernorm")
     return _common(
         c, family, num_layers=c.first("n_layer", "num_hidden_layers"), d_model=d,
-        num_heads=heads, num_kv_heads=heads, head_dim=d // heads, ffn_dim=4 * d,
+        num_heads=heads, num_kv_heads=heads, head_dim=c.head_dim(d, heads), ffn_dim=4 * d,
         vocab_size=c.int("vocab_size"), max_positions=2048, position="alibi", mlp="gelu",
         norm="layernorm", bias=True, fused_qkv=True, embed_norm=True,
         tied_embeddings=bool(c.get("tie_word_embeddings", True)),
@@ -517,7 +531,7 @@ def _mpt(c: _Config, family: str) -> ModelConfig:
         raise c.refuse("MPT with biases (no_bias false)")
     return _common(
         c, family, num_layers=c.int("n_layers"), d_model=d, num_heads=heads,
-        num_kv_heads=heads, head_dim=d // heads, ffn_dim=c.int("expansion_ratio", 4) * d,
+        num_kv_heads=heads, head_dim=c.head_dim(d, heads), ffn_dim=c.int("expansion_ratio", 4) * d,
         vocab_size=c.int("vocab_size"), max_positions=c.int("max_seq_len", 2048),
         position="alibi", mlp="gelu", norm="layernorm", bias=False, fused_qkv=True,
         tied_embeddings=True,

@@ -169,7 +169,7 @@ def lower_onnx(path: Path, example_len: int = 8) -> Graph:
 def _read(path: Path) -> onnx.ModelProto:
     where = f"model {path}"
     if not path.is_file():
-        raise ModelError(f"{where}: not found")
+        raise ModelError(f"{where}: {'a directory, not a file' if path.is_dir() else 'not found'}")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises its own DecodeError on a broken file
