@@ -7,13 +7,13 @@ chiplets sit in a package (``PackageSpec``), how packages sit on the lanes of a 
 (``SystemSpec``), who pays (``Economics``) and how close to peak the hardware runs
 (``Efficiency``). Presets live in ``chipletc.backends.targets`` as YAML.
 
-Constructors check ranges and cross-field invariants (die within the reticle, die
-power density within the node's limit, an SRAM-only design has SRAM, HBM sits on an
-interposer). They do no physics: area from densities, cost, yield and thermal budgets
-are pure functions in ``chipletc.backends.cost``.
+Constructors check ranges and cross-field invariants (an SRAM-only design has SRAM,
+HBM sits on an interposer). They do no physics: area from densities, cost, yield and
+thermal budgets are pure functions in ``chipletc.backends.cost``.
 
-Not checked here: whether a model fits (the partitioner's job) and the air-cooled
-lane budget (``chipletc.backends.cost.thermal_check`` reports it).
+Not checked here: whether a model fits (the partitioner's job) and the physical limits
+(die within the reticle and the node's power density, the air-cooled lane budget, the
+server power cap): ``chipletc.backends.cost.thermal_check`` is the one check of those.
 """
 
 from __future__ import annotations
@@ -463,17 +463,7 @@ class Target:
         if not isinstance(self.name, str) or not self.name:
             raise fail("name", "must be a non-empty string", self.name, "e.g. 'cc-7nm-gpt3'")
         _one_of("tp_domain", self.tp_domain, LEVELS)
-        chip, tech = self.chiplet, self.tech
-        if chip.area_mm2 > tech.max_reticle_mm2:
-            raise fail("chiplet.area_mm2", f"die larger than the {tech.name} reticle",
-                       chip.area_mm2, f"(0, {tech.max_reticle_mm2:g}] mm2")
-        density = chip.die_power_w / chip.area_mm2
-        if density > tech.max_w_per_mm2:
-            raise fail("chiplet.power_w",
-                       f"power density {density:.3g} W/mm2 above the {tech.name} limit",
-                       chip.die_power_w,
-                       f"<= {tech.max_w_per_mm2 * chip.area_mm2:.4g} W on "
-                       f"{chip.area_mm2:g} mm2 ({tech.max_w_per_mm2:g} W/mm2)")
+        chip = self.chiplet
         if chip.hbm_bytes == 0 and chip.sram_bytes == 0:
             raise fail("chiplet.sram_bytes", "an SRAM-only design (no HBM) has no SRAM", 0,
                        "> 0, or give hbm_bytes")

@@ -305,7 +305,11 @@ class Economics:
                         ("dc_opex_usd_per_W_month", 100)):
             require_nonnegative(f, getattr(self, f), high)
         for f in ("dc_amortization_years", "server_life_years"):
-            require_positive(f, getattr(self, f), high=100)
+            # the loans are repaid monthly (``loan_interest``): a life under one month has
+            # no repayment and divides by zero
+            if not 1 / 12 <= require_number(f, getattr(self, f)) <= 100:
+                raise fail(f, "out of range", getattr(self, f), "one month to 100 years "
+                           "[0.0833, 100]")
         for f in ("dc_interest_rate", "server_interest_rate"):
             require_fraction(f, getattr(self, f), allow_zero=True)
         require_fraction("server_opex_frac", self.server_opex_frac, allow_zero=True)

@@ -4,8 +4,7 @@ never give a traceback, a hang, an exit code other than 0/2/130, or a partial ou
 The cases run in this process (``main(argv)``, no interpreter start-up) under a per-case
 time limit; a few run the installed command in a subprocess. The examples are derandomized,
 so CI sees the same cases each run; ``CHIPLETC_FUZZ_EXAMPLES=500`` searches further.
-Inputs known to break an invariant are kept out of the random cases (``known_bug``) and
-each has its own strict xfail below, which fails once the bug is fixed.
+Inputs the fuzz once broke are kept as named cases (``HF_FIXED``), each refused in one line.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from builders import CliRun
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("CHIPLETC_FUZZ_EXAMPLES", "12"))
@@ -238,24 +237,15 @@ def write(directory: Path, name: str, doc: object) -> str:
     return str(path)
 
 
-# -- known bugs: each has a strict xfail below that fails once it is fixed; then delete the
-# case and its clause in ``known_bug`` so the random cases cover that input again.
-
-HF_BUGS = {
-    # config.json model_type a list or object: TypeError (unhashable) in hf.model_config
-    "model_type_not_a_string": {"model_type": []},
-}
 # bugs the fuzz found and the config ranges fixed: each must be refused in one line, at once
 HF_FIXED = {
     "zero_heads": {"num_attention_heads": 0},  # was a ZeroDivisionError
     "huge_width": {"hidden_size": 2**40},  # was torch's storage-overflow traceback
     "huge_depth": {"num_hidden_layers": 10**9},  # was 300 s building 10^9 blocks
+    "model_type_a_list": {"model_type": ["llama"]},  # was a TypeError (unhashable)
+    "model_type_an_object": {"model_type": {"llama": 1}},
+    "architectures_a_number": {"model_type": "nope", "architectures": 3},  # was a TypeError
 }
-
-
-def known_bug(config: dict[str, Any]) -> bool:
-    """An HF config that hits one of HF_BUGS."""
-    return isinstance(config.get("model_type"), (list, dict))
 
 
 # -- the fuzz cases --------------------------------------------------------------------------
@@ -274,7 +264,6 @@ def test_random_flags_on_a_zoo_model(cli: CliRun, tmp_path: Path, command: str, 
 @FUZZ
 @given(config=hf_configs(), command=st.sampled_from(["inspect", "compile"]))
 def test_random_model_configs(cli: CliRun, tmp_path: Path, config, command: str) -> None:
-    assume(not known_bug(config))
     model = Path(tempfile.mkdtemp(dir=tmp_path))
     write(model, "config.json", config)
     out = model / "out" if command == "compile" else None
@@ -304,15 +293,6 @@ def test_fixed_config_bugs_are_refused_at_once(cli: CliRun, tmp_path: Path, case
     write(tmp_path, "config.json", {**HF_CONFIG, **HF_FIXED[case]})
     code, _, err = cli("inspect", str(tmp_path))
     assert code == 2 and err.count("\n") == 1 and err.startswith("chipletc: error:"), err
-
-
-@pytest.mark.parametrize("case", sorted(HF_BUGS))
-@pytest.mark.xfail(strict=True, reason="HF config.json model_type is not type-checked")
-def test_known_config_bugs(cli: CliRun, tmp_path: Path, case: str) -> None:
-    config = {**HF_CONFIG, **HF_BUGS[case]}
-    assert known_bug(config)
-    write(tmp_path, "config.json", config)
-    check(cli, ["inspect", str(tmp_path)], seconds=5)  # refusing takes milliseconds
 
 
 def test_more_workers_than_tasks_start_one_process_per_task(cli: CliRun, tmp_path: Path) -> None:

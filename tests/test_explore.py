@@ -258,6 +258,8 @@ def test_baseline_override_moves_the_factor(gpt3, small_run):
     ("a100:tokens_per_s=inf", "a100:tokens_per_s: must be a finite positive number ('inf')"),
     ("a100:price=nan", "a100:price: must be a finite positive number ('nan')"),
     ("a100:price=x", "a100:price: must be a number ('x')"),
+    ("a100:tokens_per_s=1e12", "a100:tokens_per_s: too large ('1e12'); allowed <= 1e+09"),
+    ("a100:price=2e6", "a100:price: too large ('2e6'); allowed <= 1e+06"),
     ("a100", "nothing to override"),
 ])
 def test_bad_baseline_override(text, message):

@@ -20,6 +20,10 @@ from chipletc.ir.target import Target
 HOT_LANE = "base: cc-7nm-gpt3\nserver: {packages_per_lane: 60, power_cap_w: 20000}\n"
 # 40 packages per lane: the lane (461 W) is fine, the 2 kW cap is not (4.2 kW).
 HOT_SERVER = "base: cc-7nm-gpt3\nserver: {packages_per_lane: 40}\n"
+# a 900 mm2 die on a node whose reticle is 858 mm2 (the Target constructor used to check it)
+BIG_DIE = "base: cc-7nm-gpt3\nchiplet: {by_area: {area_mm2: 900}}\n"
+# 1.2 kW on an A100's 826 mm2: 1.45 W/mm2 against the node's 1.1 W/mm2
+DENSE_DIE = "base: a100-80gb-x8\nchiplet: {power_w: 1200}\n"
 
 
 def _with_server(**changes: object) -> Target:
@@ -67,6 +71,8 @@ def test_a_package_too_hot_alone_asks_for_a_cooler_package():
 @pytest.mark.parametrize(("text", "limit", "over"), [
     (HOT_LANE, "lane thermal", "85 W over"),
     (HOT_SERVER, "server power", "2,205 W over"),
+    (BIG_DIE, "reticle", "42 mm2 over"),
+    (DENSE_DIE, "power density", "291 W over; chiplet.power_w of at most 908.6 W"),
 ])
 @pytest.mark.parametrize("command", [
     ("compile", "gpt2-small"),
@@ -84,12 +90,17 @@ def test_compile_and_simulate_refuse_in_one_line(cli: CliRun, tmp_path: Path, te
     assert not out_dir.exists()
 
 
-def test_cost_reports_what_compile_refuses(cli: CliRun, tmp_path: Path):
+@pytest.mark.parametrize(("text", "words"), [
+    (HOT_LANE, "lane thermal: lane of 692 W"),
+    (BIG_DIE, "reticle: die of 900 mm2 larger than the 7nm-cc reticle of 858 mm2"),
+    (DENSE_DIE, "power density: die of 1,200 W on 826 mm2 is 1.45 W/mm2"),
+])
+def test_cost_reports_what_compile_refuses(cli: CliRun, tmp_path: Path, text, words):
     path = tmp_path / "hot.yaml"
-    path.write_text(HOT_LANE)
+    path.write_text(text)
     code, out, _ = cli("cost", str(path))
     assert code == 0
-    assert "VIOLATED" in out and "lane thermal: lane of 692 W" in out
+    assert "VIOLATED" in out and words in out
 
 
 def test_explore_screens_with_the_same_check(tmp_path: Path):
@@ -111,6 +122,13 @@ def test_explore_screens_with_the_same_check(tmp_path: Path):
     assert reason == "" and target is not None
     with pytest.raises(TargetError, match="lane thermal"):
         require_within_limits(target)  # explore may relax a limit that compile keeps
+    big = {"chiplet": {"area_mm2": 900, "mac_ratio": 0.03, "ops_per_sram_read": 4},
+           "server": {"packages_per_lane": 1}}
+    (design,) = parse_space(big).designs()
+    assert screen(parse_space(big), design) == (None, "reticle")  # the node's 858 mm2
+    wider = parse_space({**big, "constraints": {"reticle_mm2": 1000}})
+    target, reason = screen(wider, next(iter(wider.designs())))
+    assert reason == "" and target is not None and thermal_check(target).ok
 
 
 def test_a_derived_target_does_not_borrow_its_base_description(tmp_path: Path):
@@ -195,6 +213,8 @@ def test_a_huge_rate_is_refused_with_its_range():
      "chiplet.by_performance.sram_mib: too large"),
     ("server: {cooling: {ambient_c: 1e30}}", "server.cooling.ambient_c: out of range"),
     ("economics: {pue: 0.5}", "economics.pue: out of range (0.5); allowed [1, 10]"),
+    ("economics: {server_life_years: 1e-30}",  # was a ZeroDivisionError in loan_interest
+     "economics.server_life_years: out of range (1e-30); allowed one month to 100 years"),
 ])
 def test_yaml_numbers_out_of_range_are_one_line_exit_2(cli: CliRun, tmp_path: Path,
                                                        yaml_text, words):

@@ -228,14 +228,6 @@ BAD_FILES = {
         "base: cc-7nm-gpt3\nchiplet: {by_area: {area_mm2: 0}}\n",
         ["bad.yaml", "chiplet.by_area.area_mm2", "(0.0)", "> 0"],
     ),
-    "die_above_reticle": (
-        "base: cc-7nm-gpt3\nchiplet: {by_area: {area_mm2: 900}}\n",
-        ["bad.yaml", "chiplet.area_mm2", "reticle", "(900", "858"],
-    ),
-    "power_density": (
-        "base: a100-80gb-x8\nchiplet: {power_w: 1200}\n",
-        ["bad.yaml", "chiplet.power_w", "power density", "(1200.0)", "1.1 W/mm2"],
-    ),
     "sram_missing": (
         "base: a100-80gb-x8\n"
         "chiplet: {hbm_bytes: 0, hbm_bw_Bps: 0, hbm_stacks: 0, sram_bytes: 0}\n",

@@ -178,15 +178,33 @@ class ThermalReport:
 
 
 def thermal_check(target: Target) -> ThermalReport:
-    """The air-cooled lane budget and the server power cap: the one check of both.
+    """The physical limits of a target, the one check of all of them: the die within the
+    node's reticle and power density, the air-cooled lane budget and the server power cap.
 
     ``compile``, ``simulate`` (through ``require_within_limits``), ``cost`` and explore's
-    screen all ask this function. The die power density and reticle limits are not
-    repeated here: ``Target`` refuses a die beyond either when it is built.
+    screen all ask this function; ``Target`` only checks that each field is in range.
     """
-    chip, srv = target.chiplet, target.server
+    chip, srv, tech = target.chiplet, target.server, target.tech
     cool = srv.cooling
     limits: list[LimitViolation] = []
+    if chip.area_mm2 > tech.max_reticle_mm2:
+        limits.append(LimitViolation(
+            "reticle",
+            f"die of {chip.area_mm2:,g} mm2 larger than the {tech.name} reticle of "
+            f"{tech.max_reticle_mm2:,g} mm2", chip.area_mm2 - tech.max_reticle_mm2, "mm2",
+            f"a die of at most {tech.max_reticle_mm2:,g} mm2 (chiplet.area_mm2)"))
+    density = chip.die_power_w / chip.area_mm2  # the HBM stacks' power is not the die's
+    if density > tech.max_w_per_mm2:
+        most_w = tech.max_w_per_mm2 * chip.area_mm2
+        split = (f" ({most_w:,.4g} W on the die, {chip.hbm_power_w:,.4g} W of HBM)"
+                 if chip.hbm_power_w else "")
+        limits.append(LimitViolation(
+            "power density",
+            f"die of {chip.die_power_w:,.4g} W on {chip.area_mm2:,g} mm2 is {density:.3g} "
+            f"W/mm2, above the {tech.name} limit of {tech.max_w_per_mm2:g} W/mm2",
+            chip.die_power_w - most_w, "W",
+            f"chiplet.power_w of at most {most_w + chip.hbm_power_w:,.4g} W{split} or a "
+            "larger die"))
     pkg_w = target.chips_per_package * chip.power_w
     lane_w = srv.packages_per_lane * pkg_w
     budget = hottest = None

@@ -47,6 +47,11 @@ EXPLORE_BASELINES = ("a100", "h100", "h200", "tpu-v4")
 """The baselines explore puts beside its designs unless told otherwise."""
 
 _FIELDS = {"price": "usd_per_chip_hour", "tokens_per_s": "tokens_per_s_per_chip"}
+# Upper bounds far past any real chip, so the factors stay finite (1e400 is inf): a
+# whole server's rent limit (``Economics.rent_usd_per_hour``) per chip-hour, and twice
+# what a chip at ``ChipletSpec``'s 1e18 FLOP/s limit reaches on a 1-billion-parameter
+# model (2e9 FLOPs a token: 5e8 tokens/s).
+_HIGH = {"price": 1e6, "tokens_per_s": 1e9}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ def parse_override(text: str) -> BaselineOverride:
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"--baseline {name}:{key}: must be a finite positive number "
                              f"({raw!r})")
+        if value > _HIGH[key]:
+            raise UsageError(f"--baseline {name}:{key}: too large ({raw!r}); allowed <= "
+                             f"{_HIGH[key]:,g}")
         values[_FIELDS[key]] = value
     if not values:
         raise UsageError(f"{where}: nothing to override; e.g. a100:price=0.87,tokens_per_s=211")

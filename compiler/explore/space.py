@@ -202,12 +202,7 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
             efficiency=efficiency,
         )
     except TargetError as err:
-        text = str(err)
-        if text.startswith("chiplet.area_mm2"):
-            return None, "reticle"
-        if text.startswith("chiplet.power_w"):
-            return None, "power density"
-        raise TargetError(f"space {space.name}: design {design.index}: {text}") from None
+        raise TargetError(f"space {space.name}: design {design.index}: {err}") from None
     for broken in thermal_check(target).limits:  # compile's check (require_within_limits)
         if broken.limit != "lane thermal" or space.lane_thermal:
             return None, broken.limit

@@ -588,11 +588,12 @@ def config_from_dict(raw: dict, name: str, where: str) -> ModelConfig:
     """The zoo configuration a config.json-shaped ``raw`` describes (named ``name``;
     errors start with ``where``). The GGUF frontend builds ``raw`` from its metadata."""
     model_type = raw.get("model_type")
-    if model_type not in _FAMILIES:
+    if not isinstance(model_type, str) or model_type not in _FAMILIES:
+        archs = raw.get("architectures")
+        named = ", ".join(map(str, archs)) if isinstance(archs, list) else ""
         raise ModelError(
             f"{where}: unsupported architecture {model_type!r} "
-            f"({', '.join(raw.get('architectures') or [])}); supported model_type: "
-            f"{', '.join(SUPPORTED)}"
+            f"({named}); supported model_type: {', '.join(SUPPORTED)}"
         )
     build, _ = _FAMILIES[model_type]
     config = _Config(raw, name)
