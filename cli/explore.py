@@ -198,6 +198,7 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
     """The text form: counts, the paper's table per model, baselines with factors."""
     from chipletc.compiler.explore.report import TABLE_COLUMNS
     from chipletc.compiler.explore.run import STATUS_MEANING
+    from chipletc.compiler.partition.diagnose import REASONS
 
     removed = ", ".join(f"{k} {v:,}" for k, v in doc["removed_by_constraint"].items())
     lines = [f"space {doc['space']}: {doc['designs']:,} designs, {doc['survivors']:,} meet "
@@ -208,6 +209,12 @@ def format_summary(doc: dict[str, Any], out: str | None) -> str:
         lines += ["", f"{model}: {counts}"]
         lines += [f"  {k}: {STATUS_MEANING[k]}" for k in sorted(entry["evaluated"])
                   if k in STATUS_MEANING]
+        why = entry.get("no_mapping_reasons")
+        if why:
+            (top, n), *_ = why.items()
+            lines.append("  no mapping, by binding constraint: "
+                         + ", ".join(f"{k} {v:,}" for k, v in why.items())
+                         + f"; commonest: {top} ({n:,}): {REASONS[top]}")
         if "best" not in entry:
             continue
         heads = [h for _, h, _ in TABLE_COLUMNS]

@@ -33,11 +33,12 @@ def _bytes(w: Weight, slc: tuple[tuple[int, int], ...]) -> int:
 
 def _shape_key(op: Op) -> tuple:
     """All ``_op_shards`` and ``_bytes`` read of an op (``split_dim`` reads its shard,
-    role and output features)."""
+    role, output features and, for a width-split op, its width)."""
     return (
         op.shard,
         op.role,
         op.dims.get("out_features"),
+        op.dims.get("width"),
         tuple((w.shape, w.nbytes) for w in op.weights),
     )
 
@@ -53,7 +54,7 @@ def _op_shards(
     expert_index = {id(w): i for i, w in enumerate(x for x in op.weights if len(x.shape) >= 2)}
     for i, w in enumerate(op.weights):
         full = _full(w)
-        if tp == 1 or op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
+        if tp == 1 or op.shard in (Shard.REPLICATED, Shard.HEADS):
             out.append((i, full, tp))
             continue
         if op.shard is Shard.EXPERT and len(w.shape) == 2:

@@ -433,6 +433,21 @@ def _embedding_cost(op: Op, wl: Workload, kv_dtype: DType, act_dtype: DType) -> 
     )
 
 
+def _shard_embedding(op: Op, ctx: ShardContext) -> Shard:
+    """Megatron's vocabulary-parallel token embedding (each rank a range of rows); a
+    learned position table split over the hidden width (each rank its columns)."""
+    return Shard.VOCAB if op.role is Role.TOKEN else Shard.WIDTH
+
+
+def _embedding_collectives(op: Op, cost: OpCost) -> tuple[Collective, ...]:
+    """A vocabulary-parallel lookup leaves each rank the rows of its range (zeros for
+    other tokens): one all-reduce sums them. Each rank adds its columns of the position
+    rows before it, so a hidden-split position table needs no collective of its own."""
+    if op.shard is Shard.VOCAB:
+        return (Collective("all_reduce", cost.act_out_bytes),)
+    return ()
+
+
 def _check_embedding(op: Op) -> str | None:
     d = op.dims
     for w in op.weights:
@@ -487,9 +502,8 @@ KIND_RULES: Mapping[OpKind, KindRule] = MappingProxyType(
             ("width",), _elementwise_cost, _follow_inputs, flops_per_element=1
         ),
         OpKind.EMBEDDING: KindRule(
-            ("num_embeddings", "width"), _embedding_cost,
-            lambda op, ctx: Shard.VOCAB if op.role is Role.TOKEN else Shard.REPLICATED,
-            _check_embedding,
+            ("num_embeddings", "width"), _embedding_cost, _shard_embedding, _check_embedding,
+            _embedding_collectives,
         ),
         OpKind.GENERIC: KindRule((), _generic_cost),
     }

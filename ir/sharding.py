@@ -124,8 +124,12 @@ def rank_weight_fraction(op: Op, tp: int, pad_heads: bool, heads: int, kv_heads:
 
 def split_dim(op: Op, w: Weight) -> int | None:
     """The dimension tensor parallelism cuts ``w`` along, or None when a rank holds it
-    whole (a row-parallel bias, added once after the all-reduce, sits on rank 0)."""
-    if op.shard in (Shard.REPLICATED, Shard.WIDTH, Shard.HEADS):
+    whole (a row-parallel bias, added once after the all-reduce, sits on rank 0). A
+    width-split op cuts its weights along their last (hidden) dimension: a position
+    table's columns, a per-channel scale's entries."""
+    if op.shard is Shard.WIDTH:
+        return len(w.shape) - 1 if w.shape and w.shape[-1] == op.dims.get("width") else None
+    if op.shard in (Shard.REPLICATED, Shard.HEADS):
         return None
     if len(w.shape) == 1:
         # a bias follows its matmul's output features: split for column, whole for row

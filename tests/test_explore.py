@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from chipletc.cli import main as cli
+from chipletc.cli.explore import format_summary
 from chipletc.compiler.compile import compile_model
 from chipletc.compiler.explore import (
     ExploreOptions,
@@ -31,6 +32,7 @@ from chipletc.compiler.explore import (
 )
 from chipletc.compiler.explore.space import screen
 from chipletc.compiler.partition import Objective, SearchOptions, build_problem
+from chipletc.compiler.partition.diagnose import binding_reason
 from chipletc.compiler.partition.exhaustive import solve_exhaustive
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.errors import InfeasibleError, TargetError, UsageError
@@ -174,6 +176,28 @@ def test_constraints_and_pruning_are_counted(small_run, small_space):
     assert sum(small_run.removed.values()) + small_run.survivors == 36
     assert {p["status"] for p in small_run.points} <= {"ok", "capacity", "no mapping"}
     assert any(p["status"] == "ok" for p in small_run.points)
+
+
+def test_no_mapping_is_explained_by_its_binding_constraint(gpt3):
+    """Small dies hold GPT-3 across 64 servers but no layer fits one: "no mapping",
+    counted under "chiplet memory", which a fresh problem of the same design confirms;
+    the summary names the commonest reason and what it means."""
+    space = parse_space({"base": "cc-7nm-gpt3",
+                         "chiplet": {"area_mm2": [60, 200], "mac_ratio": 0.03,
+                                     "ops_per_sram_read": 4},
+                         "server": {"packages_per_lane": [8, 16]}}, "two.yaml")
+    run = explore([gpt3], space, ExploreOptions())
+    missed = [p for p in run.points if p["status"] == "no mapping"]
+    assert missed and {p["reason"] for p in missed} == {"chiplet memory"}
+    builder = ProblemBuilder(gpt3, SearchOptions())
+    for p in missed:
+        target, _ = screen(space, next(d for d in space.designs() if d.index == p["design"]))
+        assert solve_optimal(problem := builder.build(target)) is None
+        assert binding_reason(problem) == "chiplet memory"
+    doc = summary(run, {})
+    assert doc["models"][MODEL]["no_mapping_reasons"] == {"chiplet memory": len(missed)}
+    assert ("no mapping, by binding constraint: chiplet memory 2; commonest: chiplet memory "
+            "(2): one block per stage at the widest tp overflows") in format_summary(doc, None)
 
 
 def test_workers_give_identical_results(gpt3, small_space, small_run):

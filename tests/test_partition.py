@@ -10,6 +10,7 @@ from builders import make_graph, make_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chipletc.backends.targets import load_target
 from chipletc.compiler.partition import Objective, SearchOptions, build_problem, partition
 from chipletc.compiler.partition.cpsat import solve_cpsat
 from chipletc.compiler.partition.evaluate import evaluate
@@ -130,14 +131,19 @@ def test_smaller_weights_fit_where_bf16_does_not(zoo_graph, default_target):
     # N = tp x pp chiplets against 700 allowed (on ceil(700 / 128) = 6 servers), short by
     # N - 700, and N at least the weight bytes over one chiplet's SRAM (349.2 GB / 397.6 MB
     # -> 879)
+    # and the nearest change that works, found by re-solving: the fewest servers
     found = re.search(
-        r"needs at least (\d+) chiplets \(tp=(\d+), pp=(\d+)\) but 700 are allowed "
-        r"\(6 servers x 128, --max-chiplets 700\); short by (\d+)$",
+        r"needs at least (\d+) chiplets \(tp=(\d+), pp=(\d+); tp is capped at 32 by the 96 "
+        r"attention heads together with the 128 chiplets per server\) but 700 are allowed "
+        r"\(6 servers x 128, --max-chiplets 700\); short by (\d+); (\d+) servers fit "
+        r"\(tp=\d+ x pp=\d+\): --max-servers (\d+) without --max-chiplets$",
         str(info.value),
     )
     assert found, str(info.value)
-    chips, tp, pp, short = map(int, found.groups())
+    chips, tp, pp, short, servers, flag = map(int, found.groups())
     assert chips == tp * pp and short == chips - 700
+    assert servers == flag == math.ceil(chips / 128)
+    assert partition(graph, default_target, SearchOptions(max_servers=servers)).num_servers <= 12
     assert chips >= math.ceil(graph.weight_bytes / default_target.chiplet.sram_bytes) >= 879
     assert (
         partition(graph.with_dtypes(weights=DType.INT8), default_target, opts).mapping.num_chiplets
@@ -179,3 +185,52 @@ def test_tp_that_splits_no_heads_is_refused(zoo_graph, default_target):
 def test_unknown_solver_is_refused(default_target):
     with pytest.raises(UsageError, match="unknown solver"):
         partition(make_graph(), default_target, SearchOptions(), solver="magic")
+
+
+# --- refusals that explain: the binding constraint, the amount, the nearest change that works
+
+# GPT-3 on chiplets of 140 MiB: at the widest tp (32) the first stage's one block plus its
+# 1/32 of the tables (token embedding 38.6 MB, position table 1.57 MB) overflows by 13.5 MB
+SMALL_SRAM = "base: cc-7nm-gpt3\nchiplet: {by_performance: {tops: 7, sram_mib: 140, " \
+    "sram_bw_Bps: 1.0e+13}}\n"
+
+
+def test_a_design_that_does_not_fit_names_the_tp_cap_the_tables_and_a_fix(
+    cli, tmp_path, zoo_graph
+):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_SRAM)
+    flags = ["--max-batch", "1", "--prompt-len", "128", "--gen-len", "128"]
+    code, out, err = cli("compile", "gpt3-175b", "--target", str(path), *flags)
+    assert code == 2 and not out and err.count("\n") == 1, err
+    found = re.search(
+        r"short by ([\d.]+) MB\), of which the tables take ([\d.]+) MB \(token embedding "
+        r"([\d.]+) MB, position table ([\d.]+) MB\), more than the shortfall; tp is capped "
+        r"at 32 by the 96 attention heads together with the 128 chiplets per server; "
+        r"--pad-heads fits \(tp=(\d+) x pp=(\d+)\)$",
+        err,
+    )
+    assert found, err
+    short, tables, tok, pos = map(float, found.groups()[:4])
+    # 1/32 of each table: 50,257 x 12,288 and 2,048 x 12,288 bf16 elements
+    assert tok == pytest.approx(math.ceil(50257 / 32) * 12288 * 2 / 1e6, abs=0.05)
+    assert pos == pytest.approx(2048 * 12288 * 2 / 32 / 1e6, abs=0.005)
+    assert tables == pytest.approx(tok + pos, abs=0.1) and tables > short
+    # the suggestion works as printed
+    opts = SearchOptions(max_batch=1, prompt_len=128, gen_len=128, pad_heads=True)
+    part = partition(zoo_graph("gpt3-175b"), load_target(str(path)), opts)
+    assert (part.mapping.tp, part.mapping.pp) == tuple(map(int, found.groups()[4:]))
+    assert part.mapping.tp > 32
+
+
+def test_servers_that_bind_are_named_with_the_fewest_that_fit(zoo_graph, default_target):
+    with pytest.raises(InfeasibleError) as info:
+        partition(zoo_graph("gpt3-175b"), default_target, SearchOptions(max_servers=4))
+    found = re.search(r"; (\d+) servers fit \(tp=\d+ x pp=\d+\): --max-servers (\d+)$",
+                      str(info.value))
+    assert found, str(info.value)
+    n = int(found.group(1))
+    assert partition(zoo_graph("gpt3-175b"), default_target,
+                     SearchOptions(max_servers=n)).num_servers <= n
+    with pytest.raises(InfeasibleError):  # the fewest: one server less does not fit
+        partition(zoo_graph("gpt3-175b"), default_target, SearchOptions(max_servers=n - 1))

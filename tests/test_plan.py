@@ -44,6 +44,32 @@ def test_padded_heads_over_more_ranks_than_heads(zoo_graph, default_target):
     build_plan(graph, default_target, part.mapping, 1024, 1024).validate()
 
 
+def test_tables_are_split_over_tp_not_replicated(zoo_graph, default_target):
+    """GPT-3's tables on its first stage: the token embedding vocabulary-parallel (each
+    rank 1/32 of its rows), the 2048 x 12288 learned position table split over the hidden
+    width (each rank 384 columns, 1.57 MB instead of the whole 50.3 MB), each held once;
+    the only tensors every rank holds whole are the 1-D norm scales and biases."""
+    graph = zoo_graph("gpt3-175b")
+    opts = SearchOptions(tp=32, pp=96, batch=32, micro_batch=1)
+    part = partition(graph, default_target, opts)
+    plan = build_plan(graph, default_target, part.mapping, opts.prompt_len, opts.gen_len)
+    assert check_plan(plan, graph, default_target) == []
+    table = {t.name: t for t in plan.tensors}
+    assert table["tok.weight"].copies == table["pos.weight"].copies == 1
+    replicated = [t for t in plan.tensors if t.copies == 32]
+    assert replicated and all(len(t.shape) == 1 for t in replicated)
+    first = [c for c in plan.chiplets if c.stage == 0]
+    for c in first:
+        (pos,) = [s for s in c.shards if s.tensor == "pos.weight"]
+        lo, hi = pos.slice[1]
+        assert tuple(pos.slice[0]) == (0, 2048)
+        assert hi - lo == 12288 // 32 and pos.bytes == 2048 * 384 * 2
+    block = next(c for c in plan.chiplets if 0 < c.stage < 95)
+    tables = table["tok.weight"].bytes / 32 + table["pos.weight"].bytes / 32
+    # the first stage holds one block, as the middle ones do, plus its 1/32 of the tables
+    assert first[0].weight_bytes - block.weight_bytes == pytest.approx(tables, abs=2 * 12288 * 2)
+
+
 SMALL_GRAPH = dict(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)
 SMALL_TARGET = dict(sram_mb=2, max_servers=2)
 

@@ -53,8 +53,9 @@ def test_collective_bytes_are_what_the_sharding_implies() -> None:
     g = make_graph(layers=layers, d=d, vocab=vocab)
     sch = lower_schedule(g, make_target(), mapping(pp=1, batch=batch, micro=batch), prompt, 4)
     prefill = sum(op.link_bytes for op in sch.stages[0].prefill if op.collective)
-    # two all-reduces of the residual stream per block, logits of the last positions
-    assert prefill == 2 * layers * batch * prompt * d * 2 + batch * vocab * 2
+    # two all-reduces of the residual stream per block and one of the vocabulary-parallel
+    # embedding's partial lookups, logits of the last positions
+    assert prefill == (2 * layers + 1) * batch * prompt * d * 2 + batch * vocab * 2
 
 
 def test_tp1_has_no_collectives_and_stages_exchange_activations() -> None:

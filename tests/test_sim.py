@@ -67,23 +67,33 @@ def assert_agree(sim: SimResult, est, decode_rel: float) -> None:
     """Prefill runs the same ops in both: equal to rounding. Decode: the simulator steps
     the cache from prompt+1 to prompt+gen while the analytical model takes one step at
     the mean context rounded down, and roofline time max(compute, memory) is convex in
-    the context, so the simulator can only be slower (Jensen), by a little."""
+    the context, so the simulator can only be slower (Jensen), by a little, save for one
+    thing: where the first stage is the slowest, the simulator starts its first decode
+    pass while the last micro-batch's prefill still drains through the later stages,
+    which the analytical model's prefill + gen x step does not; that gains at most the
+    drain, spread over the generated tokens."""
     assert sim.prefill_s == pytest.approx(est.prefill_s, rel=1e-9)
-    assert est.decode_s_per_token <= sim.decode_s_per_token
+    pp = len(est.stage_prefill)
+    drain = sum(g.total_s for g in est.stage_prefill[1:]) + (pp - 1) * est.transfer_prefill_s
+    gen = round((est.end_to_end_s - est.prefill_s) / est.decode_s_per_token)
+    assert est.decode_s_per_token <= sim.decode_s_per_token + drain / gen * (1 + 1e-9)
     assert sim.decode_s_per_token == pytest.approx(est.decode_s_per_token, rel=decode_rel)
     assert sim.end_to_end_s == pytest.approx(est.end_to_end_s, rel=decode_rel)
 
 
-# (tp, pp, batch, micro): decode differs by at most 1.5e-3 (tp 1, pp 4, 16 x 4), end to
-# end by at most 6.6e-4 (one chiplet); bounds at ~1.5x the worst point
+# (tp, pp, batch, micro): decode differs by at most 1.5e-3 (tp 1, pp 4, 16 x 4) where
+# a later stage is the slowest, end to end by at most 6.6e-4 (one chiplet); by 4.5e-3
+# (decode) and 3.6e-3 (end to end) at tp 2, pp 4, 8 x 2, whose first stage (the
+# embedding's all-reduce) is the slowest: see assert_agree. Bounds at ~1.5x the worst
 @pytest.mark.parametrize(
-    ("tp", "pp", "batch", "micro"),
-    [(1, 1, 1, 1), (2, 1, 8, 8), (4, 2, 4, 4), (2, 4, 8, 2), (1, 4, 16, 4)],
+    ("tp", "pp", "batch", "micro", "rel"),
+    [(1, 1, 1, 1, 2.5e-3), (2, 1, 8, 8, 2.5e-3), (4, 2, 4, 4, 2.5e-3), (2, 4, 8, 2, 7e-3),
+     (1, 4, 16, 4, 2.5e-3)],
 )
-def test_analytical_and_simulated_agree_without_contention(tp, pp, batch, micro) -> None:
+def test_analytical_and_simulated_agree_without_contention(tp, pp, batch, micro, rel) -> None:
     g, t = make_graph(), make_target()
     m, r = run(g, t, tp, pp, batch, micro, prompt=32, gen=16)
-    assert_agree(r, estimate(g, t, m, 32, 16), decode_rel=2.5e-3)
+    assert_agree(r, estimate(g, t, m, 32, 16), decode_rel=rel)
 
 
 # decode differs by 3.0e-5 (A100) and 4.5e-5 (TPU v4): 512-token prompts dwarf the

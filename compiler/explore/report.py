@@ -10,10 +10,11 @@ import csv
 import html
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .run import ExploreResult
+from .run import NO_MAPPING, ExploreResult
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -140,6 +141,12 @@ def summary(result: ExploreResult, baselines: dict[str, list[dict[str, Any]]]) -
         for p in mine:
             statuses[p["status"]] = statuses.get(p["status"], 0) + 1
         entry: dict[str, Any] = {"evaluated": statuses}
+        reasons = Counter(p["reason"] for p in mine if p["status"] == NO_MAPPING)
+        if reasons:
+            # why nothing mapped, commonest first (diagnose.REASONS says what each means)
+            entry["no_mapping_reasons"] = dict(
+                sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
         if statuses.get("ok"):
             best = best_designs(result.points, model)
             entry["best"] = best

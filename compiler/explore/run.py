@@ -33,6 +33,7 @@ from chipletc.backends.cost import (
 )
 from chipletc.backends.perf import estimate
 from chipletc.compiler.partition import SearchOptions, mapping_of
+from chipletc.compiler.partition.diagnose import BOUNDS, HEADS, binding_reason
 from chipletc.compiler.partition.problem import ProblemBuilder
 from chipletc.ir.dtypes import DType
 from chipletc.ir.errors import InfeasibleError, UsageError
@@ -58,7 +59,7 @@ STATUS_MEANING = {
     "(weights, KV, workspace) within the bounds",
 }
 """What each per-model status other than "ok" means, for people."""
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: no-mapping points carry their binding reason
 
 Progress = Callable[[int, int], None]
 
@@ -151,20 +152,24 @@ def map_model(
     """The optimal mapping of ``graph`` on ``target`` and compile's figures for it, flat.
 
     ``status`` is "ok", ``CAPACITY`` (all servers together hold less than the weights:
-    pruned before any solver) or ``NO_MAPPING``. The run's average server power (one
-    more analytical estimate of the mapping) is computed when the target's power basis
-    needs it or ``with_average`` asks, and then given as ``average_power_w``.
+    pruned before any solver) or ``NO_MAPPING`` with its ``reason``, the binding
+    constraint (``chipletc.compiler.partition.diagnose.REASONS``). The run's average
+    server power (one more analytical estimate of the mapping) is computed when the
+    target's power basis needs it or ``with_average`` asks, and then given as
+    ``average_power_w``.
     """
     capacity = target.memory_capacity_bytes * target.chips_per_server * target.max_servers
     if capacity < builder.weight_bytes:
         return {"status": CAPACITY}
     try:
         problem = builder.build(target)
-    except (InfeasibleError, UsageError):
-        return {"status": NO_MAPPING}
+    except InfeasibleError:
+        return {"status": NO_MAPPING, "reason": HEADS}
+    except UsageError:
+        return {"status": NO_MAPPING, "reason": BOUNDS}  # a pin the target cannot take
     best = solve_optimal(problem)
     if best is None:
-        return {"status": NO_MAPPING}
+        return {"status": NO_MAPPING, "reason": binding_reason(problem)}
     fig = figures(builder, target, problem, best)
     econ = target.economics
     average_w = None
