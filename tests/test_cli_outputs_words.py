@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from chipletc.cli.explore import JOURNAL
@@ -45,3 +48,37 @@ def test_explore_help_names_every_model_form_and_the_journal(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for word in ("file.py:factory", ".onnx", "checkpoint directories", JOURNAL):
         assert word in text, word
+
+
+# the project's notes that live outside the repository: none of them may be cited in it
+OUTSIDE = tuple(f"{name}.md" for name in ("REFERENCE", "DESIGN", "STYLE"))
+
+
+def test_nothing_in_the_repository_cites_a_file_outside_it():
+    """README, docs, code, help texts and presets name only what ships (issue 17, item 4)."""
+    root = Path(__file__).resolve().parents[1]
+    cited = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"build", "dist"}
+                   and not d.endswith(".egg-info") and d != "__pycache__"]
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix in {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ""}:
+                text = path.read_text(errors="replace")
+                cited += [f"{path.relative_to(root)}: {o}" for o in OUTSIDE if o in text]
+    assert cited == []
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    # a latency no mapping reaches: the best one, and the bound that works
+    (("compile", "gpt2-small", "--max-latency-ms", "0.0001"), "raise --max-latency-ms to "
+                                                              "at least"),
+    # a baseline figure beyond any chip (1e400 parses as inf)
+    (("explore", "gpt2-small", "--baseline", "a100:tokens_per_s=1e400"),
+     "tokens_per_s out of range (1e400); allowed > 0 and <= 1e+09"),
+])
+def test_issue_cases_refused_in_one_line(capsys, argv, words):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("chipletc: error: ") and words in err

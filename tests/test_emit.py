@@ -140,6 +140,10 @@ def test_report_names_the_mapping_the_cost_and_the_missing_solver(case):
     assert text.startswith(f"# {plan.model['name']} on {target.name}")
     assert "| 2 | 3 | 4 | 2 | 6 |" in text
     assert "None ran" in text and "per 1K generated tokens" in text
+    # what the plan replicates, said in the report: the norm scales, never a table
+    whole = [t for t in plan.tensors if t.copies == plan.mapping["tp"]]
+    assert whole and all(len(t.shape) == 1 for t in whole)
+    assert f"Replicated: {len(whole)} tensors held whole by every rank of their stage" in text
     solver = {"name": "cpsat", "status": "OPTIMAL", "objective": 1, "bound": 1, "gap": 0.0}
     assert "cpsat OPTIMAL" in to_report_md(plan, result, analytical, cost, solver, [])
 

@@ -77,6 +77,7 @@ def to_report_md(
             f"| {_mb(c.weight_bytes)} | {_mb(c.kv_bytes)} | {_mb(c.activation_bytes)} "
             f"| {c.used_bytes / c.capacity_bytes:.1%} |"
         )
+    lines += _replication(plan)
     sim, an = simulated, analytical
     usd = cost.tco_per_1k_tokens_usd
     lines += [
@@ -130,6 +131,26 @@ def _power(cost: TokenCost) -> list[str]:
             f"{cost.average_power_w:,.0f} W on average over the run "
             f"({cost.average_energy_per_1k_tokens_J:,.0f} J per 1K tokens); the per-watt "
             f"costs are charged at {cost.power_basis} (`--power-basis`)."]
+
+
+def _replication(plan: Plan) -> list[str]:
+    """What the plan replicates, from its tensor table: tensors every rank of a stage
+    holds whole, and K/V projections shared by the ranks of one KV head."""
+    tp = int(plan.mapping["tp"])
+    if tp == 1:
+        return []
+    whole = sorted(t.name for t in plan.tensors if t.copies == tp)
+    shared = sorted(t.name for t in plan.tensors if 1 < t.copies < tp)
+    held = set(whole)
+    per_chip = max(sum(s.bytes for s in c.shards if s.tensor in held and not s.tied)
+                   for c in plan.chiplets)
+    named = ", ".join(whole[:3]) + (", ..." if len(whole) > 3 else "")
+    text = (f"Replicated: {len(whole)} tensors held whole by every rank of their stage, at "
+            f"most {_mb(per_chip)} per chiplet" + (f" ({named})" if whole else ""))
+    if shared:
+        text += f"; {len(shared)} K/V projections shared by the ranks of each KV head"
+    return ["", text + "; every other tensor is split over the tp ranks (token embedding "
+            "and LM head by vocabulary, learned position table by hidden columns)."]
 
 
 def _mb(n: float) -> str:
