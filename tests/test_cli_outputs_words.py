@@ -73,6 +73,9 @@ def test_nothing_in_the_repository_cites_a_file_outside_it():
     # a latency no mapping reaches: the best one, and the bound that works
     (("compile", "gpt2-small", "--max-latency-ms", "0.0001"), "raise --max-latency-ms to "
                                                               "at least"),
+    # a server life too short to repay one monthly instalment (was a ZeroDivisionError)
+    (("cost", "cc-7nm-gpt3", "--life-years", "1e-30"),
+     "--life-years: out of range (1e-30); allowed one month to 100 years"),
     # a baseline figure beyond any chip (1e400 parses as inf)
     (("explore", "gpt2-small", "--baseline", "a100:tokens_per_s=1e400"),
      "tokens_per_s out of range (1e400); allowed > 0 and <= 1e+09"),
