@@ -156,7 +156,7 @@ def test_rent_flag_makes_a_target_rented(cli: CliRun):
 @pytest.mark.parametrize("argv, message", [
     (("--utilization", "1.5"), "--utilization: out of range (1.5)"),
     (("--pue", "0.5"), "--pue: out of range (0.5)"),
-    (("--life-years", "-1"), "--life-years: must be positive (-1.0)"),
+    (("--life-years", "-1"), "--life-years: out of range (-1.0); allowed one month to 100"),
     (("--electricity-usd-per-kwh", "x"), "not a number: 'x'"),
     (("--power-basis", "peak"), "invalid choice: 'peak'"),
 ])
