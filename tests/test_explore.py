@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chipletc.backends.cost import assumptions
 from chipletc.cli import main as cli
 from chipletc.cli.explore import format_summary
 from chipletc.compiler.compile import compile_model
@@ -194,7 +195,7 @@ def test_no_mapping_is_explained_by_its_binding_constraint(gpt3):
         target, _ = screen(space, next(d for d in space.designs() if d.index == p["design"]))
         assert solve_optimal(problem := builder.build(target)) is None
         assert binding_reason(problem) == "chiplet memory"
-    doc = summary(run, {})
+    doc = {**summary(run, {}), "assumptions": assumptions(space.base)}  # as the CLI does
     assert doc["models"][MODEL]["no_mapping_reasons"] == {"chiplet memory": len(missed)}
     assert ("no mapping, by binding constraint: chiplet memory 2; commonest: chiplet memory "
             "(2): one block per stage at the widest tp overflows") in format_summary(doc, None)
