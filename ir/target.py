@@ -463,7 +463,7 @@ class Target:
         if not isinstance(self.name, str) or not self.name:
             raise fail("name", "must be a non-empty string", self.name, "e.g. 'cc-7nm-gpt3'")
         _one_of("tp_domain", self.tp_domain, LEVELS)
-        chip = self.chiplet
+        chip, tech = self.chiplet, self.tech
         if chip.hbm_bytes == 0 and chip.sram_bytes == 0:
             raise fail("chiplet.sram_bytes", "an SRAM-only design (no HBM) has no SRAM", 0,
                        "> 0, or give hbm_bytes")
