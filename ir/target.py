@@ -130,6 +130,9 @@ class ChipletSpec:
     ``peak_flops`` for the fallback. ``power_w`` is the TDP of the die and its HBM;
     ``hbm_power_w`` is the part of it burnt in the stacks, off the die (0 where a
     preset gives only the total), so the die's power density leaves it out.
+    ``bonded_layers`` SRAM dies hybrid-bonded on the die (``ir.tech.BondedMemory``) hold
+    ``bonded_bytes`` more on-die-class memory at ``bonded_bw_Bps`` through the bonded
+    face, each bond succeeding with ``bond_yield``.
     """
 
     area_mm2: float
@@ -146,6 +149,10 @@ class ChipletSpec:
     hbm_stacks: int = 0
     hbm_stack_usd: float = 0.0
     hbm_power_w: float = 0.0
+    bonded_layers: int = 0
+    bonded_bytes: int = 0
+    bonded_bw_Bps: float = 0.0
+    bond_yield: float = 1.0
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -186,6 +193,17 @@ class ChipletSpec:
             raise fail("hbm_bytes", "HBM stacks or bandwidth given without capacity", 0, "> 0")
         if self.link_count > 0:
             require_positive("link_bw_Bps", self.link_bw_Bps)
+        require_count("bonded_layers", self.bonded_layers, minimum=0, maximum=64)
+        require_count("bonded_bytes", self.bonded_bytes, minimum=0, maximum=MAX_BYTES)
+        require_nonnegative("bonded_bw_Bps", self.bonded_bw_Bps, MAX_BW_BPS)
+        require_fraction("bond_yield", self.bond_yield)
+        if (self.bonded_layers > 0) != (self.bonded_bytes > 0) or (
+                self.bonded_bytes > 0 and self.bonded_bw_Bps <= 0):
+            raise fail("bonded_bytes", "bonded layers, their capacity and bandwidth go "
+                       "together", self.bonded_bytes, "all > 0 or all 0")
+        if self.bonded_layers > 0 and (self.hbm_bytes > 0 or self.sram_bytes == 0):
+            raise fail("bonded_layers", "bonded SRAM layers extend the die's SRAM, not HBM",
+                       self.bonded_layers, "0 with HBM; with SRAM on the die")
 
     def peak_flops(self, dtype: DType) -> float:
         """Peak dense FLOP/s for matmuls in ``dtype``.
@@ -493,15 +511,27 @@ class Target:
 
     @property
     def memory_capacity_bytes(self) -> int:
-        """Per chiplet, the memory that holds weights and KV cache."""
+        """Per chiplet, the memory that holds weights and KV cache (the die's SRAM and its
+        bonded layers together, when it has them)."""
         c = self.chiplet
-        return c.hbm_bytes if self.weights_in == "hbm" else c.sram_bytes
+        return c.hbm_bytes if self.weights_in == "hbm" else c.sram_bytes + c.bonded_bytes
 
     @property
     def memory_bw_Bps(self) -> float:
-        """Per chiplet, the bandwidth of ``memory_capacity_bytes``'s memory."""
+        """Per chiplet, the bandwidth of ``memory_capacity_bytes``'s memory.
+
+        With bonded layers, weights and KV cache fill the die's SRAM and the layers in
+        proportion to their capacity and both are read at once, so reading them all
+        takes the longer of the two: capacity / max(SRAM / its bandwidth, layers / the
+        bonded face's bandwidth), never more than the two bandwidths' sum.
+        """
         c = self.chiplet
-        return c.hbm_bw_Bps if self.weights_in == "hbm" else c.sram_bw_Bps
+        if self.weights_in == "hbm":
+            return c.hbm_bw_Bps
+        if c.bonded_bytes == 0:
+            return c.sram_bw_Bps
+        slowest_s = max(c.sram_bytes / c.sram_bw_Bps, c.bonded_bytes / c.bonded_bw_Bps)
+        return (c.sram_bytes + c.bonded_bytes) / slowest_s
 
     @property
     def chips_per_package(self) -> int:

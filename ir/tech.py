@@ -18,7 +18,7 @@ from enum import Enum
 
 from .errors import TargetError
 
-__all__ = ["MIB", "Economics", "MemoryTech", "Packaging", "PowerBasis", "TechNode"]
+__all__ = ["MIB", "BondedMemory", "Economics", "MemoryTech", "Packaging", "PowerBasis", "TechNode"]
 
 MIB = 1 << 20
 """Bytes in a MiB: the unit of SRAM densities and chiplet builders."""
@@ -250,6 +250,43 @@ class MemoryTech:
     def stack_w(self) -> float:
         """Power of one stack at its peak bandwidth."""
         return self.stack_bw_Bps * self.energy_J_per_B
+
+
+@dataclass(frozen=True)
+class BondedMemory:
+    """SRAM dies hybrid-bonded face to face on the logic die (AMD's 3D V-Cache on TSMC
+    SoIC), ``layers`` of them, each covering the die.
+
+    A layer is an SRAM die of the chiplet's node and area: ``sram_fill`` of it is SRAM
+    macros at the node's ``sram_mm2_per_MiB`` (the rest TSV arrays and control), it
+    is priced as a die of that node, and each bond succeeds with ``bond_yield`` (a
+    failed bond scraps the stack). The bonded face carries ``bw_Bps_per_mm2`` of the
+    die's area, shared by all layers (upper layers reach the logic through the TSVs of
+    the ones below): layers add capacity, not bandwidth. It is on-die-class memory:
+    weights and KV cache fill the die's SRAM and the layers together
+    (``Target.memory_capacity_bytes``). Presets in ``backends/targets/memory/`` say
+    ``kind: bonded`` and cite every figure.
+    """
+
+    name: str
+    sram_fill: float
+    bw_Bps_per_mm2: float
+    bond_yield: float
+    max_layers: int
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or self.name == "sram":
+            raise fail("name", "must be a non-empty string other than sram", self.name,
+                       "e.g. '3d-sram'")
+        require_fraction("sram_fill", self.sram_fill)
+        require_positive("bw_Bps_per_mm2", self.bw_Bps_per_mm2, high=1e13)
+        require_fraction("bond_yield", self.bond_yield)
+        require_count("max_layers", self.max_layers, maximum=64)
+
+    def layer_bytes(self, area_mm2: float, tech: TechNode) -> int:
+        """SRAM bytes of one layer over a die of ``area_mm2`` at ``tech``."""
+        return math.floor(area_mm2 * self.sram_fill / tech.sram_mm2_per_MiB * MIB)
 
 
 @dataclass(frozen=True)

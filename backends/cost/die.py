@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from chipletc.ir.errors import TargetError
 from chipletc.ir.tech import TechNode
 
-__all__ = ["DieCost", "die_cost", "die_yield", "dies_per_wafer", "expected_dies_per_wafer"]
+__all__ = ["DieCost", "bonded_die_usd", "die_cost", "die_yield", "dies_per_wafer",
+           "expected_dies_per_wafer"]
 
 
 def expected_dies_per_wafer(area_mm2: float, usable_diameter_mm: float, scribe_mm: float) -> float:
@@ -90,3 +91,14 @@ def die_cost(area_mm2: float, tech: TechNode) -> DieCost:
         test_usd=test,
         cost_usd=silicon + test,
     )
+
+
+def bonded_die_usd(die_usd: float, layers: int, bond_yield: float) -> float:
+    """One good logic die of ``die_usd`` with ``layers`` SRAM layers hybrid-bonded on it.
+
+    A layer is an SRAM die of the same node and area, so it costs what the logic die
+    costs (``die_cost`` of the same area); each bond succeeds with ``bond_yield`` and a
+    failed one scraps the stack, so the good stack costs (1 + layers) dies over
+    ``bond_yield ** layers``. 0 layers: ``die_usd``.
+    """
+    return die_usd * (1 + layers) / bond_yield**layers

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import Target
 
-from .die import DieCost, die_cost
+from .die import DieCost, bonded_die_usd, die_cost
 from .package import PackageCost, package_cost
 from .wafer import wafer_engine_cost
 
@@ -97,7 +97,7 @@ def server_cost(target: Target) -> ServerCost:
     else:
         die = die_cost(chip.area_mm2, target.tech)
         pkg = package_cost(
-            die.cost_usd,
+            bonded_die_usd(die.cost_usd, chip.bonded_layers, chip.bond_yield),
             chip.area_mm2,
             chiplets=target.chips_per_package,
             substrate=target.package.substrate,

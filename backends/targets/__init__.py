@@ -43,7 +43,7 @@ from chipletc.ir.target import (
     SystemSpec,
     Target,
 )
-from chipletc.ir.tech import Economics, MemoryTech, TechNode
+from chipletc.ir.tech import BondedMemory, Economics, MemoryTech, TechNode
 
 from .chiplet import chiplet_by_area, chiplet_by_performance
 
@@ -79,7 +79,7 @@ _BUILDERS: dict[str, tuple[Callable[..., ChipletSpec], tuple[str, ...]]] = {
 }
 _BUILDER_OPTIONS = {"link_count": int, "link_bw_Bps": float, "link_latency_s": float,
                     "link_mm2": float, "link_w": float, "name": str, "memory": str,
-                    "stacks": int}
+                    "stacks": int, "layers": int}
 
 
 def list_targets() -> list[str]:
@@ -101,16 +101,21 @@ def load_tech(name_or_path: str) -> TechNode:
 
 
 def list_memories() -> list[str]:
-    """Names of the stacked-memory presets (HBM generations), sorted."""
+    """Names of the memory presets (HBM generations, bonded SRAM), sorted."""
     return sorted(p.stem for p in MEMORY_DIR.glob("*.yaml"))
 
 
-def load_memory(name_or_path: str) -> MemoryTech:
-    """A stacked-memory generation by preset name ("hbm2e", "hbm3", "hbm3e") or YAML path."""
+def load_memory(name_or_path: str) -> MemoryTech | BondedMemory:
+    """A memory by preset name ("hbm2e", "hbm3", "hbm3e", "3d-sram") or YAML path: HBM
+    stacks beside the die, or (``kind: bonded``) layers hybrid-bonded on it."""
     path, label = _locate(name_or_path, MEMORY_DIR, list_memories(), "memory", Path.cwd())
     data = _with_base(path, label, MEMORY_DIR, list_memories(), "memory")
     data.setdefault("name", path.stem)
-    return _build(MemoryTech, data, "", label)
+    kind = data.pop("kind", "stacked")
+    kinds: dict[str, type] = {"stacked": MemoryTech, "bonded": BondedMemory}
+    if kind not in kinds:
+        raise TargetError(f"{label}: kind: unknown value ({kind!r}); allowed stacked, bonded")
+    return _build(kinds[kind], data, "", label)
 
 
 def load_target(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> Target:
@@ -312,7 +317,7 @@ def _chiplet_section(value: Any, tech: TechNode, label: str) -> ChipletSpec:
         if key not in kwargs:
             raise TargetError(f"{label}: {where}.{key}: missing; required with {mode} "
                               f"({', '.join(required)})")
-    if "memory" in kwargs:  # a stacked-memory preset or path, e.g. memory: hbm3
+    if "memory" in kwargs:  # a memory preset or path, e.g. memory: hbm3 or 3d-sram
         try:
             kwargs["memory"] = load_memory(kwargs["memory"])
         except TargetError as err:

@@ -395,7 +395,7 @@ def _nothing_maps(space: Space, model: str, points: Sequence[dict[str, Any]],
 
 
 _HINTS = {
-    "same design": "list one stacks value, or a stacked memory beside sram",
+    "same design": "list one stacks (layers) value, or a stacked (bonded) memory beside sram",
     "chiplet geometry": "larger dies: area_mm2 must exceed the pad ring and IO links",
     "reticle": "constraints.reticle_mm2 or smaller area_mm2",
     "power density": "constraints.max_w_per_mm2 or a lower mac_ratio",

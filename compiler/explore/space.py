@@ -12,6 +12,7 @@ A space file is YAML::
       link_count: 16           # optional, as are link_bw_Bps
       memory: [sram, hbm3]     # optional: where weights live (sram, or a stacked-memory preset)
       stacks: [2, 4]           # stacks per chiplet of a stacked memory (needed with one)
+      layers: [1, 2]           # layers of a bonded memory such as 3d-sram (needed with one)
     # chiplet: {tops: [...], sram_mib: [...], ops_per_sram_read: [...]}   # ... or by performance
     package: {chiplets_per_package: [1, 2]}
     server: {packages_per_lane: {from: 3, to: 20}, lanes: 8, server_link_count: 2,
@@ -32,7 +33,10 @@ A chiplet with ``memory: hbm3`` (any preset of ``backends/targets/memory``) carr
 ``stacks`` stacks beside the die (``chiplet_by_area``'s ``memory``), sits on a silicon
 interposer and reads weights at the memory's ``bw_efficiency``; an SRAM-only design
 is kept once, at the first ``stacks`` value, and its repeats are screened out as
-"same design". ``package.topology`` and ``server.topology`` wire the chiplets of a
+"same design". A bonded memory (``3d-sram``) puts ``layers`` SRAM dies on the die
+(on-die-class memory: the die's substrate and efficiency stay); a design is kept once
+for the count axis its memory does not use (``stacks`` or ``layers``).
+``package.topology`` and ``server.topology`` wire the chiplets of a
 package and of a server as ``ir.target.TOPOLOGIES`` names them (ring, mesh2d, torus2d,
 torus3d, switch) over the same chip links; a switched server pays its switch ports
 (``ServerParts.switch_usd_per_port``) and two link hops per message.
@@ -60,7 +64,7 @@ from chipletc.backends.targets import (
 )
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import TOPOLOGIES, ChipletSpec, Target
-from chipletc.ir.tech import MemoryTech, TechNode
+from chipletc.ir.tech import BondedMemory, MemoryTech, TechNode
 
 __all__ = [
     "CONSTRAINTS",
@@ -82,7 +86,7 @@ CONSTRAINTS = ("same design", "chiplet geometry", "reticle", "power density", "l
 _BY_AREA = ("area_mm2", "mac_ratio", "ops_per_sram_read")
 _BY_PERF = ("tops", "sram_mib")
 _CHIPLET_KEYS = (*_BY_AREA, *_BY_PERF, "sram_bw_Bps", "link_count", "link_bw_Bps", "memory",
-                 "stacks")
+                 "stacks", "layers")
 SRAM = "sram"
 """The ``chiplet.memory`` value of an SRAM-only design (weights and KV cache on die)."""
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
@@ -92,7 +96,7 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
                "topology"),
 }
 _INTEGER = {"link_count", "chiplets_per_package", "packages_per_lane", "lanes",
-            "server_link_count", "stacks"}
+            "server_link_count", "stacks", "layers"}
 _CONSTRAINT_KEYS = ("reticle_mm2", "max_w_per_mm2", "lane_thermal", "server_power_w")
 _TOP_KEYS = ("name", "description", "base", "node", "constraints", *_SECTIONS)
 _MAX_VALUES = 100_000
@@ -114,7 +118,7 @@ class Space:
     description: str
     base: Target
     nodes: tuple[TechNode, ...]
-    memories: tuple[MemoryTech, ...]  # the stacked memories ``chiplet.memory`` names
+    memories: tuple[MemoryTech | BondedMemory, ...]  # the memories ``chiplet.memory`` names
     axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (section.key, values), slowest first
     reticle_mm2: float | None
     max_w_per_mm2: float | None
@@ -162,9 +166,11 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
     """
     p = space.as_dict(design)
     memory = p.get("chiplet.memory", SRAM)
-    if memory == SRAM and p.get("chiplet.stacks", 0) != dict(space.axes).get("chiplet.stacks",
-                                                                              (0,))[0]:
-        return None, "same design"
+    mem = next((m for m in space.memories if m.name == memory), None)
+    first = dict(space.axes)
+    for count, kind in (("chiplet.stacks", MemoryTech), ("chiplet.layers", BondedMemory)):
+        if not isinstance(mem, kind) and p.get(count, 0) != first.get(count, (0,))[0]:
+            return None, "same design"
     tech = next(n for n in space.nodes if n.name == p["node"])
     chip_key = (p["node"], *(p.get(f"chiplet.{k}") for k in _CHIPLET_KEYS))
     cache = chiplets if chiplets is not None else {}
@@ -186,9 +192,8 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
         changes["latency_s"] = 2 * chip.link_latency_s  # chip -> switch -> chip
     package = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("package.")}
     efficiency = base.efficiency
-    if memory != SRAM:  # stacks on a silicon interposer, read at the memory's efficiency
+    if isinstance(mem, MemoryTech):  # stacks on a silicon interposer, read at its efficiency
         package["substrate"] = "interposer"
-        mem = next(m for m in space.memories if m.name == memory)
         efficiency = dataclasses.replace(efficiency, memory=mem.bw_efficiency)
     try:
         target = dataclasses.replace(
@@ -210,13 +215,14 @@ def screen(space: Space, design: Design, chiplets: dict | None = None) -> tuple[
 
 
 def _chiplet(p: Mapping[str, Any], tech: TechNode,
-             memories: tuple[MemoryTech, ...]) -> ChipletSpec:
+             memories: tuple[MemoryTech | BondedMemory, ...]) -> ChipletSpec:
     links: dict[str, Any] = {
         k: p[f"chiplet.{k}"] for k in ("link_count", "link_bw_Bps") if f"chiplet.{k}" in p}
     memory = p.get("chiplet.memory", SRAM)
     if memory != SRAM:
-        links["memory"] = next(m for m in memories if m.name == memory)
-        links["stacks"] = p["chiplet.stacks"]
+        links["memory"] = mem = next(m for m in memories if m.name == memory)
+        count = "stacks" if isinstance(mem, MemoryTech) else "layers"
+        links[count] = p[f"chiplet.{count}"]
     if "chiplet.area_mm2" in p:
         return chiplet_by_area(p["chiplet.area_mm2"], p["chiplet.mac_ratio"],
                                p["chiplet.ops_per_sram_read"], tech, **links)
@@ -357,21 +363,28 @@ def _names(raw: Any, where: str, label: str,
     return tuple(names)
 
 
-def _memories(axes: Mapping[str, tuple[Any, ...]], label: str) -> tuple[MemoryTech, ...]:
-    """The stacked memories the ``chiplet.memory`` axis names, checked against ``stacks``."""
-    stacked = [n for n in axes.get("chiplet.memory", ()) if n != SRAM]
-    if stacked and "chiplet.stacks" not in axes:
-        raise _fail(label, "chiplet.stacks", "missing", None,
-                    f"stacks per chiplet, e.g. [2, 4], with memory {stacked[0]}")
-    if "chiplet.stacks" in axes and not stacked:
-        raise _fail(label, "chiplet.stacks", "given without a stacked memory",
-                    list(axes["chiplet.stacks"]), "with chiplet.memory naming one, e.g. hbm3")
+def _memories(axes: Mapping[str, tuple[Any, ...]],
+              label: str) -> tuple[MemoryTech | BondedMemory, ...]:
+    """The memories the ``chiplet.memory`` axis names, checked against ``stacks`` (HBM)
+    and ``layers`` (bonded)."""
     out = []
-    for name in stacked:
+    for name in axes.get("chiplet.memory", ()):
+        if name == SRAM:
+            continue
         try:
             out.append(load_memory(name))
         except TargetError as err:
             raise TargetError(f"{label}: chiplet.memory: {err}") from None
+    for count, kind, adjective, example in (("stacks", MemoryTech, "stacked", "hbm3"),
+                                            ("layers", BondedMemory, "bonded", "3d-sram")):
+        named = [m.name for m in out if isinstance(m, kind)]
+        if named and f"chiplet.{count}" not in axes:
+            raise _fail(label, f"chiplet.{count}", "missing", None,
+                        f"{count} per chiplet, e.g. [1, 2], with memory {named[0]}")
+        if f"chiplet.{count}" in axes and not named:
+            raise _fail(label, f"chiplet.{count}", f"given without a {adjective} memory",
+                        list(axes[f"chiplet.{count}"]),
+                        f"with chiplet.memory naming one, e.g. {example}")
     return tuple(out)
 
 
