@@ -95,7 +95,7 @@ def _summary(
 ) -> dict[str, Any]:
     m = part.mapping
     r = part.result
-    used = [c.used_bytes / c.capacity_bytes for c in plan.chiplets]
+    used = [plan.held_bytes(c) / c.capacity_bytes for c in plan.chiplets]
     return {
         "model": graph.info.name,
         "target": target.name,

@@ -170,6 +170,7 @@ def build_plan(
             "memory": target.weights_in,
             "chips_per_server": cps,
             "capacity_bytes": target.memory_capacity_bytes,
+            **({} if target.weights_resident else {"weights": "streamed"}),
         },
         workload={"prompt_len": prompt_len, "gen_len": gen_len},
         mapping={

@@ -44,8 +44,9 @@ def check_mapping(
     Checks: tp splits the heads (or pads them when the mapping says so); a batch-split
     KV cache is shared by ranks that divide the micro-batch (``kv_batch_ranks``); the
     stages cover the model's blocks; the replica fits the target's servers; one rank of every
-    stage holds its weight shards, the KV cache of the whole batch at the full context
-    and the activation workspace (``ir.layout.stage_memory``) in its memory.
+    stage holds its weight shards (unless they stream in), the KV cache of the whole
+    batch at the full context and the activation workspace (``ir.layout.stage_memory``)
+    in its memory.
     """
     info = graph.info
     check_tp(info.num_heads, info.num_kv_heads, mapping.tp, mapping.pad_heads)
@@ -77,7 +78,7 @@ def check_mapping(
         )
     cap = target.memory_capacity_bytes
     for s, mem in enumerate(stage_memory(graph, mapping, prompt_len, gen_len)):
-        need, weights = mem.total_bytes, mem.weight_bytes
+        need, weights = mem.held_bytes(target.weights_resident), mem.weight_bytes
         if need > cap:
             raise InfeasibleError(
                 f"mapping: stage {s} needs {need / 1e9:.3g} GB per chiplet (weights "

@@ -237,11 +237,9 @@ def check_plan(plan: Plan, graph: Graph, target: Target) -> list[str]:
                 f"4. bytes: chiplet {c.id} needs {work} B of workspace, the plan says "
                 f"{c.activation_bytes} B"
             )
-        if math.ceil(held) + kv + work > cap:
-            out.append(
-                f"5. capacity: chiplet {c.id} needs {math.ceil(held) + kv + work} B, over "
-                f"its {cap} B"
-            )
+        need = (math.ceil(held) if target.weights_resident else 0) + kv + work
+        if need > cap:
+            out.append(f"5. capacity: chiplet {c.id} needs {need} B, over its {cap} B")
     for s, most in fullest.items():
         # the plan's figure sums each tensor's largest slice: uneven splits may put the
         # extra row of different tensors on different ranks, one row each at most

@@ -142,6 +142,11 @@ class StageMemory:
     def total_bytes(self) -> int:
         return self.weight_bytes + self.kv_bytes + self.workspace_bytes
 
+    def held_bytes(self, weights_resident: bool) -> int:
+        """What the rank's memory must hold: ``total_bytes``, less the weights when they
+        stream in from off the wafer (``Target.weights_resident``)."""
+        return self.total_bytes if weights_resident else self.kv_bytes + self.workspace_bytes
+
 
 def stage_memory(
     graph: Graph, mapping: ModelMapping, prompt_len: int, gen_len: int

@@ -41,7 +41,7 @@ __all__ = [
     "dumps_sections",
 ]
 
-PLAN_VERSION = "1.2"
+PLAN_VERSION = "1.3"
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ class Plan:
     chiplets: tuple[ChipletPlacement, ...]
     version: str = PLAN_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # performance, cost, solver
+
+    @property
+    def weights_streamed(self) -> bool:
+        """True when the weights stream in from off the wafer (``target.weights:
+        streamed``): a chiplet's memory then holds only its KV cache and workspace."""
+        return self.target.get("weights") == "streamed"
+
+    def held_bytes(self, c: ChipletPlacement) -> int:
+        """What chiplet ``c``'s memory holds: ``used_bytes``, less its weights when
+        they stream in."""
+        return c.used_bytes - (c.weight_bytes if self.weights_streamed else 0)
 
     @property
     def kv_layout(self) -> KVLayout:
@@ -187,10 +198,11 @@ class Plan:
                     f"chiplet {c.id}: layers {c.layers} differ from stage {c.stage}'s "
                     f"{stages[c.stage]}"
                 )
-            if c.used_bytes > c.capacity_bytes:
+            held = self.held_bytes(c)
+            if held > c.capacity_bytes:
                 raise PlanError(
-                    f"chiplet {c.id}: holds {c.used_bytes} bytes, over its capacity "
-                    f"{c.capacity_bytes} by {c.used_bytes - c.capacity_bytes}"
+                    f"chiplet {c.id}: holds {held} bytes, over its capacity "
+                    f"{c.capacity_bytes} by {held - c.capacity_bytes}"
                 )
         table = {t.name: t for t in self.tensors}
         held: dict[str, list[WeightShard]] = defaultdict(list)

@@ -237,12 +237,19 @@ class WaferSpec:
     + ``spares_per_region``) cores; a region works while at most its spares are
     defective (``backends.cost.wafer.spared_yield``). ``engine_usd`` is what the
     wafer needs to run beyond its silicon: package, power delivery and cold plate.
+
+    ``stream_bw_Bps`` > 0 keeps the weights off the wafer (Cerebras's MemoryX) and
+    streams them in at that bandwidth per wafer, shared by its tiles; the KV cache and
+    activations stay in SRAM, which also reserves ``stream_buffer_bytes`` per wafer for
+    the weights in flight (``Target.weights_resident``).
     """
 
     regions: int
     cores_per_region: int
     spares_per_region: int
     engine_usd: float
+    stream_bw_Bps: float = 0.0
+    stream_buffer_bytes: int = 0
 
     def __post_init__(self) -> None:
         require_count("regions", self.regions, maximum=10_000_000)
@@ -250,6 +257,13 @@ class WaferSpec:
         require_count("spares_per_region", self.spares_per_region, minimum=0,
                       maximum=self.cores_per_region)
         require_nonnegative("engine_usd", self.engine_usd, high=1e9)
+        require_nonnegative("stream_bw_Bps", self.stream_bw_Bps, MAX_BW_BPS)
+        require_count("stream_buffer_bytes", self.stream_buffer_bytes, minimum=0,
+                      maximum=MAX_BYTES)
+        if (self.stream_bw_Bps > 0) != (self.stream_buffer_bytes > 0):
+            raise fail("stream_buffer_bytes", "streamed weights need a buffer in SRAM, and "
+                       "a buffer needs stream_bw_Bps", self.stream_buffer_bytes,
+                       "> 0 with stream_bw_Bps > 0, else 0")
 
 
 @dataclass(frozen=True)
@@ -493,6 +507,11 @@ class Target:
                            f"tiles of {chip.area_mm2:g} mm2 beyond the usable wafer",
                            self.chips_per_package,
                            f"<= {math.floor(usable / chip.area_mm2)} ({usable:,.0f} mm2)")
+        wafer = self.package.wafer
+        if wafer is not None and not self.weights_resident and self.memory_capacity_bytes <= 0:
+            raise fail("package.wafer.stream_buffer_bytes", "leaves no SRAM for the KV cache",
+                       wafer.stream_buffer_bytes,
+                       f"< {chip.sram_bytes * self.chips_per_package:,} (the wafer's SRAM)")
         if chip.hbm_stacks > 0 and self.package.substrate != "interposer":
             raise fail("package.substrate", "HBM stacks need a silicon interposer",
                        self.package.substrate, "interposer")
@@ -510,11 +529,29 @@ class Target:
         return "hbm" if self.chiplet.hbm_bytes > 0 else "sram"
 
     @property
+    def weights_resident(self) -> bool:
+        """False when a wafer streams its weights in from external memory (``WaferSpec``)."""
+        wafer = self.package.wafer
+        return wafer is None or wafer.stream_bw_Bps == 0
+
+    @property
+    def stream_bw_Bps(self) -> float:
+        """Per chiplet, the bandwidth streamed weights arrive at (0: weights resident)."""
+        wafer = self.package.wafer
+        return 0.0 if wafer is None else wafer.stream_bw_Bps / self.chips_per_package
+
+    @property
     def memory_capacity_bytes(self) -> int:
         """Per chiplet, the memory that holds weights and KV cache (the die's SRAM and its
-        bonded layers together, when it has them)."""
+        bonded layers together, when it has them); with streamed weights, the SRAM left
+        for the KV cache and activations beside the stream buffer."""
         c = self.chiplet
-        return c.hbm_bytes if self.weights_in == "hbm" else c.sram_bytes + c.bonded_bytes
+        if self.weights_in == "hbm":
+            return c.hbm_bytes
+        wafer = self.package.wafer
+        if not self.weights_resident and wafer is not None:
+            return c.sram_bytes - wafer.stream_buffer_bytes // self.chips_per_package
+        return c.sram_bytes + c.bonded_bytes
 
     @property
     def memory_bw_Bps(self) -> float:

@@ -112,7 +112,7 @@ def test_explore_sweeps_layers_beside_sram_with_a_front_each(zoo_graph):
     assert result.removed["same design"] == 2 * 2  # an SRAM-only die kept at layers 1
     layer = bonded().layer_bytes
     for d in space.designs():
-        target, why = screen(space, d)
+        target, _ = screen(space, d)
         p = space.as_dict(d)
         if target is not None and p["chiplet.memory"] == "3d-sram":
             chip = target.chiplet

@@ -28,6 +28,8 @@ PINNED = {
     ("graph", "1.1"): "ea22ce05feb9811ffd6f89aab73c7fcd5fdcb82cc274bc60f5ed249e0d2fe802",
     # 1.2: the KV-cache layout of each stage (mapping.kv_layout)
     ("plan", "1.2"): "629cf9b27952de7ca8b85bc23ff54c5e5f5ee22c9ad4cce4b7e4ac32df0608db",
+    # 1.3: target.weights "streamed" when a wafer streams its weights in
+    ("plan", "1.3"): "5539988298fcdd7c72708f72337b2745b8711c31a2b8ea118d618bb8020afb7f",
 }
 VERSIONS = {"plan": PLAN_VERSION, "schedule": SCHEDULE_VERSION, "graph": GRAPH_VERSION}
 

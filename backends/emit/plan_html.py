@@ -42,7 +42,7 @@ def _grid(plan: Plan) -> tuple[list[list[float]], list[list[float]]]:
         y = (c.server // cols) * (lanes + 1) + c.lane
         x = (c.server % cols) * (width + 1) + c.package * chips + c.chip
         stage[y][x] = c.stage
-        use[y][x] = c.used_bytes / c.capacity_bytes
+        use[y][x] = plan.held_bytes(c) / c.capacity_bytes
     return stage, use
 
 

@@ -75,7 +75,7 @@ def to_report_md(
         lines.append(
             f"| {s} | {c.layers[0]}-{c.layers[1]}{extra} | {group[0].id}-{group[-1].id} "
             f"| {_mb(c.weight_bytes)} | {_mb(c.kv_bytes)} | {_mb(c.activation_bytes)} "
-            f"| {c.used_bytes / c.capacity_bytes:.1%} |"
+            f"| {plan.held_bytes(c) / c.capacity_bytes:.1%} |"
         )
     lines += _replication(plan)
     sim, an = simulated, analytical

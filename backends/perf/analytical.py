@@ -83,13 +83,21 @@ def op_time(cost: OpCost, target: Target, peak_flops: float) -> OpTime:
     """Roofline time of one rank's share of an op (``cost``), plus the per-op overhead.
 
     ``peak_flops`` is the chip's peak at the graph's activation dtype (callers hoist it
-    out of their loops).
+    out of their loops). Weights streamed onto a wafer (``Target.weights_resident``
+    false) arrive at ``Target.stream_bw_Bps`` while the KV cache and activations move
+    in SRAM at the same time: the slower of the two is the op's memory time.
     """
     eff = target.efficiency
     moved = cost.memory_bytes + eff.activation_traffic * (cost.act_in_bytes + cost.act_out_bytes)
+    stream_bw = target.stream_bw_Bps
+    if stream_bw:
+        memory_s = max((moved - cost.weight_bytes) / (target.memory_bw_Bps * eff.memory),
+                       cost.weight_bytes / stream_bw)
+    else:
+        memory_s = moved / (target.memory_bw_Bps * eff.memory)
     return OpTime(
         compute_s=cost.flops / (peak_flops * eff.compute),
-        memory_s=moved / (target.memory_bw_Bps * eff.memory),
+        memory_s=memory_s,
         overhead_s=eff.op_overhead_s,
     )
 

@@ -38,7 +38,7 @@ def kv_pool_tokens(model: IterationModel, prompt_len: int) -> int:
     capacity = model.target.memory_capacity_bytes
     memory = stage_memory(model.graph, model.mapping, prompt_len, 0)
     tokens = [
-        (capacity - m.weight_bytes - m.workspace_bytes) // per_token
+        (capacity - m.held_bytes(model.target.weights_resident) + m.kv_bytes) // per_token
         for m, per_token in zip(memory, model.stage_kv_bytes_per_token, strict=True)
         if per_token > 0
     ]

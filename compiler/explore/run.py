@@ -159,7 +159,7 @@ def map_model(
     ``average_power_w``.
     """
     capacity = target.memory_capacity_bytes * target.chips_per_server * target.max_servers
-    if capacity < builder.weight_bytes:
+    if target.weights_resident and capacity < builder.weight_bytes:
         return {"status": CAPACITY}
     try:
         problem = builder.build(target)

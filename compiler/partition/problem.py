@@ -420,6 +420,20 @@ class ProblemBuilder:
         self._tp[tp, layout] = found
         return found
 
+    def _streamed(self, tab: _TpTables) -> _TpTables:
+        """``tab`` with no weights held: a wafer that streams them keeps only the KV
+        cache and the workspace in SRAM (its stream buffer is off the capacity)."""
+        blocks0 = [tab.block_kv[0][k] for k in self.kind_of_block]
+        return _TpTables(
+            block_weight=(0,) * len(tab.block_weight),
+            pre_weight=0,
+            post_weight=0,
+            tied_weight=0,
+            block_kv=tab.block_kv,
+            blocks_total0=sum(blocks0),
+            blocks_max0=max(blocks0),
+        )
+
     def _candidates(self, target: Target) -> tuple[tuple[int, KVLayout], ...]:
         key = (target.level(target.tp_domain).domain_chips, target.chips_per_server)
         found = self._tps.get(key)
@@ -450,6 +464,7 @@ class ProblemBuilder:
             layout,
             chip.peak_flops(self.graph.compute_dtype),
             target.memory_bw_Bps,
+            target.stream_bw_Bps,
             target.efficiency,
             collective_key(target, tp),
             # a batch-split KV cache exchanges among the ranks sharing it
@@ -505,6 +520,8 @@ class ProblemBuilder:
                 f"{target.chips_per_server} chiplets"
             )
         tabs = [self._tp_tables(tp, layout) for tp, layout in candidates]
+        if not target.weights_resident:  # streamed in: SRAM holds KV cache and workspace
+            tabs = [self._streamed(tab) for tab in tabs]
         L = self.num_blocks
         # no replica uses more servers than its widest tp over one stage per block: a
         # larger bound changes nothing (and must not coarsen the time unit below)
