@@ -63,17 +63,24 @@ class _Fullest:
     stage: int
 
 
-def _fullest_stage(p: PartitionProblem, ti: int, pp: int) -> _Fullest:
-    """The fullest chiplet at the smallest batch, micro-batch 1, even stages."""
+def _block_bytes_before(p: PartitionProblem, ti: int) -> list[int]:
+    """Entry b: the bytes of blocks 0..b-1 at tp index ``ti`` and the smallest batch, so a
+    stage's blocks cost one subtraction (explore asks this for every stage count)."""
+    out = [0]
+    for k in p.kind_of_block:
+        out.append(out[-1] + p.block_weight[ti][k] + p.block_kv[ti][0][k])
+    return out
+
+
+def _fullest_stage(p: PartitionProblem, ti: int, pp: int, before: list[int]) -> _Fullest:
+    """The fullest chiplet at the smallest batch, micro-batch 1, even stages (``before``:
+    ``_block_bytes_before(p, ti)``)."""
     base, extra = divmod(p.num_layers, pp)
     worst, first = _Fullest(0, 0), 0
     for s in range(pp):
         n = base + (1 if s < extra else 0)
-        kc = p.kind_counts(first, first + n)
+        b = p.workspace[0] + before[first + n] - before[first]
         first += n
-        b = p.workspace[0] + sum(
-            c * (p.block_weight[ti][k] + p.block_kv[ti][0][k]) for k, c in enumerate(kc)
-        )
         b += p.pre_weight[ti] if s == 0 else 0
         if s == pp - 1:
             b += p.tail_weight(ti, pp)
@@ -94,8 +101,9 @@ def _fewest_chiplets(p: PartitionProblem) -> tuple[int, int, int] | None:
     """(chiplets, tp, pp) of the fewest chiplets whose fullest one fits, if any."""
     fewest = None
     for i, tp in enumerate(p.tps):
+        before = _block_bytes_before(p, i)
         for pp in range(1, p.num_layers + 1):
-            if _fullest_stage(p, i, pp).bytes <= p.capacity_bytes:
+            if _fullest_stage(p, i, pp, before).bytes <= p.capacity_bytes:
                 if fewest is None or tp * pp <= fewest[0]:  # ties: the wider tp
                     fewest = (tp * pp, tp, pp)
                 break
@@ -104,7 +112,9 @@ def _fewest_chiplets(p: PartitionProblem) -> tuple[int, int, int] | None:
 
 def binding_reason(p: PartitionProblem) -> str:
     """Why ``p`` has no solution: ``MEMORY``, ``SERVERS`` or ``BOUNDS`` (no re-solve)."""
-    if _fullest_stage(p, len(p.tps) - 1, _all_stages(p)).bytes > p.capacity_bytes:
+    widest = len(p.tps) - 1
+    full = _fullest_stage(p, widest, _all_stages(p), _block_bytes_before(p, widest))
+    if full.bytes > p.capacity_bytes:
         return MEMORY
     fewest = _fewest_chiplets(p)
     if fewest is not None and fewest[0] > _allowed_chiplets(p):
@@ -120,7 +130,7 @@ def explain_infeasible(graph: Graph, target: Target, p: PartitionProblem) -> str
     if reason == MEMORY:
         ti = len(p.tps) - 1
         pp_all = _all_stages(p)
-        full = _fullest_stage(p, ti, pp_all)
+        full = _fullest_stage(p, ti, pp_all, _block_bytes_before(p, ti))
         fixes = _relaxed_fixes(graph, target, p, reason)
         return (
             f"{name}: does not fit: at tp={p.tps[ti]}, pp={pp_all}, batch {p.batches[0]} the "
