@@ -23,14 +23,16 @@ partial-region repair across rows.
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from chipletc.ir.errors import TargetError
 from chipletc.ir.target import Target
 
 from .die import DieCost
 from .package import PackageCost
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["region_yield", "spared_yield", "wafer_engine_cost"]
 
@@ -41,6 +43,8 @@ _TAIL = 40.0  # the grid covers mean x (1 + 40 / sqrt(alpha)): far past 1e-15 of
 def region_yield(p: np.ndarray | float, cores: int, spares: int) -> np.ndarray:
     """P(at most ``spares`` of ``cores + spares`` cores are defective), each with
     probability ``p`` (the binomial CDF, summed term by term in log space)."""
+    import numpy as np  # here, not at the top: `chipletc cost` starts without numpy
+
     p = np.asarray(p, dtype=float)
     n = cores + spares
     with np.errstate(divide="ignore"):
@@ -57,6 +61,8 @@ def spared_yield(core_mm2: float, cores: int, spares: int, regions: int,
                  defect_density_per_cm2: float, alpha: float) -> float:
     """Yield of ``regions`` regions of ``cores`` + ``spares`` cores of ``core_mm2`` each
     (the module docstring's mixture)."""
+    import numpy as np
+
     a_cm2 = core_mm2 / 100
     if defect_density_per_cm2 == 0:
         return 1.0

@@ -108,8 +108,10 @@ def test_bench_explore(tmp_path: Path) -> None:
     env = {**os.environ, "CHIPLETC_CACHE": str(tmp_path / "cold2")}
     argv = [chipletc, "explore", "gpt3-175b", "--space", str(REALLM_SPACE), "--workers", "2",
             "--prompt-len", "64", "--gen-len", "256"]
-    wall, cpu = timed(argv, env)
-    per_design = cpu / 1134
-    line("reallm-7nm space (1,134 designs), wall", wall, "-")
-    print(f"  {'CPU per design, start-up included':<44} {per_design * 1e3:8.3f} ms  "
-          f"(target <= 2.2 ms; {REALLM_S_PER_DESIGN / per_design:,.0f}x ReaLLM, >= 100x)")
+    # cold: the first run lowers GPT-3 (torch, tracing); warm: later runs read the cache
+    for label, repeat in (("cold cache", 1), ("warm cache", 3)):
+        wall, cpu = timed(argv, env, repeat)
+        per_design = cpu / 1134
+        line(f"reallm-7nm space (1,134 designs), {label}, wall", wall, "-")
+        print(f"  {'  CPU per design, start-up included':<44} {per_design * 1e3:8.3f} ms  "
+              f"(target <= 2.2 ms; {REALLM_S_PER_DESIGN / per_design:,.0f}x ReaLLM, >= 100x)")
