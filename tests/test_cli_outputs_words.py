@@ -55,7 +55,7 @@ OUTSIDE = tuple(f"{name}.md" for name in ("REFERENCE", "DESIGN", "STYLE"))
 
 
 def test_nothing_in_the_repository_cites_a_file_outside_it():
-    """README, docs, code, help texts and presets name only what ships (issue 17, item 4)."""
+    """README, docs, code, help texts and presets name only what ships."""
     root = Path(__file__).resolve().parents[1]
     cited = []
     for folder, dirs, files in os.walk(root):

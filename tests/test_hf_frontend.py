@@ -307,3 +307,12 @@ def test_directory_whose_config_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "config.json").mkdir()
     with pytest.raises(ModelError, match=r"a config\.json that is not a file"):
         load_model(str(tmp_path))
+
+
+def test_config_without_model_type_says_so(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"hidden_size": 64}))
+    with pytest.raises(ModelError, match=r"config\.json gives no model_type; supported") as err:
+        lower_checkpoint(d)
+    assert "()" not in str(err.value)

@@ -118,7 +118,7 @@ def test_cpsat_optimum_is_the_exhaustive_one_in_nanoseconds(zoo_graph, default_t
 
 @pytest.mark.parametrize("max_batch", [2**30, 2**40], ids=["2^30", "2^40"])
 def test_huge_max_batch_costs_no_more_than_the_default(zoo_graph, default_target, max_batch):
-    """Issue 17: gpt2-small at --max-batch 2**30 cost 23 % more; at 2**40, no mapping.
+    """A regression: gpt2-small at --max-batch 2**30 cost 23 % more; at 2**40, no mapping.
     Beyond what memory holds, the bound changes nothing: the very same problem."""
     graph = zoo_graph("gpt2-small")
     base = partition(graph, default_target, SearchOptions())
@@ -129,7 +129,7 @@ def test_huge_max_batch_costs_no_more_than_the_default(zoo_graph, default_target
 
 
 def test_many_servers_cost_gpt3_no_more(zoo_graph):
-    """Issue 17: a target with max_servers 100000 made GPT-3 6 % dearer."""
+    """A regression: a target with max_servers 100000 made GPT-3 6 % dearer."""
     from chipletc.backends.targets import load_target
 
     target = load_target("cc-7nm-gpt3")
@@ -154,7 +154,7 @@ def test_many_servers_cost_gpt3_no_more(zoo_graph):
 def test_unmet_bound_names_the_best_reachable_and_that_bound_works(
     field, impossible, pattern, scale
 ):
-    """Issue 17: a refusal names the binding bound and the nearest value that works."""
+    """A refusal names the binding bound and the nearest value that works."""
     graph = make_graph(layers=4, d=128, heads=8, kv_heads=2, vocab=1000)
     target = make_target(sram_mb=2, max_servers=2)
     opts = SearchOptions(prompt_len=32, gen_len=32, max_batch=8, **{field: impossible})

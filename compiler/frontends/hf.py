@@ -590,11 +590,10 @@ def config_from_dict(raw: dict, name: str, where: str) -> ModelConfig:
     model_type = raw.get("model_type")
     if not isinstance(model_type, str) or model_type not in _FAMILIES:
         archs = raw.get("architectures")
-        named = ", ".join(map(str, archs)) if isinstance(archs, list) else ""
-        raise ModelError(
-            f"{where}: unsupported architecture {model_type!r} "
-            f"({named}); supported model_type: {', '.join(SUPPORTED)}"
-        )
+        named = f" ({', '.join(map(str, archs))})" if isinstance(archs, list) and archs else ""
+        what = ("config.json gives no model_type" if model_type is None
+                else f"unsupported architecture {model_type!r}")
+        raise ModelError(f"{where}: {what}{named}; supported model_type: {', '.join(SUPPORTED)}")
     build, _ = _FAMILIES[model_type]
     config = _Config(raw, name)
     try:

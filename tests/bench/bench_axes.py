@@ -1,5 +1,5 @@
-"""Exploring GPT-3 175B with the memory and topology axes (issue 15's target: at most
-2x today's time per design).
+"""Exploring GPT-3 175B with the memory and topology axes (target: at most 2x
+the time per design of the SRAM-only ring space).
 
 Runs the same 7 nm chiplet grid twice on one process: as today (SRAM-only chiplets on
 rings) and over {sram, hbm3 with 2 or 4 stacks} x {ring, torus2d} servers, and prints
